@@ -1,0 +1,120 @@
+"""Audio I/O and the log-mel analysis used everywhere in mel2mel.
+
+The log-mel is computed with ``torch.stft`` and librosa's Slaney mel filterbank so that it runs
+batched on CPU or GPU and matches ``librosa.feature.melspectrogram(power=1)`` to float precision.
+See :mod:`mel2mel.constants` for the conventions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from mel2mel import constants as C
+from mel2mel.errors import UserError
+
+
+def mel_filterbank() -> np.ndarray:
+    """The package's mel filterbank, ``float32[N_MELS x (N_FFT // 2 + 1)]``."""
+    return librosa.filters.mel(
+        sr=C.SAMPLE_RATE, n_fft=C.N_FFT, n_mels=C.N_MELS, fmin=C.F_MIN, fmax=C.F_MAX
+    ).astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Waveform -> natural-log mel magnitude, batched, on any device.
+
+    Parameters
+    ----------
+    floor:
+        Magnitudes are clamped to at least ``floor`` before the log.
+    """
+
+    def __init__(self, floor: float = C.LOG_FLOOR) -> None:
+        super().__init__()
+        self.floor = floor
+        self.register_buffer("window", torch.hann_window(C.WIN_LENGTH), persistent=False)
+        self.register_buffer("fbank", torch.from_numpy(mel_filterbank()), persistent=False)
+
+    def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
+        """Linear mel magnitude.
+
+        Parameters
+        ----------
+        audio: Tensor[B x N] or Tensor[N]
+
+        Returns
+        -------
+        Tensor[B x N_MELS x T] (or Tensor[N_MELS x T]) with ``T = N // HOP_LENGTH + 1``.
+        """
+        squeeze = audio.dim() == 1
+        x = audio.unsqueeze(0) if squeeze else audio
+        spec = torch.stft(
+            x.float(),
+            n_fft=C.N_FFT,
+            hop_length=C.HOP_LENGTH,
+            win_length=C.WIN_LENGTH,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        ).abs()
+        mel = torch.matmul(self.fbank, spec)
+        return mel.squeeze(0) if squeeze else mel
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Log-mel of ``audio``: Tensor[B x N] -> Tensor[B x N_MELS x T] (natural log)."""
+        return torch.log(self.magnitude(audio).clamp_min(self.floor))
+
+
+_LOGMEL_CPU: LogMel | None = None
+
+
+def log_mel(audio: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Convenience: log-mel of a mono signal ``float[N]`` -> ``float32[N_MELS x T]`` (CPU)."""
+    global _LOGMEL_CPU
+    if _LOGMEL_CPU is None:
+        _LOGMEL_CPU = LogMel()
+    x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    with torch.inference_mode():
+        return _LOGMEL_CPU(x).numpy()
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Read any soundfile-readable file as 16 kHz mono ``float32[N]``."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise UserError(f"cannot read audio file {path}: {err}") from err
+    mono = data.mean(axis=1)
+    if sr != C.SAMPLE_RATE:
+        mono = librosa.resample(mono, orig_sr=sr, target_sr=C.SAMPLE_RATE, res_type="soxr_hq")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def write_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int = C.SAMPLE_RATE
+) -> None:
+    """Write mono audio atomically (16-bit PCM for .wav, FLAC by extension).
+
+    The signal is clipped to [-1, 1]; the file appears only once it is complete, so an
+    interrupted write never leaves a truncated file behind.
+    """
+    path = Path(path)
+    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, subtype="PCM_16", format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

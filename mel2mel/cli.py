@@ -1,0 +1,56 @@
+"""The ``mel2mel`` command line: thin subcommands over the package.
+
+Each area registers its own subcommands (``register(subparsers)`` in its ``cli`` module), so this
+file only wires them together and is the single place where user errors become one clear line
+on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from mel2mel import __version__
+from mel2mel.errors import UserError
+from mel2mel.midi import MidiError
+
+# Modules that define ``register(subparsers)``; each adds its own subcommands.
+COMMAND_MODULES = ("mel2mel.data.cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mel2mel", description="Neural music synthesis with a steerable timbre space."
+    )
+    parser.add_argument("--version", action="version", version=f"mel2mel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"mel2mel: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    warnings.formatwarning = _format_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mel2mel: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, MidiError, OSError) as err:
+        # OSError covers missing inputs and unwritable outputs; anything else is a bug.
+        print(f"mel2mel: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
