@@ -1,0 +1,275 @@
+"""What a dataset contains: pieces (MIDI files or music21 scores), instruments, ids and splits.
+
+Pieces come either from a folder of MIDI files or, by default, from a fixed list of polyphonic
+scores in the music21 corpus that ships with the ``music21`` package (the ``[data]`` extra), so a
+fresh clone builds a real dataset without any download. music21 is imported only inside the
+functions that need it.
+
+Every piece gets a safe id (lowercase ``[a-z0-9_-]``). Its split and its shard are functions of
+that id alone (a stable hash), so they never change when other pieces are added or removed and
+separate machines agree on them without talking to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mel2mel import constants as C
+from mel2mel.errors import UserError, require
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
+SPLITS = ("train", "valid", "test")
+SPLIT_PERCENT = (80, 10, 10)
+
+# 100 four-part chorales (about 35 s each at music21's default tempo).
+_CHORALES = """
+1.6 2.6 3.6 4.8 5.7 6.6 7.7 8.6 9.7 10.7 11.6 12.7 13.6 14.5 16.6 17.7 19.7 20.7 20.11
+24.6 25.6 26.6 27.6 28.6 29.8 30.6 31.9 32.6 33.6 37.6 38.6 39.7 40.3 40.6 40.8 41.6 42.7
+43.11 44.7 45.7 46.6 47.5 48.3 48.7 52.6 55.5 56.5 57.8 59.3 60.5 62.6 64.2 64.4 64.8 65.2
+65.7 66.6 67.7 70.7 70.11 72.6 73.5 74.8 77.6 78.7 79.3 79.6 80.8 81.7 83.5 84.5 85.6 86.6
+87.7 88.7 89.6 90.5 91.6 92.9 93.7 94.8 95.7 96.6 97.9 99.6 101.7 102.7 103.6 104.6 108.6
+110.7 111.6 112.5 113.8 114.7 115.6 116.6 117.4 119.9 120.6
+"""
+# 37 longer pieces (20 s to 10 min): keyboard and songs with piano, string quartets, madrigals.
+# Left out because music21 cannot expand their repeats: haydn/opus74no1 mvts 3-4,
+# mozart/k458 mvts 1-2, chopin/mazurka06-2, joplin/maple_leaf_rag.
+_LONGER_PIECES = """
+mozart/k545/movement1_exposition cpebach/h186 schoenberg/opus19/movement2
+schoenberg/opus19/movement6 schumann_clara/polonaise_op1n1 schumann_clara/polonaise_op1n2
+schumann_clara/polonaise_op1n3 schumann_clara/polonaise_op1n4 schumann_robert/opus48no2
+johnson_j_r/lift_every_voice liliuokalani/aloha_oe verdi/laDonnaEMobile
+handel/rinaldo/Lascia_chio_pianga webern/webern_dormi_jesu_op_16_no_2
+haydn/opus1no1/movement1 haydn/opus1no1/movement2 haydn/opus1no1/movement3
+haydn/opus1no1/movement4 haydn/opus1no1/movement5 haydn/opus74no1/movement2
+mozart/k80/movement3 mozart/k80/movement4 mozart/k155/movement1 mozart/k155/movement2
+mozart/k155/movement3 mozart/k156/movement1 mozart/k156/movement3 mozart/k156/movement4
+mozart/k458/movement3 beethoven/opus18no1/movement2.mxl schumann_robert/opus41no1/movement2
+schumann_robert/opus41no1/movement3 corelli/opus3no1/1grave lusitano/allor_che_ignuda
+monteverdi/madrigal.3.1 monteverdi/madrigal.4.1 monteverdi/madrigal.5.1
+"""
+
+#: The default corpus: music21 corpus names, Bach chorales first (short, fast to convert; a
+#: ``--limit`` build takes these), then string-quartet movements and piano pieces (longer).
+#: Every entry was checked to parse and convert with music21 9.x; see docs/DATA.md.
+CURATED_PIECES: tuple[str, ...] = (
+    *(f"bach/bwv{n}" for n in _CHORALES.split()),
+    *_LONGER_PIECES.split(),
+)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One input piece.
+
+    Attributes
+    ----------
+    id:
+        Safe slug used for file names (``rolls/<id>.npy``, ``items/<id>/``).
+    source:
+        Human-readable origin stored in the manifest: an absolute path, or ``music21:<name>``.
+    path:
+        The MIDI file, or ``None`` for a music21 score that still has to be converted.
+    music21_name:
+        music21 corpus name (``"bach/bwv66.6"``) for corpus pieces, else ``None``.
+    """
+
+    id: str
+    source: str
+    path: Path | None = None
+    music21_name: str | None = None
+
+    @property
+    def split(self) -> str:
+        """``"train"``, ``"valid"`` or ``"test"``, from the id alone."""
+        return split_of(self.id)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A General MIDI instrument: display name, 0-based program and file-name slug."""
+
+    name: str
+    program: int
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.name, sep="-")
+
+
+def slugify(text: str, *, sep: str = "_") -> str:
+    """Lowercase ``[a-z0-9_-]`` slug: path separators become ``-``, anything else ``sep``."""
+    s = re.sub(r"[\\/]+", "-", text.strip().lower())
+    s = re.sub(r"[^a-z0-9_-]+", sep, s)
+    s = re.sub(r"_{2,}", "_", re.sub(r"-{2,}", "-", s)).strip("-_")
+    return s or "piece"
+
+
+def stable_hash(key: str) -> int:
+    """A 64-bit hash of ``key`` that is the same on every machine and Python run."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def split_of(piece_id: str) -> str:
+    """Deterministic 80/10/10 train/valid/test split by piece id."""
+    bucket = stable_hash(f"mel2mel-split:{piece_id}") % 100
+    train, valid, _ = SPLIT_PERCENT
+    if bucket < train:
+        return "train"
+    return "valid" if bucket < train + valid else "test"
+
+
+def shard_of(piece_id: str, num_shards: int) -> int:
+    """Shard (0-based) that builds every item of ``piece_id``; independent of :func:`split_of`."""
+    return stable_hash(f"mel2mel-shard:{piece_id}") % num_shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with ``0 <= i < N``; UserError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 0 <= int(m[1]) < int(m[2]):
+        raise UserError(f"--shard must look like i/N with 0 <= i < N (e.g. 0/4), got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+# -- instruments ------------------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def gm_names() -> list[str]:
+    """The 128 General MIDI program names, indexed by 0-based program."""
+    from pretty_midi.constants import INSTRUMENT_MAP
+
+    return list(INSTRUMENT_MAP)
+
+
+def instrument_for_program(program: int) -> Instrument:
+    """Canonical instrument of a program: the paper's name if it is one of its ten, else GM's."""
+    for name, prog in C.PAPER_INSTRUMENTS.items():
+        if prog == program:
+            return Instrument(name, program)
+    return Instrument(gm_names()[program], program)
+
+
+def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrument]:
+    """Turn names or program numbers into instruments.
+
+    Parameters
+    ----------
+    spec:
+        ``None`` for the paper's ten instruments; a comma-separated string or a sequence of
+        names (the paper's names such as ``"Grand Piano"``, or General MIDI names such as
+        ``"Lead 1 (square)"``; case, spaces and punctuation are ignored) or 0-based program
+        numbers.
+
+    Returns
+    -------
+    Instruments in the given order, each named canonically (see :func:`instrument_for_program`)
+    so the same program always gets the same name and slug.
+    """
+    if spec is None:
+        return [Instrument(n, p) for n, p in C.PAPER_INSTRUMENTS.items()]
+    entries = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    entries = [e for e in entries if e != ""]
+    if not entries:
+        raise UserError("--instruments is empty")
+    by_name = {_key(n): p for n, p in C.PAPER_INSTRUMENTS.items()}
+    for prog, name in enumerate(gm_names()):
+        by_name.setdefault(_key(name), prog)
+    out: list[Instrument] = []
+    for entry in entries:
+        text = str(entry)
+        if text.isdigit():
+            program = int(text)
+            if program > 127:
+                raise UserError(f"instrument program {program} is out of range 0..127")
+        elif _key(text) in by_name:
+            program = by_name[_key(text)]
+        else:
+            valid = ", ".join(C.PAPER_INSTRUMENTS)
+            raise UserError(
+                f"unknown instrument {text!r}; valid: {valid}, any General MIDI name "
+                "(see 'mel2mel data build --list-instruments') or a program number 0..127"
+            )
+        inst = instrument_for_program(program)
+        if any(i.program == program for i in out):
+            raise UserError(f"instrument {inst.name!r} (program {program}) is listed twice")
+        out.append(inst)
+    return out
+
+
+# -- pieces -----------------------------------------------------------------------------------
+
+
+def music21_pieces(names: Sequence[str] = CURATED_PIECES) -> list[Piece]:
+    """The default corpus as pieces (no music21 import: conversion happens later)."""
+    return [Piece(id=music21_id(n), source=f"music21:{n}", music21_name=n) for n in names]
+
+
+def music21_id(name: str) -> str:
+    """Piece id of a music21 corpus name: ``"bach/bwv66.6"`` -> ``"bach-bwv66_6"``."""
+    return slugify(re.sub(r"\.(mxl|xml|musicxml|krn|abc)$", "", name))
+
+
+def discover_midi(midi_dir: str | Path) -> list[Piece]:
+    """MIDI files under ``midi_dir`` (recursively, sorted), or ``midi_dir`` itself if a file.
+
+    Ids come from the path relative to the folder without its suffix; names that collide after
+    slugging get a short hash of their relative path appended.
+
+    Raises UserError if the path does not exist or holds no file with a MIDI suffix.
+    """
+    root = Path(midi_dir)
+    if root.is_file():
+        files, base = [root], root.parent
+    elif root.is_dir():
+        files = sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES
+        )
+        base = root
+    else:
+        raise UserError(f"--midi-dir not found: {root}")
+    if not files:
+        raise UserError(f"no MIDI files ({', '.join(MIDI_SUFFIXES)}) in {root}")
+    rel = [f.relative_to(base).with_suffix("").as_posix() for f in files]
+    ids = [slugify(r) for r in rel]
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    ids = [
+        f"{i}-{hashlib.sha256(r.encode()).hexdigest()[:6]}" if counts[i] > 1 else i
+        for i, r in zip(ids, rel, strict=True)
+    ]
+    return [
+        Piece(id=i, source=str(f.resolve()), path=f.resolve())
+        for i, f in zip(ids, files, strict=True)
+    ]
+
+
+def convert_music21(name: str) -> bytes:
+    """Parse a music21 corpus score and return it as Standard MIDI File bytes.
+
+    Slow for long scores (seconds to a minute: music21 expands repeats), hence cached by the
+    builder. Raises UserError if music21 is missing, ValueError if the score cannot be used.
+    """
+    require("music21", "data")
+    from music21 import corpus, midi
+
+    try:
+        score = corpus.parse(name)
+        return bytes(midi.translate.music21ObjectToMidiFile(score).writestr())
+    except Exception as err:  # music21 raises many unrelated types for unusable scores
+        raise ValueError(f"music21 could not convert {name}: {type(err).__name__}: {err}") from err
+
+
+def score_seconds(name: str) -> float:
+    """Duration in seconds of the music21 MIDI rendering of ``name`` (converts it: slow)."""
+    from mel2mel.midi import read_notes
+
+    return read_notes(convert_music21(name), warn=False).duration
