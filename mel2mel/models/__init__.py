@@ -1,0 +1,24 @@
+"""Neural network modules of mel2mel and their builders.
+
+:class:`Mel2Mel` is the acoustic model (piano roll -> log-mel); :class:`AcousticConfig`
+describes it; :func:`save_pretrained` / :func:`load_acoustic` export and reload it as
+safetensors + JSON without any training code.
+"""
+
+from __future__ import annotations
+
+from mel2mel.models.acoustic import Instrument, Mel2Mel, build_acoustic, count_parameters
+from mel2mel.models.config import AcousticConfig
+from mel2mel.models.film import FiLM
+from mel2mel.models.io import load_acoustic, save_pretrained
+
+__all__ = [
+    "AcousticConfig",
+    "FiLM",
+    "Instrument",
+    "Mel2Mel",
+    "build_acoustic",
+    "count_parameters",
+    "load_acoustic",
+    "save_pretrained",
+]

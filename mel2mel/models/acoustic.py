@@ -1,0 +1,265 @@
+"""Mel2Mel: the acoustic model turning a piano roll into a log-mel spectrogram.
+
+The network is the one published by Kim et al. (ICASSP 2019)::
+
+    roll (B, 176, T)
+      -> Conv1d 1x1, 176 -> 256
+      -> FiLM(instrument embedding)
+      -> bidirectional LSTM, 256 units per direction          (B, 512, T)
+      -> FiLM(instrument embedding)
+      -> Conv1d 1x1, 512 -> 80                                (B, 80, T) natural-log mel
+
+The instrument enters only through its embedding, which can come from the learned table (an
+index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
+frame ``(B, E, T)`` for timbre morphing over time. The config switches ``lstm_layers``,
+``frontend_layers`` and ``dropout`` (see :class:`~mel2mel.models.config.AcousticConfig`) give
+the usual variations; the defaults are the paper's network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mel2mel.errors import UserError
+from mel2mel.models.config import AcousticConfig
+from mel2mel.models.film import FiLM
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Name and 0-based General MIDI program of one row of the embedding table."""
+
+    name: str
+    program: int | None = None
+
+
+OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
+
+
+class UnknownInstrumentError(UserError, ValueError):
+    """An instrument name or program that the model was not trained on."""
+
+
+def resolve_instrument(instruments: list[Instrument], query: str | int) -> int:
+    """Row of ``instruments`` named ``query`` (case-insensitive) or with that GM program.
+
+    A string of digits is read as a 0-based General MIDI program number.
+
+    Raises
+    ------
+    UnknownInstrumentError
+        If nothing matches; the message lists the valid names and programs.
+    """
+    text = str(query).strip()
+    if text.isdigit():
+        for i, inst in enumerate(instruments):
+            if inst.program == int(text):
+                return i
+    for i, inst in enumerate(instruments):
+        if inst.name.casefold() == text.casefold():
+            return i
+    valid = ", ".join(
+        inst.name if inst.program is None else f"{inst.name} ({inst.program})"
+        for inst in instruments
+    )
+    raise UnknownInstrumentError(f"unknown instrument {query!r}; valid: {valid}")
+
+
+class Mel2Mel(nn.Module):
+    """Piano roll -> natural-log mel magnitude, conditioned on an instrument embedding.
+
+    Parameters
+    ----------
+    config:
+        The architecture (use :meth:`AcousticConfig.preset` for the published one).
+    instruments:
+        Optional names/programs of the embedding rows, kept as metadata (not parameters) so an
+        exported model can resolve instruments by name. Defaults to ``instrument 0..N-1``.
+    """
+
+    def __init__(self, config: AcousticConfig, instruments: list[Instrument] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.instruments = self._check_instruments(config, instruments)
+        self.metadata: dict[str, Any] = {}  # provenance (loss, step, ...) kept by exports
+        c = config
+        self.embedding = nn.Embedding(c.n_instruments, c.embedding_dim)
+        self.input = nn.Conv1d(c.roll_channels, c.channels, 1)
+        front: list[nn.Module] = []
+        for _ in range(c.frontend_layers):
+            front += [
+                nn.Conv1d(
+                    c.channels, c.channels, c.frontend_kernel, padding=c.frontend_kernel // 2
+                ),
+                nn.ReLU(),
+            ]
+        self.frontend = nn.Sequential(*front)
+        self.film_in = FiLM(c.embedding_dim, c.channels)
+        self.lstm = nn.LSTM(
+            c.channels,
+            c.lstm_hidden,
+            num_layers=c.lstm_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=c.dropout if c.lstm_layers > 1 else 0.0,
+        )
+        self.film_out = FiLM(c.embedding_dim, 2 * c.lstm_hidden)
+        self.output = nn.Conv1d(2 * c.lstm_hidden, c.n_mels, 1)
+        # Start from a typical log-mel level instead of 0, which is louder than any real frame:
+        # the first steps then learn structure rather than the global offset.
+        nn.init.constant_(self.output.bias, OUTPUT_BIAS_INIT)
+
+    @staticmethod
+    def _check_instruments(
+        config: AcousticConfig, instruments: list[Instrument] | None
+    ) -> list[Instrument]:
+        if instruments is None:
+            return [Instrument(f"instrument {i}") for i in range(config.n_instruments)]
+        instruments = [i if isinstance(i, Instrument) else Instrument(**i) for i in instruments]
+        if len(instruments) != config.n_instruments:
+            raise ValueError(
+                f"{len(instruments)} instrument names for a table of {config.n_instruments} rows"
+            )
+        return instruments
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size E of an instrument embedding."""
+        return self.config.embedding_dim
+
+    def instrument_index(self, query: str | int) -> int:
+        """Embedding row for an instrument name (case-insensitive) or GM program number."""
+        return resolve_instrument(self.instruments, query)
+
+    def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
+        """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
+        idx = torch.as_tensor(instrument, dtype=torch.long, device=self.embedding.weight.device)
+        return self.embedding(idx.reshape(-1))
+
+    def forward(
+        self,
+        roll: torch.Tensor,
+        instrument: torch.Tensor | int | None = None,
+        embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the log-mel of ``roll`` for an instrument or a free embedding.
+
+        Parameters
+        ----------
+        roll: Tensor[B x 176 x T]
+            Onset/frame piano roll (velocity / 127), see :mod:`mel2mel.midi`.
+        instrument: Tensor[B] of int64, or an int
+            Rows of the embedding table. Give exactly one of ``instrument`` and ``embedding``.
+        embedding: Tensor[B x E] or Tensor[B x E x T]
+            Free timbre vectors, per sequence or per frame (morphing over time).
+
+        Returns
+        -------
+        Tensor[B x N_MELS x T]
+            Natural-log mel magnitude.
+        """
+        if (instrument is None) == (embedding is None):
+            raise ValueError("give exactly one of instrument= and embedding=")
+        if roll.dim() != 3 or roll.shape[1] != self.config.roll_channels:
+            raise ValueError(
+                f"roll must be (B, {self.config.roll_channels}, T), got {tuple(roll.shape)}"
+            )
+        if embedding is None:
+            embedding = self.embed(instrument)
+            if embedding.shape[0] == 1 and roll.shape[0] > 1:
+                embedding = embedding.expand(roll.shape[0], -1)
+        if embedding.shape[0] != roll.shape[0] or embedding.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"embedding must be (B={roll.shape[0]}, E={self.embedding_dim}[, T]), "
+                f"got {tuple(embedding.shape)}"
+            )
+        if embedding.dim() == 3 and embedding.shape[2] != roll.shape[2]:
+            raise ValueError("a per-frame embedding must have as many frames as the roll")
+        embedding = embedding.to(roll.dtype)
+        h = self.frontend(self.input(roll))  # B x C x T
+        h = self.film_in(h, embedding)
+        # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
+        h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
+        h = self.film_out(h.transpose(1, 2), embedding)  # B x 2H x T
+        return self.output(h)
+
+    @torch.inference_mode()
+    def infer(
+        self,
+        roll: torch.Tensor,
+        instrument: torch.Tensor | int | None = None,
+        embedding: torch.Tensor | None = None,
+        *,
+        chunk_frames: int | None = None,
+        context_frames: int = 250,
+    ) -> torch.Tensor:
+        """Inference on long inputs, optionally as a batch of overlapping chunks.
+
+        The bidirectional LSTM is sequential in time; with one sequence the CPU spends most of
+        each step reading the recurrent weights. Cutting a long piece into windows of
+        ``chunk_frames + 2 * context_frames`` frames and running them as one batch reuses each
+        weight read for every window, which is several times faster on CPU. The result is an
+        approximation: each output frame sees at least ``context_frames`` frames (2 s by
+        default) on either side, or the true start/end of the piece, instead of everything.
+
+        Parameters
+        ----------
+        roll: Tensor[B x 176 x T]
+        instrument, embedding:
+            As in :meth:`forward`.
+        chunk_frames:
+            Core frames per window; ``None`` (or ``T`` short enough) runs the exact forward.
+        context_frames:
+            Extra frames on each side of a window's core.
+
+        Returns
+        -------
+        Tensor[B x N_MELS x T]
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            total = roll.shape[-1]
+            if chunk_frames is None or total <= chunk_frames + 2 * context_frames:
+                return self(roll, instrument=instrument, embedding=embedding)
+            if embedding is None:
+                embedding = self.embed(instrument).expand(roll.shape[0], -1)
+            width = chunk_frames + 2 * context_frames
+            starts = list(range(0, total, chunk_frames))
+            # Windows of equal width, shifted inside [0, T) at the edges so that the first
+            # and last ones begin/end exactly where the piece does.
+            windows = [min(max(s - context_frames, 0), total - width) for s in starts]
+            rolls = torch.cat([roll[..., w : w + width] for w in windows])
+            if embedding.dim() == 3:
+                emb = torch.cat([embedding[..., w : w + width] for w in windows])
+            else:
+                emb = embedding.repeat(len(windows), 1)
+            out = self(rolls, embedding=emb).view(len(windows), roll.shape[0], -1, width)
+            parts = [
+                out[i, ..., s - w : min(s + chunk_frames, total) - w]
+                for i, (s, w) in enumerate(zip(starts, windows, strict=True))
+            ]
+            return torch.cat(parts, dim=-1)
+        finally:
+            self.train(was_training)
+
+    def extra_repr(self) -> str:
+        return f"instruments={[i.name for i in self.instruments]}"
+
+
+def build_acoustic(
+    config: AcousticConfig | str = "paper", instruments: list[Instrument] | None = None
+) -> Mel2Mel:
+    """Build a :class:`Mel2Mel` from a config or a preset name (``paper``, ``debug``, ...)."""
+    if isinstance(config, str):
+        config = AcousticConfig.preset(config)
+    return Mel2Mel(config, instruments)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,113 @@
+"""Frozen configuration dataclasses for the acoustic model.
+
+A config is the single description of an architecture: :func:`mel2mel.models.build_acoustic`
+turns it into a module, checkpoints and exported models store it as a plain dict
+(:meth:`AcousticConfig.to_dict`) and rebuild it with :meth:`AcousticConfig.from_dict`, which
+rejects unknown keys so that a typo in a YAML file never passes silently.
+
+Presets
+-------
+``paper``      the published Mel2Mel for 10 instruments (2-D embedding), about 1.14 M parameters;
+``paper100``   the same network with a 10-D embedding for the 100-instrument experiment;
+``debug``      a tiny variant (a few thousand parameters) for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mel2mel import constants as C
+
+
+@dataclass(frozen=True)
+class AcousticConfig:
+    """Architecture of the Mel2Mel acoustic model (piano roll -> log-mel).
+
+    The defaults are the published network: a 1x1 convolution ``roll_channels -> channels``,
+    FiLM from the instrument embedding, a bidirectional LSTM with ``lstm_hidden`` units per
+    direction, FiLM on its ``2 * lstm_hidden`` outputs and a 1x1 convolution to ``n_mels``.
+
+    Parameters
+    ----------
+    n_instruments:
+        Rows of the learned embedding table (the training set's instruments).
+    embedding_dim:
+        Size E of an instrument embedding: 2 for the paper's 10 instruments, 10 for 100.
+    roll_channels:
+        Input channels: ``2 * 88`` (sounding block, then onset block).
+    channels:
+        Width of the input projection (256 in the paper).
+    lstm_hidden:
+        LSTM units per direction (256 in the paper).
+    lstm_layers:
+        Stacked bidirectional LSTM layers (1 in the paper; a variation).
+    frontend_layers:
+        Extra ``Conv1d(channels, channels, frontend_kernel) + ReLU`` blocks after the input
+        projection, before the first FiLM (0 in the paper; a variation).
+    frontend_kernel:
+        Odd kernel size of those blocks (``same`` padding, so the frame count is kept).
+    dropout:
+        Dropout between stacked LSTM layers (only used when ``lstm_layers > 1``).
+    n_mels:
+        Output mel bins.
+    """
+
+    n_instruments: int = 10
+    embedding_dim: int = 2
+    roll_channels: int = C.ROLL_CHANNELS
+    channels: int = 256
+    lstm_hidden: int = 256
+    lstm_layers: int = 1
+    frontend_layers: int = 0
+    frontend_kernel: int = 3
+    dropout: float = 0.0
+    n_mels: int = C.N_MELS
+
+    def __post_init__(self) -> None:
+        positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
+        positive += ("lstm_hidden", "lstm_layers", "n_mels")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"AcousticConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.frontend_layers < 0:
+            raise ValueError("AcousticConfig.frontend_layers must be >= 0")
+        if self.frontend_kernel < 1 or self.frontend_kernel % 2 == 0:
+            raise ValueError("AcousticConfig.frontend_kernel must be odd and >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("AcousticConfig.dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` of the fields (JSON/YAML serializable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AcousticConfig:
+        """Build from a dict, rejecting unknown keys; missing keys take their defaults."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> AcousticConfig:
+        """A named preset (``paper``, ``paper100``, ``debug``) with optional field overrides."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            msg = f"unknown acoustic preset {name!r}; choose from {sorted(PRESETS)}"
+            raise ValueError(msg) from None
+        return dataclasses.replace(base, **overrides)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
+    return cls(**data)
+
+
+PRESETS: dict[str, AcousticConfig] = {
+    "paper": AcousticConfig(),
+    "paper100": AcousticConfig(n_instruments=100, embedding_dim=10),
+    "debug": AcousticConfig(embedding_dim=2, channels=8, lstm_hidden=8),
+}

@@ -1,0 +1,77 @@
+"""The training data pipeline: reproducible random crops of a built dataset.
+
+:class:`SeededCrops` makes every random crop a function of ``(seed, epoch, index)`` so that a
+resumed or multi-process run sees exactly the crops an uninterrupted single run would;
+:func:`make_datasets` builds the train and valid crop sets of a :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mel2mel.data.dataset import CropDataset, read_manifest
+from mel2mel.errors import UserError
+from mel2mel.models.acoustic import Instrument, UnknownInstrumentError, resolve_instrument
+from mel2mel.train.config import RunConfig
+
+
+class SeededCrops(CropDataset):
+    """A :class:`CropDataset` whose random crop positions depend only on (seed, epoch, index).
+
+    :class:`ResumableSampler` yields ``epoch * len(dataset) + index``; this class decodes it,
+    so a crop is the same whether it is drawn in a worker or not, before or after a resume,
+    and by whichever rank. Deterministic (validation) crops are left to the parent class.
+    """
+
+    _key: tuple[int, int] = (0, 0)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        epoch, i = divmod(int(index), len(self))
+        self._key = (epoch, i)
+        return super().__getitem__(i)
+
+    def crop_start(self, frames: int, copy: int) -> int:
+        if not self.random_crops:
+            return super().crop_start(frames, copy)
+        last = max(frames - self.crop_frames, 0)
+        rng = np.random.default_rng([self.seed, *self._key])
+        return int(rng.integers(0, last + 1))
+
+
+def dataset_instruments(data: Path) -> list[Instrument]:
+    """The manifest's instruments, in embedding-table order."""
+    manifest = read_manifest(data)
+    return [Instrument(i["name"], i.get("program")) for i in manifest["instruments"]]
+
+
+def _subset(instruments: list[Instrument], wanted: tuple[str, ...] | None) -> list[int] | None:
+    if not wanted:
+        return None
+    try:
+        return sorted({resolve_instrument(instruments, w) for w in wanted})
+    except UnknownInstrumentError as err:
+        raise UserError(f"train.instruments: {err}") from err
+
+
+def make_datasets(
+    data: Path, config: RunConfig, instruments: list[Instrument]
+) -> tuple[SeededCrops, SeededCrops]:
+    """Random train crops and fixed valid crops, restricted to ``train.instruments``."""
+    t = config.train
+    subset = _subset(instruments, t.instruments)
+    common = {"instruments": subset, "seed": t.seed}
+    train = SeededCrops(
+        data, "train", t.crop_frames, crops_per_item=t.crops_per_item, random_crops=True, **common
+    )
+    valid = SeededCrops(
+        data,
+        "valid",
+        t.crop_frames,
+        crops_per_item=t.valid_crops_per_item,
+        random_crops=False,
+        **common,
+    )
+    return train, valid
