@@ -7,3 +7,19 @@ spectrogram conditioned on a learned instrument embedding; a vocoder turns the m
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mel2mel.synthesizer import Synthesizer
+
+__all__ = ["Synthesizer", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that ``import mel2mel`` stays light (no torch).
+    if name == "Synthesizer":
+        from mel2mel.synthesizer import Synthesizer
+
+        return Synthesizer
+    raise AttributeError(f"module 'mel2mel' has no attribute {name!r}")

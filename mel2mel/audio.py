@@ -8,7 +8,6 @@ See :mod:`mel2mel.constants` for the conventions.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import librosa
@@ -19,6 +18,7 @@ from torch import nn
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
 
 
 def mel_filterbank() -> np.ndarray:
@@ -110,11 +110,8 @@ def write_audio(
     path = Path(path)
     data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sample_rate, subtype="PCM_16", format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path,
+        lambda tmp: sf.write(tmp, data, sample_rate, subtype="PCM_16", format=fmt),
+        path.suffix,
+    )

@@ -18,7 +18,14 @@ from mel2mel.errors import UserError
 from mel2mel.midi import MidiError
 
 # Modules that define ``register(subparsers)``; each adds its own subcommands.
-COMMAND_MODULES = ("mel2mel.data.cli",)
+COMMAND_MODULES = (
+    "mel2mel.data.cli",
+    "mel2mel.train.cli",
+    "mel2mel.evaluate",
+    "mel2mel.mel_cli",
+    "mel2mel.vocode_cli",
+    "mel2mel.render_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

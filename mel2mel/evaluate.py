@@ -31,6 +31,7 @@ import numpy as np
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
 
 if TYPE_CHECKING:
     from mel2mel.models.acoustic import Mel2Mel
@@ -232,9 +233,7 @@ def _report(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_report(report: dict[str, Any], out: Path, model: Mel2Mel | None = None) -> list[Path]:

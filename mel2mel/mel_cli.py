@@ -13,13 +13,12 @@ default model is the shipped one in ``mel2mel/pretrained/acoustic.{safetensors,j
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -28,14 +27,7 @@ DEFAULT_MODEL = PRETRAINED_DIR / "acoustic.safetensors"
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """``numpy.save`` that leaves either the old file or the complete new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
 
 
 def _parse_embedding(text: str) -> list[float]:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from mel2mel import __version__
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
 from mel2mel.models.acoustic import Instrument, Mel2Mel
 from mel2mel.models.config import AcousticConfig
 
@@ -54,18 +53,6 @@ def export_paths(path: PathLike) -> tuple[Path, Path]:
     elif p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` then move ``tmp`` over ``path`` so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained(
@@ -110,10 +97,10 @@ def save_pretrained(
         "metadata": meta,
     }
     text = json.dumps(doc, indent=2) + "\n"
-    _atomic_write(
+    atomic_write(
         weights, lambda tmp: save_file(state, tmp, metadata={"format": str(FORMAT_VERSION)})
     )
-    _atomic_write(desc, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(desc, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return weights, desc
 
 

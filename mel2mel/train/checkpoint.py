@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
 from mel2mel.models.acoustic import Instrument, Mel2Mel
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.io import save_pretrained
@@ -72,14 +72,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, *, keep: int = 3) -> Path:

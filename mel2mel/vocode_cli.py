@@ -1,0 +1,115 @@
+"""``mel2mel vocode``: a saved log-mel (``.npy``) -> a 16 kHz WAV, with any vocoder.
+
+The mel is a ``float32[80 x T]`` NumPy array of natural-log mel magnitudes (the conventions of
+:mod:`mel2mel.constants`). A vocoder that can use the notes reads them from ``--midi``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from mel2mel import constants as C
+from mel2mel.errors import UserError
+
+DEFAULT_CHUNK_FRAMES = 1000  # 8 s per chunk keeps memory flat for any length
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``vocode`` subcommand."""
+    p = subparsers.add_parser(
+        "vocode",
+        help="turn a saved log-mel (.npy) into a WAV file",
+        description="Synthesize 16 kHz audio from a float32 [80, T] natural-log mel (.npy).",
+    )
+    p.add_argument("mel", type=Path, help="input .npy file, float32 [80, T]")
+    p.add_argument("-o", "--output", type=Path, help="output .wav (default: MEL with .wav)")
+    p.add_argument(
+        "--vocoder",
+        choices=("fast", "wavenet", "griffinlim"),
+        default="fast",
+        help="which vocoder (default: fast; griffinlim needs no weights)",
+    )
+    p.add_argument("--midi", type=Path, help="MIDI file of the notes, for vocoders that use them")
+    p.add_argument("--model", type=Path, help="exported vocoder (.json/.safetensors) to use")
+    p.add_argument("--seed", type=int, default=0, help="random seed (WaveNet sampling)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+    p.set_defaults(func=run)
+
+
+def read_mel(path: Path) -> np.ndarray:
+    """Load and check a log-mel ``.npy`` file, returning ``float32[N_MELS x T]``.
+
+    Raises
+    ------
+    UserError
+        If the file is missing, unreadable, or not a finite ``[80, T]`` array.
+    """
+    if not path.is_file():
+        raise UserError(f"mel file not found: {path}")
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"cannot read {path} as a .npy array: {err}") from err
+    if mel.ndim == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.ndim != 2 or mel.shape[0] != C.N_MELS or mel.shape[1] < 1:
+        raise UserError(
+            f"{path}: expected a log-mel of shape [{C.N_MELS}, T] (T >= 1), got {list(mel.shape)}"
+        )
+    if not np.issubdtype(mel.dtype, np.number) or np.iscomplexobj(mel):
+        raise UserError(f"{path}: expected real numbers, got dtype {mel.dtype}")
+    mel = mel.astype(np.float32)
+    if not np.isfinite(mel).all():
+        raise UserError(f"{path}: the mel contains NaN or infinite values")
+    return mel
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mel2mel vocode``; returns the exit status."""
+    from mel2mel.audio import write_audio
+    from mel2mel.vocoders.griffinlim import GriffinLim
+    from mel2mel.vocoders.io import load_pretrained, load_vocoder
+
+    output = args.output or args.mel.with_suffix(".wav")
+    if output.exists() and not args.force:
+        raise UserError(f"{output} exists; pass -f to overwrite it")
+    if not output.parent.is_dir():
+        raise UserError(f"output folder does not exist: {output.parent}")
+    mel = read_mel(args.mel)
+
+    if args.vocoder == "griffinlim":
+        if args.model is not None:
+            warnings.warn("griffinlim has no weights; --model is ignored", stacklevel=1)
+        vocoder = GriffinLim()
+    elif args.model is not None:
+        vocoder = load_vocoder(args.model)
+        if vocoder.kind != args.vocoder:
+            raise UserError(f"{args.model} holds a {vocoder.kind} vocoder, not {args.vocoder}")
+    else:
+        vocoder = load_pretrained(args.vocoder)
+
+    roll = None
+    if args.midi is not None:
+        if vocoder.uses_roll:
+            from mel2mel.midi import midi_to_roll
+
+            roll = midi_to_roll(args.midi, num_frames=mel.shape[1])
+        else:
+            warnings.warn(
+                f"the {args.vocoder} vocoder does not use notes; --midi is ignored", stacklevel=1
+            )
+
+    if vocoder.kind == "wavenet":
+        from mel2mel.vocoders.wavenet_generate import generate_batched
+
+        audio = generate_batched(vocoder, mel, seed=args.seed).cpu().numpy()
+    else:
+        audio = vocoder.vocode_long(mel, roll, chunk_frames=DEFAULT_CHUNK_FRAMES)
+    write_audio(output, audio)
+    seconds = len(audio) / C.SAMPLE_RATE
+    print(f"wrote {output} ({seconds:.2f} s, {vocoder.kind} vocoder)")
+    return 0

@@ -1,0 +1,1 @@
+"""Vocoders: log-mel -> 16 kHz audio, behind one interface (:class:`Vocoder`)."""

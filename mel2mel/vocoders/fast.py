@@ -1,0 +1,451 @@
+"""Our default vocoder: a small non-autoregressive network that predicts an STFT, then ISTFT.
+
+Design (justified, with measurements, in ``docs/VOCODERS.md``), after Vocos (Siuzdak, 2023):
+
+* the whole network runs at the frame rate (125 Hz), not the sample rate: a ConvNeXt
+  backbone (depthwise temporal convolution, LayerNorm, pointwise MLP, layer scale) maps the
+  log-mel, and optionally the piano roll, to per-frame features;
+* a linear head predicts, per frame, the log-magnitude and the phase of a 1024-point,
+  hop-128 STFT (the analysis settings of the mel); an inverse STFT (windowed overlap-add)
+  makes the waveform on exactly :mod:`mel2mel.constants`' grid (frame ``i`` centred on
+  sample ``128 i``);
+* the log-magnitude is a *correction* of a fixed, cheap estimate from the mel
+  (:class:`~mel2mel.vocoders.griffinlim.BandInverter`), so the untrained model already has
+  the right spectral envelope and training goes to phase and fine structure;
+* the phase integrates a predicted instantaneous frequency (each bin starts at its centre
+  frequency) plus a local offset: a purely local frame model gives identical frames for a
+  stationary input, i.e. a waveform periodic in the hop, and cannot hold a sustained note
+  at an arbitrary pitch; the running phase can;
+* the piano roll, when the model has it, enters through a bias-free 1x1 projection added to
+  the mel embedding; rolls are dropped at random in training, so a missing roll (all zeros)
+  is a case the model knows.
+
+The network sees ``receptive_field`` frames on each side; the phase carries information
+forward only. :meth:`FastVocoder.vocode_stream` runs chunks with that much context and carries
+the phase, reproducing the unchunked output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mel2mel import constants as C
+from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
+from mel2mel.vocoders.griffinlim import BandInverter
+
+MEL_OFFSET: float = -6.0
+MEL_SCALE: float = 3.0
+STREAM_CHUNK: int = 1000  # frames per chunk when vocoding long inputs
+
+
+@dataclass(frozen=True)
+class FastVocoderConfig:
+    """Sizes of a :class:`FastVocoder`; saved with its weights."""
+
+    dim: int = 128
+    intermediate: int = 384
+    layers: int = 6
+    kernel_size: int = 7
+    n_fft: int = 1024
+    use_roll: bool = True
+    prior_iterations: int = 6  # magnitude estimate refined before the network's correction
+    integrate_phase: bool = True
+    roll_dropout: float = 0.5  # training only: probability of hiding the roll of an example
+
+    def __post_init__(self) -> None:
+        if self.n_fft < 2 * C.HOP_LENGTH or self.n_fft % C.HOP_LENGTH:
+            raise ValueError(f"n_fft must be a multiple of {C.HOP_LENGTH} and at least twice it")
+        if self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+
+    @classmethod
+    def debug(cls) -> FastVocoderConfig:
+        """A tiny model for tests and smoke runs."""
+        return cls(dim=16, intermediate=32, layers=2, n_fft=512, prior_iterations=3)
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames on each side of a frame that can change its audio (network + overlap-add)."""
+        half = self.kernel_size // 2
+        return half * (self.layers + 1) + self.n_fft // (2 * C.HOP_LENGTH)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FastVocoderConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown fast vocoder config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def conv_channels_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply a 1-D convolution to channels-last data without transposing copies.
+
+    Parameters
+    ----------
+    x: Tensor[B x T x C_in]
+    conv:
+        A ``Conv1d`` with "same" padding (its weights are used as a 1 x k 2-D kernel, which
+        oneDNN runs natively on channels-last memory, about 2x faster here).
+
+    Returns
+    -------
+    Tensor[B x T x C_out], contiguous.
+    """
+    y = F.conv2d(
+        x.permute(0, 2, 1).unsqueeze(2),  # [B x C x 1 x T] viewed channels-last, no copy
+        conv.weight.unsqueeze(2),
+        conv.bias,
+        padding=(0, conv.padding[0]),
+        groups=conv.groups,
+    )
+    return y.squeeze(2).permute(0, 2, 1)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv -> LayerNorm -> MLP (GELU) -> layer scale, with a residual connection."""
+
+    def __init__(self, dim: int, intermediate: int, kernel_size: int, scale: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, intermediate)
+        self.pw2 = nn.Linear(intermediate, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tensor[B x T x dim] -> Tensor[B x T x dim] (channels last)."""
+        y = conv_channels_last(x, self.dwconv)
+        y = self.pw2(F.gelu(self.pw1(self.norm(y))))
+        return x + self.gamma * y
+
+
+class ISTFTHead(nn.Module):
+    """Per-frame features -> STFT log-magnitude and phase -> waveform by overlap-add.
+
+    Everything here is frames-major, ``Tensor[B x T x F]`` with ``F = n_fft / 2 + 1``, so that
+    the FFT and the overlap-add run along contiguous memory.
+
+    The phase of bin ``k`` in frame ``t`` is, with ``integrate_phase``,
+    ``phi = sum_{s <= t} (c_k + delta_k(s)) + psi_k(t)``: ``c_k`` is the advance of the bin's
+    centre frequency over one hop, ``delta`` a predicted deviation from it (so ``c_k + delta_k``
+    is the instantaneous frequency) and ``psi`` a predicted local offset. Without
+    ``integrate_phase`` the phase is predicted directly, as in Vocos.
+
+    Parameters
+    ----------
+    dim:
+        Feature channels.
+    n_fft:
+        FFT size of the synthesis frames (Hann window of the same length, hop 128).
+    prior_iterations:
+        Predict the log-magnitude as a correction of the :class:`BandInverter` estimate
+        with this many iterations (-1: predict it from scratch).
+    integrate_phase:
+        Integrate a predicted instantaneous frequency over time (see above).
+    """
+
+    # The running phase is summed in float32 within blocks of this many frames (|sum| stays
+    # below ~1000 rad, 1e-4 rad precision) and the block offsets in float64, wrapped.
+    PHASE_BLOCK = 64
+
+    def __init__(self, dim: int, n_fft: int, prior_iterations: int, integrate_phase: bool) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.bins = bins = n_fft // 2 + 1
+        self.integrate_phase = integrate_phase
+        self.proj = nn.Linear(dim, (3 if integrate_phase else 2) * bins)
+        self.prior = BandInverter(n_fft, prior_iterations) if prior_iterations >= 0 else None
+        if self.prior is not None:
+            nn.init.zeros_(self.proj.weight[:bins])
+            nn.init.zeros_(self.proj.bias[:bins])
+        if integrate_phase:
+            # Start at the bins' own frequencies: no deviation.
+            nn.init.zeros_(self.proj.weight[2 * bins :])
+            nn.init.zeros_(self.proj.bias[2 * bins :])
+        k = torch.arange(bins, dtype=torch.float64)
+        centre = torch.remainder(2 * math.pi * k * C.HOP_LENGTH / n_fft, 2 * math.pi)
+        self.register_buffer("centre", centre.float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self._envelopes: dict[int, torch.Tensor] = {}
+
+    def frame_outputs(
+        self, x: torch.Tensor, mel: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-frame predictions from Tensor[B x T x dim] features and the log-mel
+        Tensor[B x N_MELS x T].
+
+        Returns
+        -------
+        ``(log_magnitude, phase_offset, delta)``, each Tensor[B x T x F] (``delta`` is
+        ``None`` without ``integrate_phase``).
+        """
+        parts = self.proj(x).split(self.bins, dim=-1)
+        log_mag, offset = parts[0], parts[1]
+        if self.prior is not None:
+            log_mag = log_mag + torch.log(self.prior.frames_major(mel) + 1e-5)
+        return log_mag, offset, (parts[2] if self.integrate_phase else None)
+
+    def phase(
+        self,
+        offset: torch.Tensor,
+        delta: torch.Tensor | None,
+        carry: torch.Tensor | None = None,
+        carry_index: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Phases of consecutive frames.
+
+        Parameters
+        ----------
+        offset, delta: Tensor[B x T x F]
+            From :meth:`frame_outputs`.
+        carry: Tensor[B x F] (float64), optional
+            The running phase sum before the first frame (for streaming; 0 at a start).
+        carry_index:
+            Also return the running sum through this frame, wrapped to [0, 2 pi).
+
+        Returns
+        -------
+        ``(phase Tensor[B x T x F], running sum at carry_index Tensor[B x F] float64 or None)``.
+        """
+        if delta is None:
+            return offset, None
+        b, t, f = delta.shape
+        blk = self.PHASE_BLOCK
+        nb = -(-t // blk)
+        step = F.pad(delta + self.centre, (0, 0, 0, nb * blk - t)).view(b, nb, blk, f)
+        inner = torch.cumsum(step, dim=2)
+        totals = inner[:, :, -1].double()
+        starts = torch.cumsum(totals, dim=1) - totals
+        if carry is not None:
+            starts = starts + carry[:, None]
+        starts = torch.remainder(starts, 2 * math.pi)
+        running = (inner + starts.float()[:, :, None]).view(b, nb * blk, f)[:, :t]
+        out = None
+        if carry_index is not None:
+            i, j = divmod(carry_index, blk)
+            out = torch.remainder(starts[:, i] + inner[:, i, j].double(), 2 * math.pi)
+        return running + offset, out
+
+    def istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex Tensor[B x T x F] -> Tensor[B x 128*T]; frame ``i`` centred on ``128 i``."""
+        b, t, _ = spec.shape
+        n, hop = self.n_fft, C.HOP_LENGTH
+        r = n // hop
+        frames = (torch.fft.irfft(spec, n=n, dim=-1) * self.window).view(b, t, r, hop)
+        out = frames.new_zeros(b, t + r - 1, hop)
+        for k in range(r):  # overlap-add: frame s, segment k lands on block s + k
+            out[:, k : k + t] += frames[:, :, k]
+        start = n // 2
+        audio = out.view(b, -1)[:, start : start + t * hop]
+        return audio * self._inverse_envelope(t)
+
+    def _inverse_envelope(self, t: int) -> torch.Tensor:
+        """``1 / sum of squared windows`` over the ``128 t`` output samples (cached)."""
+        cached = self._envelopes.get(t)
+        if cached is not None and cached.device == self.window.device:
+            return cached
+        n, hop = self.n_fft, C.HOP_LENGTH
+        r = n // hop
+        env = self.window.new_zeros(t + r - 1, hop)
+        square = self.window.square().view(r, hop)
+        for k in range(r):
+            env[k : k + t] += square[k]
+        start = n // 2
+        inv = 1.0 / env.view(-1)[start : start + t * hop].clamp_min(1e-8)
+        if len(self._envelopes) >= 8:
+            self._envelopes.pop(next(iter(self._envelopes)))
+        self._envelopes[t] = inv
+        return inv
+
+    @staticmethod
+    def complex_spectrum(log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Magnitude (clamped below e^7) and phase -> complex tensor of the same shape."""
+        return torch.polar(torch.exp(log_mag.clamp(max=7.0)), phase)
+
+
+class FastVocoder(Vocoder):
+    """Log-mel (+ optional piano roll) -> waveform, non-autoregressive (see module docstring).
+
+    Parameters
+    ----------
+    config:
+        Sizes; :meth:`FastVocoderConfig.debug` gives a tiny model.
+    """
+
+    kind: ClassVar[str] = "fast"
+
+    def __init__(self, config: FastVocoderConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or FastVocoderConfig()
+        self.config = cfg
+        k = cfg.kernel_size
+        self.embed = nn.Conv1d(C.N_MELS, cfg.dim, k, padding=k // 2)
+        self.roll_embed = (
+            nn.Conv1d(C.ROLL_CHANNELS, cfg.dim, 1, bias=False) if cfg.use_roll else None
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        scale = 1.0 / cfg.layers
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.dim, cfg.intermediate, k, scale) for _ in range(cfg.layers)
+        )
+        self.final_norm = nn.LayerNorm(cfg.dim)
+        self.head = ISTFTHead(cfg.dim, cfg.n_fft, cfg.prior_iterations, cfg.integrate_phase)
+
+    @property
+    def uses_roll(self) -> bool:
+        return self.config.use_roll
+
+    @property
+    def stream_context_frames(self) -> int:
+        return self.config.receptive_field + 1
+
+    def frame_outputs(
+        self, mel: torch.Tensor, roll: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The network's per-frame predictions (shift-invariant, local).
+
+        Parameters
+        ----------
+        mel: Tensor[B x N_MELS x T]
+        roll: Tensor[B x ROLL_CHANNELS x T], optional
+
+        Returns
+        -------
+        ``(log_magnitude, phase_offset, delta)``, each Tensor[B x T x F] (frames-major) with
+        ``F = n_fft / 2 + 1`` (``delta`` is ``None`` without ``integrate_phase``).
+        """
+        x = conv_channels_last(((mel - MEL_OFFSET) / MEL_SCALE).transpose(1, 2), self.embed)
+        if self.roll_embed is not None and roll is not None:
+            x = x + torch.matmul(roll.transpose(1, 2), self.roll_embed.weight[:, :, 0].T)
+        x = self.norm(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head.frame_outputs(self.final_norm(x), mel)
+
+    def spectrum(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted STFT: Tensor[B x N_MELS x T] -> complex Tensor[B x T x F]."""
+        log_mag, offset, delta = self.frame_outputs(mel, roll)
+        phase, _ = self.head.phase(offset, delta)
+        return self.head.complex_spectrum(log_mag, phase)
+
+    def forward(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable synthesis.
+
+        Parameters
+        ----------
+        mel: Tensor[B x N_MELS x T]
+            Natural-log mel magnitude.
+        roll: Tensor[B x ROLL_CHANNELS x T], optional
+            Piano roll; ignored by a model without ``use_roll``; ``None`` means no notes known.
+
+        Returns
+        -------
+        Tensor[B x 128*T] waveform.
+        """
+        return self.head.istft(self.spectrum(mel, roll))
+
+    def _vocode(self, mel: torch.Tensor, roll: torch.Tensor | None) -> torch.Tensor:
+        if mel.shape[-1] <= 2 * STREAM_CHUNK or not self.config.integrate_phase:
+            return self(mel, roll)
+        # Long inputs go through the (exact) stream: less memory, and faster as the
+        # per-chunk temporaries stay in cache.
+        rows = []
+        for i in range(mel.shape[0]):
+            r = None if roll is None else roll[i]
+            chunks = self.vocode_stream(mel[i], STREAM_CHUNK, r)
+            rows.append(torch.from_numpy(np.concatenate(list(chunks))))
+        return torch.stack(rows).to(mel.device)
+
+    def vocode_stream(
+        self, mel: ArrayLike, chunk_frames: int = STREAM_CHUNK, roll: ArrayLike | None = None
+    ) -> Iterator[np.ndarray]:
+        """Chunked synthesis that equals :meth:`vocode` of the whole mel (float rounding aside).
+
+        Each chunk runs the network with ``receptive_field`` frames of context on both sides;
+        the integrated phase is carried from chunk to chunk. See :meth:`Vocoder.vocode_stream`.
+        """
+        if not self.config.integrate_phase:
+            yield from super().vocode_stream(mel, chunk_frames, roll)
+            return
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be positive")
+        mel_b = as_batch(mel, C.N_MELS, "mel").to(self.device())
+        if mel_b.shape[0] != 1:
+            raise ValueError("vocode_stream takes a single mel (batch size 1)")
+        roll_b = self._prepare_roll(roll, mel_b)
+        total, hop = mel_b.shape[2], C.HOP_LENGTH
+        ola = self.config.n_fft // (2 * hop)  # frames on each side that overlap a sample
+        net = self.config.receptive_field - ola
+        carry = None  # sum of delta over the frames before ``first``
+        with torch.inference_mode():
+            for start in range(0, total, chunk_frames):
+                end = min(total, start + chunk_frames)
+                first, stop = max(0, start - ola), min(total, end + ola)
+                lo, hi = max(0, first - net), min(total, stop + net)
+                piece_roll = None if roll_b is None else roll_b[:, :, lo:hi]
+                outputs = self.frame_outputs(mel_b[:, :, lo:hi], piece_roll)
+                log_mag, offset, delta = (o[:, first - lo : stop - lo] for o in outputs)
+                next_first = max(0, end - ola)
+                index = next_first - 1 - first if next_first > 0 else None
+                phase, new_carry = self.head.phase(offset, delta, carry, index)
+                audio = self.head.istft(self.head.complex_spectrum(log_mag, phase))[0]
+                carry = new_carry
+                y = audio[(start - first) * hop : (end - first) * hop]
+                yield np.ascontiguousarray(y.float().cpu().numpy())
+
+
+_DEFAULT_LOSSES: dict[str, nn.Module] = {}
+
+
+def training_losses(
+    model: FastVocoder, batch: Mapping[str, torch.Tensor], loss_fn: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch (``"loss"`` is the total to minimize).
+
+    Parameters
+    ----------
+    batch:
+        ``"mel"`` float32[B x N_MELS x T], ``"audio"`` float32[B x 128*T] (sample ``128 s``
+        centres frame ``s``) and, optionally, ``"roll"`` float32[B x ROLL_CHANNELS x T].
+        In training mode each example's roll is hidden with probability
+        ``config.roll_dropout``.
+    loss_fn:
+        Defaults to :class:`~mel2mel.vocoders.losses.FastVocoderLoss` with default weights.
+    """
+    from mel2mel.vocoders.losses import FastVocoderLoss
+
+    device = next(model.parameters()).device
+    if loss_fn is None:
+        key = str(device)
+        if key not in _DEFAULT_LOSSES:
+            _DEFAULT_LOSSES[key] = FastVocoderLoss().to(device)
+        loss_fn = _DEFAULT_LOSSES[key]
+    mel = batch["mel"].to(device)
+    audio = batch["audio"].to(device)
+    roll = batch.get("roll")
+    if roll is not None and model.uses_roll:
+        roll = roll.to(device)
+        if model.training and model.config.roll_dropout > 0:
+            keep = torch.rand(roll.shape[0], 1, 1, device=device) >= model.config.roll_dropout
+            roll = roll * keep
+    spectrum = model.spectrum(mel, roll)
+    audio_hat = model.head.istft(spectrum)
+    return loss_fn(audio_hat, audio[:, : audio_hat.shape[1]], spectrum)
+
+
+def training_step(model: FastVocoder, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Scalar training loss of one batch, ready for ``backward()`` (see :func:`training_losses`)."""
+    return training_losses(model, batch)["loss"]
