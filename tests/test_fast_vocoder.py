@@ -16,7 +16,13 @@ from mel2mel.vocoders.fast import (
     training_losses,
     training_step,
 )
-from mel2mel.vocoders.losses import FastVocoderLoss, LogMelLoss, MultiResolutionSTFTLoss
+from mel2mel.vocoders.losses import (
+    FastVocoderLoss,
+    LogMelLoss,
+    MultiResolutionSTFTLoss,
+    consistency_loss,
+    phase_derivative_loss,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -188,6 +194,19 @@ def test_losses() -> None:
     total = FastVocoderLoss(stft_weight=1.0, mel_weight=2.0)(y, x)
     expect = diff["spectral_convergence"] + diff["log_magnitude"] + 2 * total["log_mel"]
     assert torch.allclose(total["loss"], expect)
+    # Spectrum-based terms: zero for the exact STFT of the target, positive otherwise.
+    window = torch.hann_window(512)
+    spec = torch.stft(x, 512, 128, window=window, pad_mode="constant", return_complex=True)
+    spec = spec[..., : x.shape[1] // 128].transpose(1, 2)
+    assert phase_derivative_loss(spec, x).item() < 1e-4
+    assert phase_derivative_loss(spec * 1j ** torch.rand(spec.shape), x).item() > 0.1
+    audio_hat = ISTFTHead(4, 512, -1, False).istft(spec)
+    assert consistency_loss(spec, audio_hat).item() < 1e-3
+    random_phase = torch.polar(spec.abs(), torch.rand(spec.shape) * 6.3)
+    head = ISTFTHead(4, 512, -1, False)
+    assert consistency_loss(random_phase, head.istft(random_phase)).item() > 0.3
+    terms = FastVocoderLoss(phase_weight=0.5)(audio_hat, x, spec)
+    assert {"consistency", "phase"} <= set(terms)
 
 
 def test_roll_dropout_only_in_training() -> None:
