@@ -18,14 +18,7 @@ from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim, MelInverter
 from mel2mel.vocoders.wavenet import WaveNet, WaveNetConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to other jobs holding a core."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 
 def _signal(seconds: float = 1.0) -> np.ndarray:

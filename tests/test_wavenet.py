@@ -19,14 +19,7 @@ from mel2mel.vocoders.wavenet_generate import (
     teacher_forced_logits,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to other jobs holding a core."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 
 def _model(config: WaveNetConfig, seed: int = 0) -> WaveNet:
