@@ -33,8 +33,10 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.vocoders.base import Vocoder
-from mel2mel.vocoders.fast import FastVocoder
+from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
+
+DEFAULT_REFINE = 4  # the shipped model's setting (mel2mel/pretrained/fast_vocoder.json)
 
 
 def _mel(frames: int) -> torch.Tensor:
@@ -42,15 +44,17 @@ def _mel(frames: int) -> torch.Tensor:
     return torch.randn(C.N_MELS, frames, generator=g) * 2.0 - 6.0
 
 
-def _build(kind: str, model_path: str | None) -> Vocoder:
+def _build(kind: str, model_path: str | None, refine: int | None = None) -> Vocoder:
     if kind == "griffinlim":
         return GriffinLim(n_iter=32)
     if model_path:
         from mel2mel.vocoders.io import load_vocoder
 
-        return load_vocoder(model_path)
-    torch.manual_seed(0)
-    return FastVocoder().eval()
+        fast = load_vocoder(model_path)
+    else:
+        torch.manual_seed(0)
+        fast = FastVocoder(FastVocoderConfig(refine_iterations=DEFAULT_REFINE)).eval()
+    return fast if refine is None else fast.with_refinement(refine)
 
 
 def times_real_time(run, seconds: float, repeats: int) -> tuple[float, float]:
@@ -117,11 +121,13 @@ def copy_synthesis_errors(vocoders: dict[str, Vocoder], wavs: list[str]) -> dict
     return {name: float(np.mean(e)) for name, e in errors.items()}
 
 
-def speed_table(fast: Vocoder, gl: Vocoder, args: argparse.Namespace, threads: int) -> None:
+def speed_table(fast: FastVocoder, gl: Vocoder, args: argparse.Namespace, threads: int) -> None:
     torch.set_num_threads(threads)
     mel = _mel(int(args.seconds * C.FRAME_RATE))
+    n = fast.config.refine_iterations
+    others = {k: fast.with_refinement(k) for k in args.compare_refine if k != n}
     speeds = {
-        "fast vocoder, whole mel": times_real_time(
+        f"fast vocoder, whole mel, {n} refinement it.": times_real_time(
             lambda: fast.vocode(mel), args.seconds, args.repeats
         ),
         f"fast vocoder, streamed ({args.chunk_frames}-frame chunks)": times_real_time(
@@ -129,6 +135,12 @@ def speed_table(fast: Vocoder, gl: Vocoder, args: argparse.Namespace, threads: i
             args.seconds,
             args.repeats,
         ),
+        **{
+            f"fast vocoder, whole mel, {k} refinement it.": times_real_time(
+                lambda v=v: v.vocode(mel), args.seconds, args.repeats
+            )
+            for k, v in others.items()
+        },
         "Griffin-Lim, 32 iterations (baseline)": times_real_time(
             lambda: gl.vocode(mel), args.seconds, 1
         ),
@@ -151,6 +163,9 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=1000)
     parser.add_argument("--model", help="exported fast vocoder (default: random weights)")
     parser.add_argument("--wavs", nargs="*", default=[], help="WAVs for copy-synthesis error")
+    parser.add_argument(
+        "--compare-refine", type=int, nargs="*", default=[0], help="also time these iterations"
+    )
     parser.add_argument("--child", choices=("fast", "griffinlim"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -25,6 +25,10 @@ COMMAND_MODULES = (
     "mel2mel.mel_cli",
     "mel2mel.vocode_cli",
     "mel2mel.render_cli",
+    "mel2mel.plot_cli",
+    "mel2mel.timbre_cli",
+    "mel2mel.space3d",
+    "mel2mel.serve_cli",
 )
 
 

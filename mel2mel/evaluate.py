@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 # register its subcommand, and `mel2mel --help` should not pay for torch.
 
 DB_PER_NEPER = 20.0 / math.log(10.0)  # ~8.686 dB per unit of natural-log magnitude
-EVALUATE_COMMANDS: tuple[str, ...] = ("mel2mel.evaluate:add_evaluate_acoustic",)
+EVALUATE_COMMANDS: tuple[str, ...] = (
+    "mel2mel.evaluate:add_evaluate_acoustic",
+    "mel2mel.evaluate_vocoder:add_evaluate_vocoder",
+)
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> Mel2Mel:

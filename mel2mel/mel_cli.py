@@ -69,7 +69,11 @@ def midi_log_mel(
                 )
             mel = model(roll, embedding=torch.tensor([embedding], dtype=torch.float32))
         else:
-            mel = model(roll, instrument=model.instrument_index(instrument))
+            from mel2mel.timbre import TimbreSpace
+
+            # Names, aliases ("organ", "rhodes"), GM names and programs, as render takes them.
+            vector, _ = TimbreSpace.from_model(model).embedding(str(instrument))
+            mel = model(roll, embedding=torch.from_numpy(vector)[None])
     return mel[0].numpy().astype(np.float32)
 
 
@@ -94,7 +98,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", type=Path, help="a MIDI file (.mid/.midi) or an audio file")
     p.add_argument("-o", "--out", type=Path, help="output .npy (default: input name + .npy)")
-    p.add_argument("-i", "--instrument", help="instrument name (case-insensitive) or GM program")
+    p.add_argument(
+        "-i",
+        "--instrument",
+        help="instrument name, alias or GM program (as 'mel2mel render' takes them), or a mix "
+        "such as trumpet=0.3,vibes=0.7",
+    )
     p.add_argument(
         "--embedding",
         metavar="E1,E2,...",

@@ -35,6 +35,7 @@ import numpy as np
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.vocode_cli import add_refine_argument, apply_refine
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 NORMALIZE_PEAK_DB = -1.0
@@ -179,6 +180,7 @@ def run_render(args: argparse.Namespace) -> int:
 
     with TwoPassWriter(out) as writer:
         synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder)
+        synth.vocoder = apply_refine(synth.vocoder, args.refine)
         chunks = synth.stream(
             src, timbre, start=start, duration=duration, tracks=tracks, tail=tail,
             progress=not args.quiet and sys.stderr.isatty(),
@@ -218,7 +220,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="synthesize a MIDI file to WAV or FLAC",
         description="Synthesize a MIDI file (16 kHz mono, 16-bit WAV or FLAC by extension) with "
         "the acoustic model and a vocoder. Timbres: a name or alias, a GM program, coordinates "
-        "x,y, a mix a=0.3,b=0.7 or a morph a@0s,b@30s (see 'mel2mel instruments'). Write "
+        "x,y, a mix a=0.3,b=0.7, a morph a@0s,b@30s (see 'mel2mel instruments') or a user "
+        "timbre (see 'mel2mel timbre list'). Write "
         "--timbre=-0.3,1.1 when a value starts with a minus sign.",
     )
     p.add_argument("midi", type=Path, help="input MIDI file")
@@ -242,6 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default): the fast vocoder if installed, else Griffin-Lim",
     )
+    add_refine_argument(p)
     p.add_argument("--start", metavar="S", help="start time, seconds or M:SS (default 0)")
     p.add_argument("--duration", metavar="S", help="seconds to render (default: to the end)")
     p.add_argument("--tail", default="1", metavar="S", help="seconds after the last note (1)")

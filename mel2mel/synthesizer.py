@@ -182,38 +182,11 @@ def _generic_stream(
         yield np.ascontiguousarray(y[:keep])
 
 
-def _fast_stream(
-    voc: FastVocoder, frames: _Frames, lo: int, hi: int, chunk: int
-) -> Iterator[np.ndarray]:
-    """:meth:`FastVocoder.vocode_stream` of frames ``[lo, hi)`` of a mel arriving in pieces:
-    the same windows and the same running phase, so the same samples (checked by the tests,
-    since this follows the vocoder's internals)."""
-    hop, head = C.HOP_LENGTH, voc.head
-    ola = voc.config.n_fft // (2 * hop)
-    net = voc.config.receptive_field - ola
-    carry = None  # running phase before ``first``
-    with torch.inference_mode():
-        for start in range(lo, hi, chunk):
-            end = min(hi, start + chunk)
-            first, stop = max(lo, start - ola), min(hi, end + ola)
-            a, b = max(lo, first - net), min(hi, stop + net)
-            mel, roll = frames.fetch(a, b)
-            outputs = voc.frame_outputs(mel[None], roll[None] if voc.uses_roll else None)
-            log_mag, offset, delta = (o[:, first - a : stop - a] for o in outputs)
-            next_first = max(lo, end - ola)
-            index = next_first - 1 - first if next_first > lo else None
-            phase, carry = head.phase(offset, delta, carry, index)
-            audio = head.istft(head.complex_spectrum(log_mag, phase))[0]
-            frames.release(next_first - net)
-            y = audio[(start - first) * hop : (end - first) * hop]
-            yield np.ascontiguousarray(y.float().cpu().numpy())
-
-
 def vocode_frames(voc: Vocoder, frames: _Frames, lo: int, hi: int) -> Iterator[np.ndarray]:
     """Stream frames ``[lo, hi)`` through ``voc``, one array per ``VOCODER_CHUNK_FRAMES`` grid
     cell (``WAVENET_CHUNK_FRAMES`` for WaveNet), so parts rendered alike line up."""
     if isinstance(voc, FastVocoder) and voc.config.integrate_phase:
-        return _fast_stream(voc, frames, lo, hi, VOCODER_CHUNK_FRAMES)
+        return voc.stream_frames(frames.fetch, lo, hi, VOCODER_CHUNK_FRAMES, frames.release)
     if voc.kind == "wavenet":
         return _generic_stream(
             voc, frames, lo, hi, WAVENET_CHUNK_FRAMES,
@@ -223,6 +196,15 @@ def vocode_frames(voc: Vocoder, frames: _Frames, lo: int, hi: int) -> Iterator[n
         voc, frames, lo, hi, VOCODER_CHUNK_FRAMES,
         voc.stream_context_frames, voc.stream_crossfade_frames, voc.stream_crossfade_shape,
     )  # fmt: skip
+
+
+def _library(spec: Any) -> Any:
+    """The :class:`TimbreLibrary` of a ``timbre_library`` argument (``False``: none)."""
+    from mel2mel.timbre_library import TimbreLibrary
+
+    if spec is False:
+        return None
+    return spec if isinstance(spec, TimbreLibrary) else TimbreLibrary(spec)
 
 
 class Synthesizer:
@@ -245,6 +227,10 @@ class Synthesizer:
         Acoustic windows (module docstring): core frames, context on each side, overlap of
         consecutive cores, windows per forward call. Pieces of up to one window
         (``chunk_frames + crossfade_frames + 2 * context_frames`` frames) run exactly.
+    timbre_library:
+        Where timbre names that are not instruments are looked up (lazily): ``None`` for the
+        default :class:`~mel2mel.timbre_library.TimbreLibrary`, a library or its folder, or
+        ``False`` for none.
     """
 
     sample_rate: int = C.SAMPLE_RATE
@@ -260,6 +246,7 @@ class Synthesizer:
         context_frames: int = 500,
         crossfade_frames: int = 16,
         batch_windows: int = 4,
+        timbre_library: Any = None,
     ) -> None:
         if min(chunk_frames, batch_windows) < 1 or min(context_frames, crossfade_frames) < 0:
             raise ValueError("chunk_frames and batch_windows must be >= 1, the others >= 0")
@@ -267,7 +254,7 @@ class Synthesizer:
             raise ValueError("crossfade_frames cannot exceed context_frames")
         self.device = torch.device(device)
         self.acoustic = acoustic.to(self.device).eval()
-        self.timbres = TimbreSpace.from_model(acoustic)
+        self.timbres = TimbreSpace.from_model(acoustic, library=_library(timbre_library))
         self.model_dir = None if model_dir is None else Path(model_dir)
         self.chunk_frames, self.context_frames = chunk_frames, context_frames
         self.crossfade_frames, self.batch_windows = crossfade_frames, batch_windows

@@ -10,6 +10,10 @@ model by :class:`TimbreSpace`:
   (``"Acoustic Grand Piano"``, ``"Lead 1 (square)"``): aliases and GM names resolve through
   their 0-based GM program and only to an instrument the model was trained on;
 * a **program number**, ``56`` or ``"56"`` (0-based, as in the paper);
+* a **user timbre** by name (``"my-cello"``): a vector fitted to a recording by
+  ``mel2mel timbre learn`` and kept in the :mod:`~mel2mel.timbre_library` (or given to
+  :class:`TimbreSpace` as ``user_timbres``); the model's own names, aliases and programs come
+  first, and a library entry fitted on another model is refused;
 * raw **coordinates**, a sequence of ``E`` floats or a string ``"x,y"``;
 * a weighted **mix**, ``"trumpet=0.3,vibraphone=0.7"`` or ``{"trumpet": 0.3, ...}``:
   the weights (non-negative, not all zero) are normalized to sum to one and the embeddings
@@ -32,7 +36,7 @@ import functools
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -244,12 +248,35 @@ class TimbreSpace:
         Names and programs of the table rows.
     table: float[N x E]
         The learned embeddings (``Mel2Mel.embedding.weight``).
+    user_timbres:
+        Extra named points ``{name: float[E]}``, resolved by name (after the instruments).
+    library:
+        A :class:`~mel2mel.timbre_library.TimbreLibrary` consulted, lazily, for names that
+        nothing else matches; entries whose ``model`` differs from ``fingerprint`` are refused.
+    fingerprint:
+        :func:`~mel2mel.timbre_library.model_fingerprint` of the model, or a function that
+        computes it when first needed.
     """
 
-    def __init__(self, instruments: Sequence[Instrument], table: np.ndarray) -> None:
+    def __init__(
+        self,
+        instruments: Sequence[Instrument],
+        table: np.ndarray,
+        user_timbres: Mapping[str, Sequence[float]] | None = None,
+        library: Any = None,
+        fingerprint: str | Callable[[], str] | None = None,
+    ) -> None:
         self.table = np.asarray(table, dtype=np.float32)
         if self.table.ndim != 2 or self.table.shape[0] != len(instruments):
             raise ValueError(f"table {self.table.shape} does not match {len(instruments)} names")
+        self.user: dict[str, tuple[str, np.ndarray]] = {}
+        for name, vector in (user_timbres or {}).items():
+            v = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if v.size != self.dim:
+                raise ValueError(f"user timbre {name!r} has {v.size} values, not {self.dim}")
+            self.user[normalize_name(name)] = (name, v)
+        self.library = library
+        self._fingerprint = fingerprint
         self.instruments = list(instruments)
         self._by_name = {normalize_name(i.name): k for k, i in enumerate(self.instruments)}
         self._by_program: dict[int, int] = {}
@@ -258,9 +285,70 @@ class TimbreSpace:
                 self._by_program.setdefault(inst.program, k)
 
     @classmethod
-    def from_model(cls, model: Any) -> TimbreSpace:
-        """The space of a :class:`~mel2mel.models.Mel2Mel`."""
-        return cls(model.instruments, model.embedding.weight.detach().float().cpu().numpy())
+    def from_model(
+        cls,
+        model: Any,
+        library: Any = None,
+        user_timbres: Mapping[str, Sequence[float]] | None = None,
+    ) -> TimbreSpace:
+        """The space of a :class:`~mel2mel.models.Mel2Mel` (user timbres as in the class)."""
+        from mel2mel.timbre_library import model_fingerprint
+
+        table = model.embedding.weight.detach().float().cpu().numpy()
+        fingerprint = functools.partial(model_fingerprint, model)
+        return cls(model.instruments, table, user_timbres, library, fingerprint)
+
+    def with_library(self, library: Any) -> TimbreSpace:
+        """This space, resolving unknown names in ``library`` too."""
+        users = {name: v for name, v in self.user.values()}
+        return TimbreSpace(self.instruments, self.table, users, library, self._fingerprint)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The model's fingerprint, if known."""
+        if callable(self._fingerprint):
+            self._fingerprint = self._fingerprint()
+        return self._fingerprint
+
+    def user_timbre(self, name: str) -> tuple[np.ndarray, str] | None:
+        """``(float32[E], name)`` of a user timbre, or ``None`` if there is none by that name.
+
+        Raises
+        ------
+        UserError
+            If the library entry was fitted on another model or has another size.
+        """
+        key = normalize_name(name)
+        if key in self.user:
+            label, vector = self.user[key]
+            return vector, label
+        entry = None if self.library is None else self.library.find(name)
+        if entry is None:
+            return None
+        if entry.model != self.fingerprint or len(entry.vector) != self.dim:
+            raise UserError(
+                f"user timbre {entry.name!r} was fitted on another acoustic model "
+                f"({entry.model}; this one is {self.fingerprint}): fit it again for this model "
+                "with 'mel2mel timbre learn'"
+            )
+        return np.asarray(entry.vector, dtype=np.float32), entry.name
+
+    def named(self, query: str | int) -> tuple[np.ndarray, str]:
+        """``(float32[E], label)`` of an instrument (as :meth:`index`) or a user timbre."""
+        try:
+            k = self.index(query)
+        except UnknownInstrumentError as err:
+            found = self.user_timbre(query) if isinstance(query, str) else None
+            if found is not None:
+                return found
+            if self.library is None or not isinstance(query, str):
+                raise
+            stored = [e.name for e in self.library.list(model=self.fingerprint)]
+            if not stored:
+                raise
+            msg = f"{err}; in the timbre library: {', '.join(stored)}"
+            raise UnknownInstrumentError(msg) from None
+        return self.table[k], self.instruments[k].name
 
     @property
     def dim(self) -> int:
@@ -290,6 +378,8 @@ class TimbreSpace:
         )
         aliases = [a for k in range(len(self.instruments)) for a in self.aliases(k)]
         tail = f"; aliases: {', '.join(aliases)}" if aliases else ""
+        users = [n for n, _ in self.user.values()]
+        tail += f"; user timbres: {', '.join(users)}" if users else ""
         return UnknownInstrumentError(f"{head}; valid: {names}{tail}")
 
     def index(self, query: str | int) -> int:
@@ -326,8 +416,7 @@ class TimbreSpace:
             coords = None if text.isdigit() else parse_coordinates(text)
             if coords is not None:
                 return self._coordinates(coords, text), f"({text})"
-            k = self.index(text)
-            return self.table[k], self.instruments[k].name
+            return self.named(text)
         if isinstance(spec, int | np.integer) and not isinstance(spec, bool):
             k = self.index(int(spec))
             return self.table[k], self.instruments[k].name
@@ -356,12 +445,11 @@ class TimbreSpace:
         values = np.array([float(w) for w in weights.values()], dtype=np.float64)
         if not np.all(np.isfinite(values)) or np.any(values < 0) or values.sum() <= 0:
             raise UserError(f"mix {text!r}: weights must be >= 0 and not all zero")
-        rows = [self.index(name) for name in weights]
+        named = [self.named(name) for name in weights]
         values /= values.sum()
-        vector = (values[:, None] * self.table[rows].astype(np.float64)).sum(axis=0)
-        label = " + ".join(
-            f"{w:.2f} {self.instruments[k].name}" for w, k in zip(values, rows, strict=True)
-        )
+        points = np.stack([v for v, _ in named]).astype(np.float64)
+        vector = (values[:, None] * points).sum(axis=0)
+        label = " + ".join(f"{w:.2f} {lab}" for w, (_, lab) in zip(values, named, strict=True))
         return vector.astype(np.float32), label
 
     def resolve(self, spec: TimbreSpec | None = None) -> Timbre:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--midi", type=Path, help="MIDI file of the notes, for vocoders that use them")
     p.add_argument("--model", type=Path, help="exported vocoder (.json/.safetensors) to use")
     p.add_argument("--seed", type=int, default=0, help="random seed (WaveNet sampling)")
+    add_refine_argument(p)
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
     p.set_defaults(func=run)
+
+
+def _iterations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def add_refine_argument(p: argparse.ArgumentParser) -> None:
+    """``--refine N``: the fast vocoder's mel-matching iterations (shared with render)."""
+    p.add_argument(
+        "--refine",
+        type=_iterations,
+        metavar="N",
+        help="fast vocoder only: refinement iterations (default: the model's, 6 for the "
+        "shipped one; 0 is about 3x faster and a little less faithful, see docs/VOCODERS.md)",
+    )
+
+
+def apply_refine(vocoder: Any, iterations: int | None) -> Any:
+    """``vocoder`` with ``iterations`` refinement iterations (fast vocoder), else unchanged."""
+    if iterations is None:
+        return vocoder
+    if getattr(vocoder, "kind", None) != "fast":
+        warnings.warn(f"--refine applies to the fast vocoder only; ignored for {vocoder.kind}",
+                      stacklevel=2)  # fmt: skip
+        return vocoder
+    return vocoder.with_refinement(iterations)
 
 
 def read_mel(path: Path) -> np.ndarray:
@@ -91,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} holds a {vocoder.kind} vocoder, not {args.vocoder}")
     else:
         vocoder = load_pretrained(args.vocoder)
+    vocoder = apply_refine(vocoder, args.refine)
 
     roll = None
     if args.midi is not None:

@@ -9,7 +9,8 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    fluidsynth musescore-general-soundfont fluid-soundfont-gm timgm6mb-soundfont >/dev/null
+    fluidsynth musescore-general-soundfont fluid-soundfont-gm timgm6mb-soundfont \
+    chromium >/dev/null  # chromium: the web tests drive it with Playwright (no browser download)
 
 PY=${PYTHON:-python3}
 # torch first: this pin resolves to the local CPU wheel; looser specs pull CUDA builds.

@@ -59,7 +59,8 @@ def _inputs(frames: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, t
 def test_config() -> None:
     cfg = FastVocoderConfig()
     assert FastVocoderConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.receptive_field == 3 * (cfg.layers + 1) + cfg.n_fft // 256
+    # network + 8 frames per refinement iteration + the overlap-add
+    assert cfg.receptive_field == 3 * (cfg.layers + 1) + 8 * cfg.refine_iterations + 4
     params = sum(p.numel() for p in FastVocoder(cfg).parameters())
     assert params < 1_500_000  # small enough for 100x real time on two cores
 
@@ -167,6 +168,34 @@ def test_streaming_equals_unchunked(integrate: bool) -> None:
     assert np.allclose(model.vocode_long(mel[..., :12], roll[..., :12], 1), short, atol=1e-4)
 
 
+REFINED = dict(n_fft=1024, refine_iterations=2)
+
+
+def test_refined_streaming_equals_unchunked() -> None:
+    model = _model(_debug(**REFINED))
+    assert model.config.receptive_field == _debug(n_fft=1024).receptive_field + 2 * 8
+    mel, roll = _inputs(150)
+    whole = model.vocode(mel, roll)[0].numpy()
+    assert np.allclose(model.vocode_long(mel, roll, chunk_frames=37), whole, atol=1e-4)
+    assert np.allclose(model.vocode_long(mel, roll, chunk_frames=5), whole, atol=1e-4)
+
+
+def test_refinement_brings_the_mel_toward_the_target() -> None:
+    target = torch.from_numpy(log_mel(_tones(1.5)))[None]
+    plain = _model(_debug(n_fft=1024))
+    refined = FastVocoder(_debug(**REFINED)).eval()
+    refined.load_state_dict(plain.state_dict())
+
+    def error(model: FastVocoder) -> float:
+        audio = model.vocode(target)[0].numpy()
+        return float(np.abs(log_mel(audio)[:, : target.shape[-1]] - target[0].numpy()).mean())
+
+    before, after = error(plain), error(refined)
+    assert after < 0.7 * before, (before, after)
+    with pytest.raises(ValueError, match="n_fft"):
+        _debug(refine_iterations=1)  # the debug head's 512-point frames cannot be refined
+
+
 def test_long_inputs_are_vocoded_through_the_stream() -> None:
     model = _model()
     mel, roll = _inputs(2 * 1000 + 50, batch=2)
@@ -231,3 +260,22 @@ def test_training_reduces_the_loss() -> None:
         opt.step()
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_training_through_the_refinement() -> None:
+    """With ``train_refine_iterations`` the loss is taken after unrolled refinement, and its
+    gradient reaches the network."""
+    torch.manual_seed(0)
+    audio = torch.from_numpy(_tones(0.3))[None]
+    frames = audio.shape[1] // 128
+    batch = {"audio": audio, "mel": torch.from_numpy(log_mel(audio[0].numpy())[:, :frames])[None]}
+    plain = FastVocoder(_debug(n_fft=1024)).train()
+    unrolled = FastVocoder(_debug(n_fft=1024, train_refine_iterations=2)).train()
+    unrolled.load_state_dict(plain.state_dict())
+    terms = training_losses(unrolled, batch)
+    terms["loss"].backward()
+    grads = [p.grad for p in unrolled.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert unrolled.head.proj.weight.grad.abs().sum() > 0
+    # the refined output is closer to the target mel than the network's own
+    assert terms["log_mel"] < training_losses(plain, batch)["log_mel"]

@@ -67,6 +67,17 @@ def test_midi_to_mel(model_dir, song, tmp_path):
         main(["mel", str(song), "-i", "56", "-o", str(by_program), "--model", str(model_dir)]) == 0
     )
     np.testing.assert_array_equal(np.load(by_program), mel)
+    # aliases and GM names resolve as in 'mel2mel render'; a mix is the averaged embedding
+    for spec in ("Trumpet", "Acoustic Grand Piano", "piano=0.5,trumpet=0.5"):
+        alias = tmp_path / "a.npy"
+        args = ["mel", str(song), "-i", spec, "-o", str(alias), "--model", str(model_dir), "-f"]
+        assert main(args) == 0
+        if spec == "Trumpet":
+            np.testing.assert_allclose(np.load(alias), mel, atol=1e-6)
+    mix = model.embedding.weight.mean(0, keepdim=True)
+    with torch.no_grad():
+        expected_mix = model(torch.from_numpy(roll)[None], embedding=mix)[0].numpy()
+    np.testing.assert_allclose(np.load(alias), expected_mix, atol=1e-5)
     vec = ",".join(f"{v:.9g}" for v in model.embedding.weight[1].tolist())
     free = tmp_path / "e.npy"
     assert (

@@ -223,3 +223,27 @@ def test_cli_main_reports_user_errors(mel_file, tmp_path, capsys) -> None:
     np.save(bad, np.zeros((3,), dtype=np.float32))
     assert cli.main(["vocode", str(bad), "--vocoder", "griffinlim"]) == 2
     assert "expected a log-mel" in capsys.readouterr().err
+
+
+def test_cli_shipped_fast_vocoder_and_refine(mel_file, tmp_path) -> None:
+    """The shipped fast vocoder through the CLI; --refine changes its iterations."""
+    if not vio.pretrained_path("fast").with_suffix(".json").is_file():
+        pytest.skip("no shipped fast vocoder")
+    shipped = vio.load_pretrained("fast")
+    assert shipped.config.refine_iterations > 0
+    outs = {}
+    for refine in (None, 0):
+        out = tmp_path / f"r{refine}.wav"
+        argv = [str(mel_file), "-o", str(out)] + ([] if refine is None else ["--refine", "0"])
+        assert _run_cli(argv) == 0
+        outs[refine] = sf.read(out)[0]
+    assert len(outs[None]) == len(outs[0]) == np.load(mel_file).shape[1] * 128
+    assert not np.allclose(outs[None], outs[0], atol=1e-4)
+    # the refined output reproduces the mel better than the network's own
+    target = np.load(mel_file)
+    error = {k: np.abs(log_mel(v.astype(np.float32))[:, : target.shape[1]] - target).mean()
+             for k, v in outs.items()}  # fmt: skip
+    assert error[None] < error[0]
+    with pytest.warns(UserWarning, match="fast vocoder only"):
+        assert _run_cli([str(mel_file), "-o", str(tmp_path / "g.wav"), "--vocoder",
+                         "griffinlim", "--refine", "2"]) == 0  # fmt: skip

@@ -17,6 +17,7 @@ folder can be merged by copying and re-indexing.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -189,11 +190,14 @@ def _render_item(task: _RenderTask) -> dict[str, Any]:
     paths = D.item_paths(root, item_id)
     save_npy(paths["audio"], pcm)
     save_npy(paths["mel"], mel)
+    instrument: dict[str, Any] = {"name": inst.name, "program": inst.program}
+    if inst.soundfont is not None:
+        instrument["soundfont"] = inst.soundfont
     meta = {
         "format": D.FORMAT,
         "id": item_id,
         "piece": task.piece,
-        "instrument": {"name": inst.name, "program": inst.program},
+        "instrument": instrument,
         "frames": int(mel.shape[1]),
         "samples": int(pcm.size),
         "peak": round(peak, 6),
@@ -315,7 +319,7 @@ def _plan(
             meta = D.finished_item(root, f"{piece.id}/{inst.slug}")
             if meta is None:
                 todo.append(inst)
-            elif meta.get("render") != settings.to_dict():
+            elif meta.get("render") != settings_for(inst, settings).to_dict():
                 mismatch.append(meta["id"])
             else:
                 finished += 1
@@ -327,6 +331,13 @@ def _plan(
             f"{mismatch[0]}); build into a new folder or delete them first"
         )
     return plans, finished, removed
+
+
+def settings_for(inst: Instrument, settings: RenderSettings) -> RenderSettings:
+    """The render settings of one instrument: its own SoundFont, if it has one."""
+    if inst.soundfont is None:
+        return settings
+    return dataclasses.replace(settings, soundfont=inst.soundfont)
 
 
 def _make_root(root: Path) -> None:
@@ -358,10 +369,13 @@ def build_dataset(
         Folder of MIDI files (searched recursively) or one MIDI file; ``None`` for the curated
         music21 corpus (:data:`mel2mel.data.corpus.CURATED_PIECES`).
     instruments:
-        Names or program numbers (see :func:`~mel2mel.data.corpus.resolve_instruments`);
-        ``None`` for the paper's ten.
+        Names or program numbers, or the name of an instrument set such as ``"space100"``
+        (see :func:`~mel2mel.data.corpus.resolve_instruments`), or
+        :class:`~mel2mel.data.corpus.Instrument` objects; ``None`` for the paper's ten.
+        Instruments that carry their own SoundFont are rendered with it.
     soundfont:
-        SoundFont path, ``None`` for MuseScore General.
+        SoundFont path for the instruments without their own, ``None`` for MuseScore General
+        (not needed when every instrument has its own).
     gain, reverb, chorus:
         FluidSynth options; ``None``/``True`` keep FluidSynth's defaults.
     workers:
@@ -383,11 +397,16 @@ def build_dataset(
     find_fluidsynth()
     if gain is not None and not 0 < gain <= 10:
         raise UserError(f"--gain must be in (0, 10], got {gain:g}")
-    settings = RenderSettings(str(check_soundfont(soundfont)), gain, reverb, chorus)
     if instruments is not None and all(isinstance(i, Instrument) for i in instruments):
         insts = list(instruments)  # type: ignore[arg-type]
     else:
         insts = resolve_instruments(instruments)  # type: ignore[arg-type]
+    own = [i.soundfont for i in insts if i.soundfont is not None]
+    if soundfont is None and own and len(own) == len(insts):
+        default_sf = str(check_soundfont(own[0]))  # the default SoundFont is not needed
+    else:
+        default_sf = str(check_soundfont(soundfont))
+    settings = RenderSettings(default_sf, gain, reverb, chorus)
     shard_i, shard_n = parse_shard(shard) if isinstance(shard, str) else shard
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
@@ -461,7 +480,12 @@ def _run(
         (root / D.ITEMS / plan.piece.id).mkdir(parents=True, exist_ok=True)
         for inst in plan.todo:
             task = _RenderTask(
-                str(root), plan.piece.id, str(plan.midi_path), inst, settings, version
+                str(root),
+                plan.piece.id,
+                str(plan.midi_path),
+                inst,
+                settings_for(inst, settings),
+                version,
             )
             futures[pool.submit(_render_item, task)] = ("render", plan, inst)
 
@@ -559,8 +583,11 @@ def index_dataset(
 ) -> dict[str, Any]:
     """Rebuild ``manifest.json`` from the finished files under ``root`` and return it.
 
-    Instruments are ordered as in the previous manifest, then as in ``instruments``, then by
-    program, so that item ``"instrument"`` indices stay stable across rebuilds.
+    Instruments are identified by name (their items' file names derive from it). They are
+    ordered as in the previous manifest, then as in ``instruments``, then by program and name,
+    so that item ``"instrument"`` indices stay stable across rebuilds. An instrument rendered
+    with its own SoundFont lists it (``"soundfont"``); if the items use several SoundFonts the
+    top-level ``"soundfont"`` (and ``render["soundfont"]``) is ``null``.
     """
     root = Path(root)
     if not (root / D.ROLLS).is_dir() and not (root / D.ITEMS).is_dir():
@@ -579,19 +606,22 @@ def index_dataset(
             if meta is not None:
                 metas.append(meta)
 
-    programs = {m["instrument"]["program"]: m["instrument"]["name"] for m in metas}
-    order: list[int] = []
-    hints = [i["program"] for i in old.get("instruments", [])]
-    hints += [i.program for i in instruments or []]
-    for program in [*hints, *sorted(programs)]:
-        if program in programs and program not in order:
-            order.append(program)
-    index = {p: i for i, p in enumerate(order)}
+    known: dict[str, dict[str, Any]] = {}
+    for m in metas:
+        known.setdefault(m["instrument"]["name"], m["instrument"])
+    order: list[str] = []
+    hints = [i["name"] for i in old.get("instruments", [])]
+    hints += [i.name for i in instruments or []]
+    by_program = sorted(known, key=lambda n: (known[n]["program"], n))
+    for name in [*hints, *by_program]:
+        if name in known and name not in order:
+            order.append(name)
+    index = {name: i for i, name in enumerate(order)}
     items = [
         {
             "id": m["id"],
             "piece": m["piece"],
-            "instrument": index[m["instrument"]["program"]],
+            "instrument": index[m["instrument"]["name"]],
             "split": pieces[m["piece"]]["split"],
             "frames": m["frames"],
             "samples": m["samples"],
@@ -607,6 +637,8 @@ def index_dataset(
         if marker is not None and path.stem not in pieces:
             skipped.append({k: str(marker.get(k)) for k in ("source", "reason")})
     render = settings.to_dict() if settings else metas[0]["render"] if metas else old.get("render")
+    if len({m["render"].get("soundfont") for m in metas}) > 1:
+        render = {**(render or {}), "soundfont": None}  # each instrument lists its own
     manifest = {
         "format": D.FORMAT,
         "sample_rate": C.SAMPLE_RATE,
@@ -614,7 +646,10 @@ def index_dataset(
         "n_mels": C.N_MELS,
         "soundfont": (render or {}).get("soundfont", old.get("soundfont")),
         "render": render,
-        "instruments": [{"name": programs[p], "program": p} for p in order],
+        "instruments": [
+            {k: known[name][k] for k in ("name", "program", "soundfont") if k in known[name]}
+            for name in order
+        ],
         "pieces": list(pieces.values()),
         "items": items,
         "skipped": skipped,

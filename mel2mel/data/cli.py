@@ -38,8 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument(
         "--instruments",
-        help="comma-separated names or 0-based GM program numbers "
-        "(default: the paper's ten, e.g. 'Grand Piano,Trumpet' or '0,56')",
+        help="comma-separated names or 0-based GM program numbers, or a named set "
+        "(default: the paper's ten, e.g. 'Grand Piano,Trumpet' or '0,56'; sets: paper10, "
+        "space100 = 100 instruments from three Debian SoundFonts)",
+    )
+    build.add_argument(
+        "--instruments-file",
+        type=Path,
+        help='JSON list of {"name", "program", "soundfont"} (a key such as fluidr3, '
+        "or a path; see docs/SPACE100.md) instead of --instruments",
     )
     build.add_argument(
         "--list-instruments", action="store_true", help="list instrument names and exit"
@@ -72,13 +79,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.set_defaults(func=_index)
 
 
-def _list_instruments() -> None:
+def _list_instruments(instrument_set: str | None = None) -> None:
     from mel2mel import constants as C
     from mel2mel.data.corpus import gm_names
+    from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS
 
+    if instrument_set is not None and instrument_set.strip().lower() in INSTRUMENT_SETS:
+        for n, (name, program, sf) in enumerate(INSTRUMENT_SETS[instrument_set.lower()]()):
+            print(f"  {n:3d}  {program:3d}  {sf or '--soundfont':12s}  {name}")
+        return
     print("The paper's instruments (the default):")
     for name, program in C.PAPER_INSTRUMENTS.items():
         print(f"  {program:3d}  {name}")
+    print(
+        f"Named sets (--instruments NAME, listed with --instruments NAME --list-instruments): "
+        f"{', '.join(INSTRUMENT_SETS)}"
+    )
+    print("SoundFont keys (for --instruments-file):")
+    for sf in SOUNDFONTS.values():
+        print(f"  {sf.key:12s} {sf.path}  (apt install {sf.package})")
     print("General MIDI programs (names or numbers are accepted):")
     for program, name in enumerate(gm_names()):
         print(f"  {program:3d}  {name}")
@@ -86,16 +105,23 @@ def _list_instruments() -> None:
 
 def _build(args: argparse.Namespace) -> int:
     if args.list_instruments:
-        _list_instruments()
+        _list_instruments(args.instruments)
         return 0
     if args.out is None:
         raise UserError("data build needs --out DIR")
     from mel2mel.data.build import build_dataset
 
+    instruments = args.instruments
+    if args.instruments_file is not None:
+        if instruments is not None:
+            raise UserError("give --instruments or --instruments-file, not both")
+        from mel2mel.data.instrument_sets import instruments_from_file
+
+        instruments = instruments_from_file(args.instruments_file)
     report = build_dataset(
         args.out,
         midi_dir=args.midi_dir,
-        instruments=args.instruments,
+        instruments=instruments,
         soundfont=args.soundfont,
         gain=args.gain,
         reverb=not args.no_reverb,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mel2mel import constants as C
+from mel2mel.data.instrument_sets import INSTRUMENT_SETS, instrument_set
 from mel2mel.errors import UserError, require
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
@@ -90,10 +91,15 @@ class Piece:
 
 @dataclass(frozen=True)
 class Instrument:
-    """A General MIDI instrument: display name, 0-based program and file-name slug."""
+    """A General MIDI instrument: display name, 0-based program and file-name slug.
+
+    ``soundfont`` is the absolute path of the SoundFont this instrument is rendered with, or
+    ``None`` for the build's ``--soundfont`` (see :mod:`mel2mel.data.instrument_sets`).
+    """
 
     name: str
     program: int
+    soundfont: str | None = None
 
     @property
     def slug(self) -> str:
@@ -163,7 +169,9 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
     Parameters
     ----------
     spec:
-        ``None`` for the paper's ten instruments; a comma-separated string or a sequence of
+        ``None`` for the paper's ten instruments; the name of an instrument set
+        (:data:`~mel2mel.data.instrument_sets.INSTRUMENT_SETS`, e.g. ``"space100"``, whose
+        instruments carry their own SoundFonts); a comma-separated string or a sequence of
         names (the paper's names such as ``"Grand Piano"``, or General MIDI names such as
         ``"Lead 1 (square)"``; case, spaces and punctuation are ignored) or 0-based program
         numbers.
@@ -175,6 +183,8 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
     """
     if spec is None:
         return [Instrument(n, p) for n, p in C.PAPER_INSTRUMENTS.items()]
+    if isinstance(spec, str) and spec.strip().lower() in INSTRUMENT_SETS:
+        return instrument_set(spec.strip().lower())
     entries = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     entries = [e for e in entries if e != ""]
     if not entries:

@@ -75,7 +75,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: Path, *, keep: int = 3) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], run_dir: Path, *, keep: int = 3, kind: str = "acoustic"
+) -> Path:
     """Write ``state`` as ``run_dir/checkpoint.pt`` and ``run_dir/checkpoints/step-N.pt``.
 
     Parameters
@@ -86,12 +88,14 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, *, keep: int = 3) -> P
         The run directory.
     keep:
         Numbered copies to keep (oldest are deleted); ``0`` keeps all.
+    kind:
+        What the checkpoint trains (``"acoustic"``, ``"vocoder"``); checked on loading.
 
     Returns
     -------
     Path of the latest checkpoint.
     """
-    state = {"format": CHECKPOINT_FORMAT, "kind": "acoustic", **state}
+    state = {"format": CHECKPOINT_FORMAT, "kind": kind, **state}
     latest = run_dir / LATEST
     _atomic_torch_save(state, latest)
     numbered = run_dir / NUMBERED_DIR / f"step-{state['step']:08d}.pt"
@@ -111,8 +115,10 @@ def find_checkpoint(run_dir: Path) -> Path | None:
     return latest if latest.is_file() else None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint safely (``weights_only=True``) and check its format.
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str = "acoustic"
+) -> dict:
+    """Read a checkpoint safely (``weights_only=True``) and check its format and kind.
 
     ``path`` may be a run directory (its ``checkpoint.pt`` is read).
     """
@@ -128,8 +134,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise UserError(f"{path}: not a readable mel2mel checkpoint ({err})") from err
-    if not isinstance(state, dict) or state.get("kind") != "acoustic":
-        raise UserError(f"{path}: not an acoustic-model checkpoint")
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else None
+        raise UserError(
+            f"{path}: not a{'n' if kind[0] in 'aeiou' else ''} {kind} checkpoint "
+            f"(it holds {found!r})"
+        )
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
             f"{path}: checkpoint format {state.get('format')!r}, "

@@ -3,7 +3,7 @@
 Each model kind adds its own subcommand. The lists :data:`TRAIN_COMMANDS` and
 :data:`EXPORT_COMMANDS` name ``"module:function"`` hooks, each called with the subparsers
 object of ``train`` (or ``export``) to add one subcommand; a vocoder adds
-``"mel2mel.train.vocoder_cli:add_train_vocoder"`` here without touching the acoustic code.
+``"mel2mel.train.vocoder:add_train_vocoder"`` here without touching the acoustic code.
 Heavy imports happen inside the command functions so ``mel2mel --help`` stays fast.
 
 Examples
@@ -26,8 +26,14 @@ from typing import Any
 
 from mel2mel.errors import UserError
 
-TRAIN_COMMANDS: tuple[str, ...] = ("mel2mel.train.cli:add_train_acoustic",)
-EXPORT_COMMANDS: tuple[str, ...] = ("mel2mel.train.cli:add_export_acoustic",)
+TRAIN_COMMANDS: tuple[str, ...] = (
+    "mel2mel.train.cli:add_train_acoustic",
+    "mel2mel.train.vocoder:add_train_vocoder",
+)
+EXPORT_COMMANDS: tuple[str, ...] = (
+    "mel2mel.train.cli:add_export_acoustic",
+    "mel2mel.train.vocoder:add_export_vocoder",
+)
 
 
 def _hook(spec: str) -> Any:
@@ -61,6 +67,12 @@ def add_train_acoustic(sub: argparse._SubParsersAction) -> None:
         description="Train Mel2Mel on a dataset built by 'mel2mel data'. A run directory with a "
         "checkpoint is resumed automatically. Under torchrun every process trains on its shard.",
     )
+    add_run_arguments(p, sections="model or train")
+    p.set_defaults(func=run_train_acoustic)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, sections: str) -> None:
+    """The options every ``mel2mel train MODEL`` command shares."""
     p.add_argument("--data", required=True, type=Path, help="dataset root (with manifest.json)")
     p.add_argument("--config", type=Path, help="YAML run config (default: built-in defaults)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
@@ -70,7 +82,7 @@ def add_train_acoustic(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=100 (repeatable)",
+        help=f"override a config value of {sections}, e.g. --set train.steps=100 (repeatable)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
@@ -85,10 +97,12 @@ def add_train_acoustic(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="log lines instead of a progress bar (nohup)"
     )
-    p.set_defaults(func=run_train_acoustic)
 
 
-def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], sections: tuple[str, ...] = ("model", "train")
+) -> dict[str, Any]:
+    """Apply ``--set SECTION.KEY=VALUE`` items (values parsed as YAML) to a config mapping."""
     from mel2mel.errors import require
 
     require("yaml", "train")
@@ -97,8 +111,9 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, An
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
-        if not sep or not dot or section not in ("model", "train"):
-            raise UserError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+        if not sep or not dot or section not in sections:
+            expected = " or ".join(f"{s}.KEY=VALUE" for s in sections)
+            raise UserError(f"--set {item!r}: expected {expected}")
         data.setdefault(section, {})
         if data[section] is None:
             data[section] = {}
@@ -112,7 +127,7 @@ def load_config_with_overrides(path: Path | None, overrides: list[str]) -> Any:
 
     data = read_config_mapping(path) if path is not None else {}
     try:
-        return RunConfig.from_dict(_apply_overrides(data, overrides))
+        return RunConfig.from_dict(apply_overrides(data, overrides))
     except (TypeError, ValueError) as err:
         raise UserError(f"invalid config{f' {path}' if path else ''}: {err}") from err
 

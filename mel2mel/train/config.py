@@ -77,6 +77,10 @@ class TrainConfig:
         Steps between checkpoints (a checkpoint is also written at the end and on SIGTERM).
     keep_checkpoints:
         Numbered checkpoints to keep besides ``checkpoint.pt`` (``0`` keeps all).
+    init_from:
+        Optional exported model (prefix, directory, ``.safetensors``/``.json``) or checkpoint
+        (``.pt`` file or run directory) whose weights initialize a fresh run wherever name and
+        shape match (see :func:`mel2mel.train.loop.init_from_pretrained`); ignored on resume.
     """
 
     steps: int = 2000
@@ -101,6 +105,7 @@ class TrainConfig:
     valid_crops_per_item: int = 2
     checkpoint_every: int = 250
     keep_checkpoints: int = 3
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         # YAML gives lists; the frozen dataclass wants hashable tuples.

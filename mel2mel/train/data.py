@@ -7,6 +7,7 @@ resumed or multi-process run sees exactly the crops an uninterrupted single run 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,27 @@ class SeededCrops(CropDataset):
         last = max(frames - self.crop_frames, 0)
         rng = np.random.default_rng([self.seed, *self._key])
         return int(rng.integers(0, last + 1))
+
+
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave SIGTERM and SIGINT to the main process.
+
+    ``pkill -f``, job managers and Ctrl-C signal every process of the job, workers included; a
+    worker killed mid-batch makes the main process fail before it can checkpoint. The main
+    process catches the signal, checkpoints, and shuts its workers down itself, which it must
+    do explicitly (:func:`stop_workers`): at interpreter exit ``multiprocessing`` would
+    terminate them with the SIGTERM they ignore, and wait for them forever.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_workers(loader: Any) -> None:
+    """Shut down the (persistent) worker processes of a DataLoader, if it started any."""
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def dataset_instruments(data: Path) -> list[Instrument]:

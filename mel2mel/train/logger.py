@@ -12,12 +12,16 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from mel2mel import constants as C
-from mel2mel.train.config import RunConfig
+
+
+class _Config(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
 
 MEL_RANGE = (C.LOG_SILENCE, 3.0)  # natural-log mel values mapped to the image's colour range
 
@@ -48,7 +52,7 @@ class RunLogger:
         The step training starts from (TensorBoard events at or after it are purged).
     """
 
-    def __init__(self, run_dir: Path, config: RunConfig, start_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, config: _Config, start_step: int = 0) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg = config.to_dict()

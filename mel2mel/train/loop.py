@@ -24,7 +24,7 @@ import signal
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,10 @@ from tqdm import tqdm
 
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
+from mel2mel.models.io import export_paths
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import RunConfig
-from mel2mel.train.data import dataset_instruments, make_datasets
+from mel2mel.train.data import dataset_instruments, make_datasets, quiet_worker, stop_workers
 from mel2mel.train.distributed import (
     DistInfo,
     ResumableSampler,
@@ -58,7 +59,7 @@ DB_PER_NEPER = 20.0 / math.log(10.0)  # natural-log magnitude difference -> dB
 class TrainResult:
     """What a (possibly interrupted) training session ended with."""
 
-    model: Mel2Mel
+    model: nn.Module
     step: int
     interrupted: bool
     checkpoint: Path | None
@@ -90,8 +91,46 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
 
 
+def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str], list[str]]:
+    """Copy every weight of ``source`` whose name and shape match into ``model``.
+
+    A model with another instrument table (say 100 rows of 10-D instead of 10 of 2-D) keeps its
+    fresh embedding and FiLM matrices, and takes the convolutions, the LSTM and the FiLM
+    biases (the instrument-independent part of the modulation) from the source.
+
+    Parameters
+    ----------
+    model:
+        The freshly built model (modified in place).
+    source:
+        An export (prefix, directory, ``.safetensors`` or ``.json``) or a training checkpoint
+        (``.pt`` file or run directory).
+
+    Returns
+    -------
+    (copied, fresh): names of the model's tensors taken from ``source`` and of those left as
+    initialized (absent from ``source`` or of another shape).
+    """
+    path = Path(source)
+    if path.suffix == ".pt" or ckpt.find_checkpoint(path) is not None:
+        theirs = ckpt.load_checkpoint(path)["model"]
+    else:
+        from safetensors.torch import load_file
+
+        weights, _ = export_paths(path)
+        if not weights.is_file():
+            raise UserError(f"train.init_from: no checkpoint or exported weights at {source}")
+        theirs = load_file(str(weights))
+    ours = model.state_dict()
+    match = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not match:
+        raise UserError(f"train.init_from: no tensor of {source} matches this model")
+    model.load_state_dict(match, strict=False)
+    return sorted(match), sorted(set(ours) - set(match))
+
+
 @contextmanager
-def _stop_on_signals() -> Iterator[dict[str, bool]]:
+def stop_on_signals() -> Iterator[dict[str, bool]]:
     """Turn SIGTERM/SIGINT into a flag so the loop can checkpoint before it exits."""
     flag = {"stop": False}
 
@@ -125,6 +164,14 @@ class _Trainer:
         torch.manual_seed(t.seed)
         self.model = Mel2Mel(config.model, self.instruments).to(info.device)
         self.model.metadata = {"loss": t.loss}
+        if t.init_from:
+            copied, fresh = init_from_pretrained(self.model, t.init_from)
+            if info.is_main:
+                print(
+                    f"mel2mel: initialized {len(copied)} tensor(s) from {t.init_from}; "
+                    f"fresh: {', '.join(fresh) or 'none'}",
+                    flush=True,
+                )
         self.net: nn.Module = self.model
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
@@ -211,6 +258,11 @@ class _Trainer:
             self.state(), self.run_dir, keep=self.config.train.keep_checkpoints
         )
 
+    def close(self) -> None:
+        """Stop the DataLoader workers (see :func:`~mel2mel.train.data.quiet_worker`)."""
+        stop_workers(self._loader)
+        self._loader = None
+
     # -- steps -------------------------------------------------------------------------------
 
     def epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -231,6 +283,7 @@ class _Trainer:
                 prefetch_factor=4 if t.num_workers > 0 else None,
                 # Its own generator: starting an epoch must not consume the global torch RNG.
                 generator=torch.Generator().manual_seed(t.seed),
+                worker_init_fn=quiet_worker,
             )
         return iter(self._loader)
 
@@ -258,7 +311,7 @@ class _Trainer:
             self.epoch, self.epoch_batch = self.epoch + 1, 0
         return loss.detach().item(), float(norm)
 
-    def train_scalars(self, window: _Window, frames_per_step: int) -> dict[str, float]:
+    def train_scalars(self, window: ThroughputWindow, frames_per_step: int) -> dict[str, float]:
         """The training log line: loss averaged over the window and over all ranks."""
         loss_sum, steps, norm = window.take(frames_per_step)
         total = all_reduce_sum(torch.tensor([loss_sum, float(steps)]), self.info)
@@ -350,7 +403,7 @@ def train_acoustic(
     """
     data, run_dir = Path(data), Path(run_dir)
     info = init_distributed(device)
-    start_from = _checkpoint_to_resume(run_dir, resume)
+    start_from = checkpoint_to_resume(run_dir, resume)
     trainer = _Trainer(data, run_dir, config, info)
     if start_from is not None:
         trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device))
@@ -367,11 +420,11 @@ def train_acoustic(
         dynamic_ncols=True,
         unit="step",
     )
-    window = _Window()
+    window = ThroughputWindow()
     interrupted = False
     latest: Path | None = None
     trainer.model.train()
-    with _stop_on_signals() as signals:
+    with stop_on_signals() as signals, closing(trainer):
         while trainer.step < end and not interrupted:
             for batch in trainer.epoch_batches():
                 window.add(trainer.train_step(batch))
@@ -406,7 +459,7 @@ def train_acoustic(
     return TrainResult(trainer.model, trainer.step, interrupted, latest, trainer.valid, window.fps)
 
 
-class _Window:
+class ThroughputWindow:
     """Loss sum, step count and throughput since the last log line."""
 
     def __init__(self) -> None:
@@ -433,7 +486,7 @@ class _Window:
         return out
 
 
-def _checkpoint_to_resume(run_dir: Path, resume: bool | str | Path | None) -> Path | None:
+def checkpoint_to_resume(run_dir: Path, resume: bool | str | Path | None) -> Path | None:
     found = ckpt.find_checkpoint(run_dir)
     if resume is None:
         return found

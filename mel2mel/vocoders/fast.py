@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,6 +41,7 @@ from torch import nn
 from mel2mel import constants as C
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.griffinlim import BandInverter
+from mel2mel.vocoders.refine import MelMatching, context_frames
 
 MEL_OFFSET: float = -6.0
 MEL_SCALE: float = 3.0
@@ -60,23 +61,41 @@ class FastVocoderConfig:
     prior_iterations: int = 6  # magnitude estimate refined before the network's correction
     integrate_phase: bool = True
     roll_dropout: float = 0.5  # training only: probability of hiding the roll of an example
+    refine_iterations: int = 4  # mel-matching refinement at inference (vocoders/refine.py)
+    train_refine_iterations: int = 2  # ... unrolled inside the training loss
+    refine_step: float = 1.5
 
     def __post_init__(self) -> None:
         if self.n_fft < 2 * C.HOP_LENGTH or self.n_fft % C.HOP_LENGTH:
             raise ValueError(f"n_fft must be a multiple of {C.HOP_LENGTH} and at least twice it")
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd")
+        if min(self.refine_iterations, self.train_refine_iterations) < 0:
+            raise ValueError("refine_iterations must be >= 0")
+        refined = self.refine_iterations or self.train_refine_iterations
+        if refined and self.n_fft != C.N_FFT:
+            raise ValueError(f"refinement needs the analysis frame size, n_fft={C.N_FFT}")
 
     @classmethod
     def debug(cls) -> FastVocoderConfig:
         """A tiny model for tests and smoke runs."""
-        return cls(dim=16, intermediate=32, layers=2, n_fft=512, prior_iterations=3)
+        return cls(
+            dim=16,
+            intermediate=32,
+            layers=2,
+            n_fft=512,
+            prior_iterations=3,
+            refine_iterations=0,
+            train_refine_iterations=0,
+        )
 
     @property
     def receptive_field(self) -> int:
-        """Frames on each side of a frame that can change its audio (network + overlap-add)."""
+        """Frames on each side of a frame that can change its audio (network, refinement and
+        overlap-add)."""
         half = self.kernel_size // 2
-        return half * (self.layers + 1) + self.n_fft // (2 * C.HOP_LENGTH)
+        refine = context_frames(self.refine_iterations)
+        return half * (self.layers + 1) + refine + self.n_fft // (2 * C.HOP_LENGTH)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -303,10 +322,19 @@ class FastVocoder(Vocoder):
         )
         self.final_norm = nn.LayerNorm(cfg.dim)
         self.head = ISTFTHead(cfg.dim, cfg.n_fft, cfg.prior_iterations, cfg.integrate_phase)
+        refined = cfg.refine_iterations or cfg.train_refine_iterations
+        self.refine = MelMatching(cfg.refine_step) if refined else None
 
     @property
     def uses_roll(self) -> bool:
         return self.config.use_roll
+
+    def with_refinement(self, iterations: int) -> FastVocoder:
+        """A copy with the same weights and ``iterations`` mel-matching refinement iterations
+        (0: the network alone, fastest; each iteration costs about a fifth of the network)."""
+        other = FastVocoder(dataclasses.replace(self.config, refine_iterations=iterations))
+        other.load_state_dict(self.state_dict())
+        return other.to(self.device()).train(self.training)
 
     @property
     def stream_context_frames(self) -> int:
@@ -353,9 +381,19 @@ class FastVocoder(Vocoder):
 
         Returns
         -------
-        Tensor[B x 128*T] waveform.
+        Tensor[B x 128*T] waveform: the network's spectrum, refined toward ``mel`` when the
+        config asks for ``refine_iterations``.
         """
-        return self.head.istft(self.spectrum(mel, roll))
+        return self.head.istft(self.refined_spectrum(mel, roll, self.config.refine_iterations))
+
+    def refined_spectrum(
+        self, mel: torch.Tensor, roll: torch.Tensor | None, iterations: int
+    ) -> torch.Tensor:
+        """:meth:`spectrum` after ``iterations`` steps of mel-matching refinement."""
+        spec = self.spectrum(mel, roll)
+        if self.refine is not None and iterations:
+            spec = self.refine(spec, mel, self.head.istft, iterations)
+        return spec
 
     def _vocode(self, mel: torch.Tensor, roll: torch.Tensor | None) -> torch.Tensor:
         if mel.shape[-1] <= 2 * STREAM_CHUNK or not self.config.integrate_phase:
@@ -386,23 +424,66 @@ class FastVocoder(Vocoder):
         if mel_b.shape[0] != 1:
             raise ValueError("vocode_stream takes a single mel (batch size 1)")
         roll_b = self._prepare_roll(roll, mel_b)
-        total, hop = mel_b.shape[2], C.HOP_LENGTH
-        ola = self.config.n_fft // (2 * hop)  # frames on each side that overlap a sample
-        net = self.config.receptive_field - ola
-        carry = None  # sum of delta over the frames before ``first``
+
+        def fetch(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return mel_b[0, :, a:b], None if roll_b is None else roll_b[0, :, a:b]
+
+        yield from self.stream_frames(fetch, 0, mel_b.shape[2], chunk_frames)
+
+    def stream_frames(
+        self,
+        fetch: Callable[[int, int], tuple[torch.Tensor, torch.Tensor | None]],
+        lo: int,
+        hi: int,
+        chunk_frames: int = STREAM_CHUNK,
+        release: Callable[[int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """The engine of :meth:`vocode_stream`, for a mel that is itself produced piecewise.
+
+        Parameters
+        ----------
+        fetch:
+            ``fetch(a, b)`` returns frames ``[a, b)`` (``lo <= a < b <= hi``) as
+            ``(Tensor[N_MELS x (b-a)], Tensor[ROLL_CHANNELS x (b-a)] or None)``. Requests
+            move forward: ``a`` never falls below the last value passed to ``release``.
+        lo, hi:
+            The frames to synthesize (``lo`` is treated as the start of the signal).
+        chunk_frames:
+            Frames of audio per yielded array (the last may be shorter).
+        release:
+            Called with the first frame that later requests can still need.
+
+        Yields
+        ------
+        float32[128 * chunk] arrays whose concatenation is :meth:`vocode` of frames
+        ``[lo, hi)``.
+        """
+        hop = C.HOP_LENGTH
+        # Spectrum frames on each side of a chunk that reach its samples: the overlap-add,
+        # plus what the refinement spreads; the network needs ``net`` more frames around them.
+        pad = self.config.n_fft // (2 * hop) + context_frames(self.config.refine_iterations)
+        net = self.config.receptive_field - pad
+        carry = None  # running phase sum before ``first``
         with torch.inference_mode():
-            for start in range(0, total, chunk_frames):
-                end = min(total, start + chunk_frames)
-                first, stop = max(0, start - ola), min(total, end + ola)
-                lo, hi = max(0, first - net), min(total, stop + net)
-                piece_roll = None if roll_b is None else roll_b[:, :, lo:hi]
-                outputs = self.frame_outputs(mel_b[:, :, lo:hi], piece_roll)
-                log_mag, offset, delta = (o[:, first - lo : stop - lo] for o in outputs)
-                next_first = max(0, end - ola)
-                index = next_first - 1 - first if next_first > 0 else None
-                phase, new_carry = self.head.phase(offset, delta, carry, index)
-                audio = self.head.istft(self.head.complex_spectrum(log_mag, phase))[0]
-                carry = new_carry
+            for start in range(lo, hi, chunk_frames):
+                end = min(hi, start + chunk_frames)
+                first, stop = max(lo, start - pad), min(hi, end + pad)
+                a, b = max(lo, first - net), min(hi, stop + net)
+                mel, roll = fetch(a, b)
+                mel_b = mel[None].to(self.device())
+                roll_b = None if roll is None or not self.uses_roll else roll[None].to(mel_b)
+                outputs = self.frame_outputs(mel_b, roll_b)
+                log_mag, offset, delta = (o[:, first - a : stop - a] for o in outputs)
+                next_first = max(lo, end - pad)
+                index = next_first - 1 - first if next_first > lo else None
+                phase, carry = self.head.phase(offset, delta, carry, index)
+                spec = self.head.complex_spectrum(log_mag, phase)
+                if self.refine is not None and self.config.refine_iterations:
+                    target = mel_b[:, :, first - a : stop - a]
+                    spec = self.refine(spec, target, self.head.istft, self.config.refine_iterations)
+                audio = self.head.istft(spec)[0]
+                if release is not None:
+                    release(next_first - net)
                 y = audio[(start - first) * hop : (end - first) * hop]
                 yield np.ascontiguousarray(y.float().cpu().numpy())
 
@@ -441,7 +522,7 @@ def training_losses(
         if model.training and model.config.roll_dropout > 0:
             keep = torch.rand(roll.shape[0], 1, 1, device=device) >= model.config.roll_dropout
             roll = roll * keep
-    spectrum = model.spectrum(mel, roll)
+    spectrum = model.refined_spectrum(mel, roll, model.config.train_refine_iterations)
     audio_hat = model.head.istft(spectrum)
     return loss_fn(audio_hat, audio[:, : audio_hat.shape[1]], spectrum)
 

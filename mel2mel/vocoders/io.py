@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ def load_vocoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.load_state_dict(load_file(str(weights_path)))
     except (ValueError, KeyError, RuntimeError) as err:
         raise UserError(f"cannot load {weights_path}: {err}") from err
+    caveat = (info.get("metadata") or {}).get("warning")
+    if caveat:  # e.g. weights trained far too briefly to sound right
+        warnings.warn(f"{config_path.name}: {caveat}", stacklevel=2)
     return model.to(device).eval()
 
 

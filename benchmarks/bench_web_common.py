@@ -1,0 +1,109 @@
+"""Shared parts of the web benchmarks: a server in a child process, pieces made in code.
+
+``python benchmarks/bench_web_common.py --port P [--stand-in-fast]`` runs the app on
+127.0.0.1 with the shipped acoustic model (a 9 x 9 timbre map, to start sooner);
+``--stand-in-fast`` offers an *untrained* fast vocoder of the default size when no trained one
+is installed (same architecture, so the same speed; the audio is noise), so the fast-vocoder
+timings can be measured before the weights ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_piece(seconds: float, seed: int = 0, notes_per_second: float = 6.0) -> bytes:
+    """A type-0 MIDI file of random chords and a melody, ``seconds`` long."""
+    rng = np.random.default_rng(seed)
+    events = []
+    n = int(seconds * notes_per_second)
+    for _ in range(n):
+        start = rng.uniform(0, seconds - 0.5)
+        dur = rng.uniform(0.15, 1.2)
+        pitch = int(rng.integers(40, 88))
+        vel = int(rng.integers(50, 110))
+        events.append((start, mido.Message("note_on", note=pitch, velocity=vel)))
+        events.append((min(seconds, start + dur), mido.Message("note_off", note=pitch)))
+    events.sort(key=lambda e: (e[0], e[1].type == "note_on"))
+    midi = mido.MidiFile(type=0, ticks_per_beat=480)  # 120 bpm: 960 ticks per second
+    track, last = mido.MidiTrack(), 0
+    for t, msg in events:
+        tick = round(t * 960)
+        track.append(msg.copy(time=tick - last))
+        last = tick
+    midi.tracks.append(track)
+    buf = io.BytesIO()
+    midi.save(file=buf)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, stand_in_fast: bool, workers: int = 2, queue: int = 24):
+    """Start the app in a child process (niced, one torch thread); wait until it answers."""
+    import httpx
+
+    cmd = [sys.executable, __file__, "--port", str(port), "--workers", str(workers),
+           "--queue", str(queue)]  # fmt: skip
+    if stand_in_fast:
+        cmd.append("--stand-in-fast")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(["nice", "-n", "10", *cmd], env=env, cwd=ROOT)
+    deadline = time.monotonic() + 900  # the map takes minutes on a busy machine
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/map", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited")
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("the server did not become ready")
+
+
+def serve(args: argparse.Namespace) -> None:
+    import torch
+    import uvicorn
+
+    from mel2mel.synthesizer import Synthesizer
+    from mel2mel.web.app import available_vocoders, create_app
+    from mel2mel.web.config import WebConfig
+
+    torch.set_num_threads(1)
+    synth = Synthesizer.from_pretrained(vocoder="griffinlim")
+    vocoders = available_vocoders(synth)
+    if args.stand_in_fast and "fast" not in vocoders:
+        from mel2mel.vocoders.fast import FastVocoder
+
+        vocoders = {"fast": FastVocoder().eval(), **vocoders}
+    config = WebConfig(max_concurrent_renders=args.workers, max_queued_renders=args.queue)
+    app = create_app(synth, config=config, vocoders=vocoders, map_resolution=9)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--queue", type=int, default=24)
+    p.add_argument("--stand-in-fast", action="store_true")
+    serve(p.parse_args())

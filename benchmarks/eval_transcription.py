@@ -1,0 +1,607 @@
+"""Rendering quality judged by independent tools: transcription and instrument recognition.
+
+For ``--pieces`` test-split pieces of a dataset (default 8, spread evenly over the test pieces
+the dataset has rendered; ``--piece ID`` picks them) and each of its instruments, the first
+``--seconds`` seconds (default 20) are rendered twice:
+
+* **ours**: :class:`mel2mel.Synthesizer` (the shipped or ``--model`` acoustic model) with each
+  ``--vocoder`` (``fast``, ``griffinlim``, ``wavenet`` or the path of an exported vocoder);
+* **FluidSynth**: the training data's renderer (:mod:`mel2mel.data.render`: same MIDI, same
+  program forcing, MuseScore General, default gain), i.e. what the model was trained to imitate;
+  where the dataset holds that item, its audio is read instead (the same samples, checked;
+  ``--rerender`` runs FluidSynth anyway).
+
+Then two independent judges, neither of which knows our model:
+
+1. **Transcription.** Spotify's basic-pitch (ICASSP 2022 model, the ONNX file inside its wheel,
+   run by onnxruntime on one thread, default thresholds) turns each render into notes, scored
+   against the input MIDI's notes with ``mir_eval.transcription``: onset within 50 ms, pitch
+   within half a semitone, offsets ignored (and, as a second number, offsets within 20% of the
+   note or 50 ms). Reference notes of the same pitch starting within 50 ms of each other (two
+   voices in unison) count once, as a listener hears them. Notes starting in the last
+   ``END_MARGIN`` seconds of the clip are left out on both sides. Counts are summed over clips
+   (micro-average) per instrument and overall; "ratio" is our F1 over FluidSynth's.
+2. **Instrument recognition** (:mod:`eval_instruments`): a logistic regression on clip-level
+   librosa statistics, trained on FluidSynth clips of the **train** split, classifies
+   ``--clip-seconds`` clips of every render; FluidSynth's own test clips show what the
+   classifier can do, ours how recognizable our instruments are. ``--plot`` writes the
+   confusion matrices.
+
+Renders, transcriptions and training features are cached under ``--cache`` (keyed by the
+models' weights and the settings), so a rerun only redoes what changed. Everything runs on
+one thread per library (``--threads``); nothing is downloaded.
+
+Needs ``pip install --no-deps basic-pitch==0.4.0`` and ``pip install -e '.[eval]'`` (see
+docs/RENDERING.md). Usage::
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_transcription.py \\
+        --data /work/data/paper10 --vocoder fast --plot docs/eval/instrument-confusion.png
+    python benchmarks/eval_transcription.py --data DIR --pieces 3 --vocoder fast \\
+        --vocoder griffinlim --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import eval_instruments as EI
+import mido
+import numpy as np
+import soundfile as sf
+import torch
+
+from mel2mel import constants as C
+from mel2mel.data.dataset import read_manifest
+from mel2mel.data.render import (
+    RenderSettings,
+    check_soundfont,
+    force_program,
+    from_int16,
+    render_midi,
+    to_int16,
+)
+from mel2mel.midi import load_midi, read_notes
+from mel2mel.models.io import export_paths
+from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
+from mel2mel.vocoders import io as vocoder_io
+
+ONSET_TOLERANCE = 0.05  # seconds
+PITCH_TOLERANCE = 50.0  # cents: the nearest semitone
+OFFSET_RATIO = 0.2  # mir_eval's default, for the "with offsets" numbers
+END_MARGIN = 0.2  # seconds at the end of a clip whose onsets are not scored
+REFERENCE = "FluidSynth"
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+def select_pieces(manifest: dict[str, Any], count: int, chosen: list[str]) -> list[dict]:
+    """The pieces to render: ``chosen`` ids, else ``count`` test pieces spread evenly over the
+    test pieces that the dataset has rendered (all test pieces if it has none)."""
+    by_id = {p["id"]: p for p in manifest["pieces"]}
+    if chosen:
+        missing = [c for c in chosen if c not in by_id]
+        if missing:
+            sys.exit(f"error: unknown piece(s) {', '.join(missing)}")
+        return [by_id[c] for c in chosen]
+    rendered = {it["piece"] for it in manifest["items"]}
+    test = [p for p in manifest["pieces"] if p["split"] == "test"]
+    test = [p for p in test if p["id"] in rendered] or test
+    if count >= len(test):
+        return test
+    pick = np.linspace(0, len(test) - 1, count).round().astype(int)
+    return [test[i] for i in pick]
+
+
+def midi_path(data: Path, piece: dict[str, Any], cache: Path) -> Path:
+    """The piece's MIDI: the dataset's cached conversion, the source file, or a new
+    conversion of the music21 score (needs ``mel2mel[data]``)."""
+    cached = data / "sources" / f"{piece['id']}.mid"
+    if cached.is_file():
+        return cached
+    source = piece["source"]
+    if not source.startswith("music21:"):
+        return Path(source)
+    out = cache / "midi" / f"{piece['id']}.mid"
+    if not out.is_file():
+        from mel2mel.data.corpus import convert_music21
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(convert_music21(source.removeprefix("music21:")))
+    return out
+
+
+def reference_notes(path: Path, seconds: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Intervals ``float[N x 2]`` and MIDI pitches ``int[N]`` of the notes starting before
+    ``seconds - END_MARGIN`` (ends cut at ``seconds``), unisons merged; and how many merged."""
+    notes = sorted(read_notes(path, warn=False).notes, key=lambda n: (n.pitch, n.start))
+    kept: list[list[float]] = []
+    merged = 0
+    for n in notes:
+        if n.start >= seconds - END_MARGIN:
+            continue
+        if kept and kept[-1][2] == n.pitch and n.start - kept[-1][0] < ONSET_TOLERANCE:
+            kept[-1][1] = max(kept[-1][1], n.end)
+            merged += 1
+            continue
+        kept.append([n.start, n.end, n.pitch])
+    arr = np.array(sorted(kept), dtype=np.float64).reshape(-1, 3)
+    arr[:, 1] = np.clip(arr[:, 1], arr[:, 0] + 1e-3, seconds)
+    return arr[:, :2], arr[:, 2].astype(int), merged
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def state_digest(module: torch.nn.Module, extra: str = "") -> str:
+    """A short hash of a module's class, configuration and weights (cache keys)."""
+    h = hashlib.sha1(
+        f"{type(module).__qualname__}|{getattr(module, 'config', '')}|{extra}".encode()
+    )
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """Float WAV (no quantization), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(tmp, audio, C.SAMPLE_RATE, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+
+
+def first_seconds(midi: mido.MidiFile, seconds: float) -> mido.MidiFile:
+    """The events of the first ``seconds`` of ``midi`` as a type-0 file (FluidSynth is causal,
+    so its first ``seconds`` of audio are unchanged, and long pieces render much faster)."""
+    track, clock, tempo, carry = mido.MidiTrack(), 0.0, 500_000, 0
+    for msg in mido.merge_tracks(midi.tracks):
+        clock += mido.tick2second(msg.time, midi.ticks_per_beat, tempo)
+        if clock > seconds:
+            break
+        carry += msg.time
+        if msg.type == "set_tempo":
+            tempo = msg.tempo
+        if msg.type != "end_of_track":
+            track.append(msg.copy(time=carry))
+            carry = 0
+    # Notes still sounding at the cut would sustain (and FluidSynth render) forever.
+    for ch in range(16):
+        track.append(mido.Message("control_change", channel=ch, control=120, time=carry))
+        carry = 0
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return mido.MidiFile(type=0, ticks_per_beat=midi.ticks_per_beat, tracks=[track])
+
+
+def dataset_audio(data: Path, item_id: str, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of a dataset item's audio: the same FluidSynth render that
+    :func:`render_reference` makes (bit-identical, checked), without running FluidSynth."""
+    piece, _, slug = item_id.partition("/")
+    pcm = np.load(data / "items" / piece / f"{slug}.audio.npy", mmap_mode="r")
+    return from_int16(pcm[: round(seconds * C.SAMPLE_RATE)])
+
+
+def render_reference(midi: Path, program: int, seconds: float, sf_path: Path, out: Path) -> None:
+    """FluidSynth render of the first ``seconds``, exactly as the dataset stores it (int16)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    forced, _ = force_program(load_midi(midi), program)
+    settings = RenderSettings(soundfont=str(sf_path))
+    audio = render_midi(
+        first_seconds(forced, seconds + 1.0), settings, work_dir=out.parent, name=out.stem
+    )
+    audio = from_int16(to_int16(audio))[: round(seconds * C.SAMPLE_RATE)]
+    write_wav(out, audio)
+
+
+# -- transcription -------------------------------------------------------------------------
+
+
+class Transcriber:
+    """basic-pitch's ONNX model on onnxruntime with a fixed number of threads."""
+
+    def __init__(self, threads: int) -> None:
+        try:
+            logging.disable(logging.WARNING)  # basic-pitch logs a warning per missing backend
+            import basic_pitch
+            import onnxruntime as ort
+            from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
+            from basic_pitch.inference import Model, predict
+        except ImportError as err:
+            sys.exit(
+                f"error: {err}; install the evaluation tools with "
+                "\"pip install --no-deps basic-pitch==0.4.0 && pip install -e '.[eval]'\""
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        from importlib.metadata import version
+
+        path = build_icassp_2022_model_path(FilenameSuffix.onnx)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = threads
+        # basic-pitch's Model picks a backend itself with default threads; we only need its
+        # predict() plumbing, so it gets a session made here.
+        self.model = object.__new__(Model)
+        self.model.model_type = Model.MODEL_TYPES.ONNX
+        self.model.model = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._predict = predict
+        where = path.relative_to(Path(basic_pitch.__file__).parent.parent)
+        self.version = f"basic-pitch {version('basic-pitch')} ({where}), "
+        self.version += f"onnxruntime {ort.__version__}"
+
+    def __call__(self, wav: Path) -> np.ndarray:
+        """``float64[N x 3]``: onset, offset (s) and MIDI pitch of each note; cached."""
+        out = wav.with_suffix(".notes.npy")
+        if out.is_file():
+            return np.load(out)
+        with contextlib.redirect_stdout(io.StringIO()):  # predict() prints a line per file
+            _, _, events = self._predict(str(wav), self.model)
+        notes = np.array([(s, e, p) for s, e, p, *_ in events], dtype=np.float64).reshape(-1, 3)
+        notes = notes[np.argsort(notes[:, 0], kind="stable")]
+        np.save(out, notes)
+        return notes
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    """Note counts summed over clips."""
+
+    ref: int = 0
+    est: int = 0
+    onset: int = 0  # matched by onset and pitch
+    offset: int = 0  # matched by onset, pitch and offset
+
+    def add(self, other: Counts) -> None:
+        self.ref += other.ref
+        self.est += other.est
+        self.onset += other.onset
+        self.offset += other.offset
+
+    def prf(self, offsets: bool = False) -> tuple[float, float, float]:
+        """Precision, recall, F1."""
+        hit = self.offset if offsets else self.onset
+        p = hit / self.est if self.est else 0.0
+        r = hit / self.ref if self.ref else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def score(ref: tuple[np.ndarray, np.ndarray], est: np.ndarray, seconds: float) -> Counts:
+    """Match transcribed notes ``est`` against the reference notes of one clip."""
+    import mir_eval
+
+    ref_iv, ref_pitch = ref
+    est = est[est[:, 0] < seconds - END_MARGIN]
+    est_iv = np.stack([est[:, 0], np.maximum(est[:, 1], est[:, 0] + 1e-3)], axis=1)
+    hz = lambda m: 440.0 * 2.0 ** ((np.asarray(m, dtype=float) - 69) / 12)  # noqa: E731
+    common = dict(
+        ref_intervals=ref_iv, ref_pitches=hz(ref_pitch), est_intervals=est_iv,
+        est_pitches=hz(est[:, 2]), onset_tolerance=ONSET_TOLERANCE,
+        pitch_tolerance=PITCH_TOLERANCE,
+    )  # fmt: skip
+    onset = mir_eval.transcription.match_notes(**common, offset_ratio=None)
+    offset = mir_eval.transcription.match_notes(**common, offset_ratio=OFFSET_RATIO)
+    return Counts(len(ref_iv), len(est), len(onset), len(offset))
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """Everything measured, by renderer label."""
+
+    counts: dict[str, dict[str, Counts]] = field(default_factory=dict)  # renderer -> instrument
+    clips: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # renderer -> inst -> wavs
+    per_clip: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+
+    def add_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+
+def describe(path: str | Path | None) -> str:
+    """An exported model's JSON file with the step and loss of its metadata, if it has any."""
+    desc = export_paths(PRETRAINED_DIR if path is None else Path(path))[1]
+    try:
+        meta = json.loads(desc.read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        return str(path)
+    info = ", ".join(f"{k} {meta[k]}" for k in ("step", "loss") if k in meta)
+    return f"{desc}" + (f" ({info})" if info else "")
+
+
+def vocoder_label(spec: str) -> str:
+    """A short column name for a vocoder argument."""
+    return spec if spec in ("fast", "griffinlim", "wavenet") else f"fast:{Path(spec).parent.name}"
+
+
+def run(args: argparse.Namespace) -> None:
+    t_start = time.perf_counter()
+    data, cache = Path(args.data), Path(args.cache)
+    manifest = read_manifest(data)
+    instruments = manifest["instruments"]
+    names = [i["name"] for i in instruments]
+    pieces = select_pieces(manifest, args.pieces, args.piece)
+    soundfont = check_soundfont(args.soundfont or manifest.get("soundfont"))
+
+    res = Results()
+    t = time.perf_counter()
+    synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0])
+    acoustic_id = state_digest(synth.acoustic)
+    res.models.append(f"acoustic {describe(args.model)} [{acoustic_id}]")
+    vocoders = {vocoder_label(v): v for v in args.vocoder}
+    voc_ids = {lab: state_digest(synth.load_vocoder(v), v) for lab, v in vocoders.items()}
+    for lab, v in vocoders.items():
+        stem = vocoder_io.pretrained_path(v) if v in vocoder_io.PRETRAINED_STEMS else None
+        found = "Griffin-Lim" if v == "griffinlim" else describe(stem or v)
+        res.models.append(f"{lab}: {found} [{voc_ids[lab]}]")
+    transcribe = Transcriber(args.threads)
+    res.add_time("load models", time.perf_counter() - t)
+    have = {i.program for i in synth.instruments()}
+    missing = [i["name"] for i in instruments if i["program"] not in have]
+    if missing:
+        sys.exit(f"error: the acoustic model lacks instrument(s) {', '.join(missing)}")
+
+    renderers = [REFERENCE, *vocoders]
+    for lab in renderers:
+        res.counts[lab] = {n: Counts() for n in names}
+        res.clips[lab] = {n: [] for n in names}
+    items = {(it["piece"], it["instrument"]): it["id"] for it in manifest["items"]}
+    merged_total, clips = 0, []
+    for piece in pieces:
+        midi = midi_path(data, piece, cache)
+        seconds = min(args.seconds, read_notes(midi, warn=False).duration + 1.0)
+        ref = reference_notes(midi, seconds)
+        merged_total += ref[2]
+        clips.append((piece, midi, seconds, ref))
+    # Renderer by renderer, so that the reference (cached after the first run) comes first.
+    for lab in renderers:
+        where = "fluidsynth" if lab == REFERENCE else f"ours-{acoustic_id}-{voc_ids[lab]}"
+        t_lab = time.perf_counter()
+        for k, (piece, midi, seconds, ref) in enumerate(clips):
+            for idx, inst in enumerate(instruments):
+                name, prog = inst["name"], inst["program"]
+                wav = cache / where / f"{piece['id']}-{prog:03d}-{seconds:g}s.wav"
+                if not wav.is_file():
+                    t = time.perf_counter()
+                    if lab != REFERENCE:
+                        audio = synth.render(
+                            midi, prog, vocoder=vocoders[lab], start=0, duration=seconds
+                        )
+                        write_wav(wav, audio)
+                    elif (piece["id"], idx) in items and not args.rerender:
+                        write_wav(wav, dataset_audio(data, items[piece["id"], idx], seconds))
+                    else:
+                        render_reference(midi, prog, seconds, soundfont, wav)
+                    res.add_time(f"render {lab}", time.perf_counter() - t)
+                fresh = not wav.with_suffix(".notes.npy").is_file()
+                t = time.perf_counter()
+                est = transcribe(wav)
+                if fresh:
+                    res.add_time("transcribe", time.perf_counter() - t)
+                c = score(ref[:2], est, seconds)
+                res.counts[lab][name].add(c)
+                res.clips[lab][name].append(str(wav))
+                res.per_clip.append(
+                    {"piece": piece["id"], "instrument": name, "renderer": lab, **vars(c)}
+                )
+            print(
+                f"{lab}: {k + 1}/{len(clips)} pieces, {time.perf_counter() - t_lab:.0f} s",
+                file=sys.stderr,
+            )
+
+    recognition = None
+    if not args.no_classifier:
+        recognition = recognize(args, data, manifest, cache, res, names)
+    res.timings["total"] = time.perf_counter() - t_start
+    res.timings["total CPU (this process)"] = time.process_time()
+    report(args, res, names, pieces, recognition, transcribe.version, merged_total)
+
+
+def recognize(
+    args: argparse.Namespace,
+    data: Path,
+    manifest: dict[str, Any],
+    cache: Path,
+    res: Results,
+    names: list[str],
+) -> dict[str, np.ndarray]:
+    """Train the instrument classifier and return a confusion matrix per renderer."""
+    t = time.perf_counter()
+    x, y = EI.training_set(
+        data, manifest, "train", args.clip_seconds, args.train_clips, cache / "features"
+    )
+    model = EI.train(x, y)
+    res.timings["classifier: train"] = time.perf_counter() - t
+    res.timings["classifier: train clips"] = float(len(y))
+    t = time.perf_counter()
+    matrices = {}
+    for lab, by_inst in res.clips.items():
+        true, feats = [], []
+        for idx, name in enumerate(names):
+            for wav in by_inst[name]:
+                audio, _ = sf.read(wav, dtype="float32")
+                for clip in EI.clips(audio, args.clip_seconds):
+                    feats.append(EI.features(clip))
+                    true.append(idx)
+        pred = model.predict(np.stack(feats))
+        matrices[lab] = EI.confusion(np.array(true), pred, len(names))
+    res.timings["classifier: classify"] = time.perf_counter() - t
+    return matrices
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def fmt_prf(c: Counts, offsets: bool = False) -> str:
+    p, r, f = c.prf(offsets)
+    return f"{f:.3f} ({p:.2f}/{r:.2f})"
+
+
+def machine() -> str:
+    """CPU model, cores available, torch and numpy versions."""
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores visible, torch {torch.__version__}, numpy {np.__version__}"
+
+
+def report(
+    args: argparse.Namespace,
+    res: Results,
+    names: list[str],
+    pieces: list[dict],
+    recognition: dict[str, np.ndarray] | None,
+    transcriber: str,
+    merged: int,
+) -> None:
+    labels = list(res.counts)
+    ours = labels[1:]
+    total = {lab: Counts() for lab in labels}
+    for lab in labels:
+        for c in res.counts[lab].values():
+            total[lab].add(c)
+    out = [
+        f"pieces ({len(pieces)}, first {args.seconds:g} s each): "
+        + ", ".join(p["id"] for p in pieces),
+        f"transcriber: {transcriber}; {total[REFERENCE].ref} reference notes "
+        f"({merged} unison duplicates merged)",
+        *(f"model: {m}" for m in res.models),
+        f"machine: {machine()}, {args.threads} thread(s)",
+        "",
+        "Note-level onset F1 (precision/recall), onset tolerance 50 ms, pitch to the nearest "
+        "semitone, offsets ignored:",
+        "",
+    ]
+    head = ["instrument", "notes", REFERENCE, *ours, *(f"{o} / FS" for o in ours)]
+    rows = [*((n, res.counts[REFERENCE][n].ref) for n in names), ("all", total[REFERENCE].ref)]
+    out += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+    for name, n_ref in rows:
+        counts = {lab: total[lab] if name == "all" else res.counts[lab][name] for lab in labels}
+        f_ref = counts[REFERENCE].prf()[2]
+        ratios = [counts[o].prf()[2] / f_ref if f_ref else float("nan") for o in ours]
+        cells = [name, str(n_ref), *(fmt_prf(counts[lab]) for lab in labels)]
+        cells += [f"{r:.2f}" for r in ratios]
+        out.append(f"| {' | '.join(cells)} |")
+    out += ["", "The same with offsets (within 20% of the note or 50 ms), F1:", ""]
+    out += [f"| instrument | {' | '.join(labels)} |", "|" + "---|" * (len(labels) + 1)]
+    for name in [*names, "all"]:
+        cells = [
+            f"{(total[lab] if name == 'all' else res.counts[lab][name]).prf(True)[2]:.3f}"
+            for lab in labels
+        ]
+        out.append(f"| {name} | {' | '.join(cells)} |")
+    if recognition is not None:
+        n_train = int(res.timings["classifier: train clips"])
+        out += [
+            "",
+            f"Instrument recognition: share of {args.clip_seconds:g}-s clips classified as the "
+            f"instrument that was rendered (classifier trained on {n_train} FluidSynth clips "
+            "of the train split); most frequent wrong answer for ours:",
+            "",
+            f"| instrument | clips | {' | '.join(labels)} | {ours[0]} mistaken for |",
+            "|" + "---|" * (len(labels) + 3),
+        ]
+        for i, name in enumerate([*names, "all"]):
+            cells = [name]
+            m0 = recognition[REFERENCE]
+            cells.append(str(int(m0[i].sum())) if name != "all" else str(int(m0.sum())))
+            for lab in labels:
+                m = recognition[lab]
+                acc = np.trace(m) / m.sum() if name == "all" else m[i, i] / max(m[i].sum(), 1)
+                cells.append(f"{acc:.0%}")
+            if name == "all":
+                cells.append("")
+            else:
+                row = recognition[ours[0]][i].copy()
+                row[i] = 0
+                j = int(row.argmax())
+                cells.append(f"{names[j]} ({row[j]})" if row[j] else "-")
+            out.append(f"| {' | '.join(cells)} |")
+        if args.plot:
+            title = (
+                f"Instrument classifier (logistic regression on librosa statistics, trained on "
+                f"FluidSynth train clips); {len(pieces)} test pieces, {args.clip_seconds:g}-s clips"
+            )
+            EI.plot_confusions(recognition, names, Path(args.plot), title)
+            out.append(f"\nconfusion matrices: {args.plot}")
+    out += ["", "wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings.items())]
+    print("\n".join(out))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "pieces": [p["id"] for p in pieces],
+                    "seconds": args.seconds,
+                    "vocoders": args.vocoder,
+                    "transcriber": transcriber,
+                    "machine": machine(),
+                    "models": res.models,
+                    "counts": {
+                        lab: {n: vars(c) for n, c in by.items()} for lab, by in res.counts.items()
+                    },
+                    "confusion": {k: v.tolist() for k, v in (recognition or {}).items()},
+                    "instruments": names,
+                    "per_clip": res.per_clip,
+                    "timings": res.timings,
+                },
+                indent=1,
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="dataset folder (manifest.json, items/)")
+    ap.add_argument("--pieces", type=int, default=8, help="test pieces, spread over the split")
+    ap.add_argument("--piece", action="append", default=[], help="a piece id (repeatable)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds rendered per piece")
+    ap.add_argument(
+        "--vocoder", action="append", help="fast, griffinlim, wavenet or PATH (repeatable)"
+    )
+    ap.add_argument("--model", help="acoustic export (default: the shipped model)")
+    ap.add_argument("--soundfont", help="reference SoundFont (default: the dataset's)")
+    ap.add_argument("--cache", default="/tmp/mel2mel-eval", help="renders, notes, features")
+    ap.add_argument("--clip-seconds", type=float, default=3.0, help="classifier clip length")
+    ap.add_argument("--train-clips", type=int, default=6, help="training clips per item")
+    ap.add_argument(
+        "--rerender", action="store_true", help="run FluidSynth even where the dataset has audio"
+    )
+    ap.add_argument("--no-classifier", action="store_true", help="transcription only")
+    ap.add_argument("--plot", help="PNG of the confusion matrices")
+    ap.add_argument("--json", help="write every count and timing here")
+    ap.add_argument("--threads", type=int, default=1, help="threads for torch/BLAS/onnxruntime")
+    args = ap.parse_args(argv)
+    args.vocoder = args.vocoder or ["fast"]
+
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""``mel2mel serve``: the web app (``docs/WEB.md``) on uvicorn.
+
+``mel2mel serve --host 127.0.0.1 --port 8000`` loads the shipped models (or ``--model``),
+computes the timbre map in the background and serves the page at ``http://HOST:PORT/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mel2mel.errors import UserError, require
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Execute ``mel2mel serve``; returns the exit status."""
+    for module in ("fastapi", "uvicorn", "python_multipart"):
+        require(module, "web")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be 1..65535, got {args.port}")
+    if min(args.workers, args.threads, args.max_upload_kb) < 1 or args.queue < 0:
+        raise UserError("--workers, --threads and --max-upload-kb must be >= 1, --queue >= 0")
+    if args.max_render_seconds <= 0 or args.map_resolution < 2:
+        raise UserError("--max-render-seconds must be > 0 and --map-resolution >= 2")
+    import torch
+    import uvicorn
+
+    from mel2mel.synthesizer import Synthesizer
+    from mel2mel.web.app import create_app
+    from mel2mel.web.config import WebConfig
+    from mel2mel.web.maps import Space
+
+    torch.set_num_threads(max(1, args.threads))
+    config = WebConfig(
+        max_concurrent_renders=args.workers,
+        max_queued_renders=args.queue,
+        max_upload_bytes=args.max_upload_kb * 1024,
+        max_render_seconds=args.max_render_seconds,
+    )
+    synth = Synthesizer.from_pretrained(args.model, vocoder="griffinlim")
+    space = Space(args.space, args.space_model)
+    app = create_app(synth, config=config, space=space, map_resolution=args.map_resolution)
+    print(f"mel2mel: serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``mel2mel serve``."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the web app: timbre map, 3-D instrument space, MIDI upload and playback",
+        description="Serve the mel2mel page and its JSON/audio API with uvicorn. Everything "
+        "is served locally (no CDN). Needs: pip install 'mel2mel[web]'.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument("--model", type=Path, help="exported acoustic model (default: pretrained)")
+    p.add_argument("--space", type=Path, help="space100.json (default: pretrained)")
+    p.add_argument("--space-model", type=Path, help="its 10-D acoustic model (default: pretrained)")
+    p.add_argument("--workers", type=int, default=2, help="renders run at once (2)")
+    p.add_argument("--queue", type=int, default=24, help="renders that may wait (24)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per render (1)")
+    p.add_argument("--max-upload-kb", type=int, default=1024, help="largest MIDI file (1024 KB)")
+    p.add_argument(
+        "--max-render-seconds", type=float, default=900.0, help="longest render range (900 s)"
+    )
+    p.add_argument("--map-resolution", type=int, default=41, help="timbre map cells per side")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
+    p.set_defaults(func=run_serve)

@@ -1,0 +1,396 @@
+"""The FastAPI app: one page, static files, and a small JSON/audio API (see ``docs/WEB.md``).
+
+Every error is ``{"error": "one line"}`` with a status code: 400 bad parameters, 404 unknown
+ids, 409 audio not ready, 411/413 uploads without a length or too big, 422 unusable MIDI, 503
+busy (with ``Retry-After``), 504 a preview that timed out. Work that takes CPU time (reading
+MIDI, previews, renders, the map) runs in worker threads, so the event loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mel2mel import constants as C
+from mel2mel.errors import UserError
+from mel2mel.midi import time_to_frame
+from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
+from mel2mel.vocoders.base import Vocoder
+from mel2mel.web.config import WebConfig
+from mel2mel.web.errors import ApiError
+from mel2mel.web.jobs import Job, JobManager
+from mel2mel.web.maps import MapService, Space, plotly_js
+from mel2mel.web.render import RenderSpec
+from mel2mel.web.uploads import UploadStore, parse_midi
+
+STATIC = Path(__file__).resolve().parent / "static"
+VOCODER_KINDS = ("fast", "wavenet", "griffinlim")
+COORD_LIMIT = 1e3  # |x|, |y| accepted for a timbre point
+STREAM_POLL_S = 5.0
+
+
+class RenderBody(BaseModel):
+    """``POST /api/render``: one of ``timbre`` / ``x`` + ``y`` / ``space_index``."""
+
+    model_config = ConfigDict(extra="forbid")
+    upload_id: str | None = None
+    timbre: str | None = None
+    x: float | None = None
+    y: float | None = None
+    space_index: int | None = None
+    vocoder: str | None = None
+    start: float = 0.0
+    end: float | None = None
+    label: str | None = None
+
+
+def available_vocoders(synth: Synthesizer) -> dict[str, Vocoder]:
+    """The vocoders that load, by kind (fast and WaveNet need their weights)."""
+    found = {}
+    for kind in VOCODER_KINDS:
+        try:
+            found[kind] = synth.load_vocoder(kind)
+        except (UserError, OSError, ValueError):
+            continue
+    return found
+
+
+def wav_bytes(chunks: list[bytes]) -> bytes:
+    """A 16-bit mono WAV file of the PCM chunks."""
+    import soundfile as sf
+
+    pcm = np.frombuffer(b"".join(chunks), dtype="<i2")
+    buf = io.BytesIO()
+    sf.write(buf, pcm, C.SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    synth: Synthesizer | None = None,
+    *,
+    config: WebConfig | None = None,
+    space: Space | None = None,
+    map_resolution: int = 41,
+    vocoders: Mapping[str, Vocoder] | None = None,
+    timbre_library: Path | None = None,
+) -> FastAPI:
+    """Build the app around a synthesizer (default: the shipped models).
+
+    Parameters
+    ----------
+    synth:
+        The 2-D model the map and renders use.
+    config:
+        Limits (:class:`WebConfig`).
+    space:
+        The 100-instrument space (default: the shipped files, if any).
+    map_resolution:
+        Cells per side of the timbre map.
+    vocoders:
+        The vocoders offered, by kind (default: those of ``VOCODER_KINDS`` that load); the
+        default is fast, else Griffin-Lim, else the first.
+    timbre_library:
+        Folder of the timbre library whose learned timbres the map shows (default: the
+        synthesizer's library, whose timbres renders resolve by name).
+    """
+    cfg = config or WebConfig()
+    if cfg.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    synth = synth or Synthesizer.from_pretrained(vocoder="griffinlim")
+    space = space or Space()
+    uploads = UploadStore(cfg)
+    jobs = JobManager(cfg)
+    maps = MapService(synth, map_resolution, timbre_library)
+    vocoders = dict(vocoders) if vocoders else available_vocoders(synth)
+    default_vocoder = next(
+        (k for k in ("fast", "griffinlim") if k in vocoders), next(iter(vocoders))
+    )
+    light = ThreadPoolExecutor(2, "mel2mel-light")  # MIDI parsing and previews
+    state: dict[str, Future[dict[str, Any]]] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        map_pool = ThreadPoolExecutor(1, "mel2mel-map")
+        state["map"] = map_pool.submit(maps.compute)
+        if space.available:  # load its model now rather than on the first click
+            map_pool.submit(space.synth)
+        yield
+        jobs.shutdown()
+        light.shutdown(wait=False, cancel_futures=True)
+        map_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="mel2mel", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.jobs, app.state.uploads, app.state.config = jobs, uploads, cfg
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        return _error(err.status, err.message, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        return _error(400, f"bad request: {where}: {first['msg']}")
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, err: Exception) -> JSONResponse:
+        return _error(404, f"no such page: {request.url.path}")
+
+    @app.exception_handler(405)
+    async def bad_method(request: Request, err: Exception) -> JSONResponse:
+        return _error(405, f"{request.method} is not allowed on {request.url.path}")
+
+    async def off_loop(fn: Any, *args: Any, timeout: float, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(light, fn, *args), timeout
+            )
+        except TimeoutError:
+            raise ApiError(504, f"{what} took longer than {timeout:g} s") from None
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    async def plotly() -> Response:
+        path = plotly_js()
+        if path is None:
+            raise ApiError(404, "plotly is not installed: pip install 'mel2mel[web]'")
+        return FileResponse(path, media_type="text/javascript")
+
+    @app.get("/api/info")
+    async def info() -> dict[str, Any]:
+        return {
+            "instruments": [
+                {"name": i.name, "program": i.program, "embedding": i.embedding}
+                for i in synth.instruments()
+            ],
+            "embedding_dim": synth.timbres.dim,
+            "vocoders": list(vocoders),
+            "default_vocoder": default_vocoder,
+            "sample_rate": C.SAMPLE_RATE,
+            "limits": {
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "max_piece_seconds": cfg.max_piece_seconds,
+                "max_render_seconds": cfg.max_render_seconds,
+            },
+            "space": {"available": space.available, "reason": space.reason},
+        }
+
+    @app.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "active_renders": jobs.active(), "uploads": len(uploads)}
+
+    @app.get("/api/map")
+    async def timbre_map() -> dict[str, Any]:
+        future = state.get("map")
+        if future is None or not future.done():
+            raise ApiError(503, "the timbre map is still being computed", {"Retry-After": "2"})
+        if future.exception() is not None:
+            raise ApiError(500, f"the timbre map could not be computed: {future.exception()}")
+        return future.result()
+
+    @app.get("/api/preview")
+    async def preview(x: str, y: str) -> Response:
+        px, py = _coordinates(x, y)
+        data, frames = await off_loop(
+            maps.preview, px, py, timeout=cfg.preview_timeout_s, what="the preview"
+        )
+        headers = {"X-Mel-Bins": str(C.N_MELS), "X-Mel-Frames": str(frames)}
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.get("/api/space")
+    async def space_info() -> dict[str, Any]:
+        return space.public()
+
+    @app.post("/api/uploads", status_code=201)
+    async def upload(request: Request, name: str = "upload.mid") -> dict[str, Any]:
+        data, name = await _read_upload(request, cfg, name)
+        seq = await off_loop(parse_midi, data, cfg, timeout=cfg.parse_timeout_s, what="reading")
+        return uploads.add(name, seq).summary(cfg.max_notes_shown)
+
+    @app.get("/api/uploads/{upload_id}")
+    async def get_upload(upload_id: str) -> dict[str, Any]:
+        return uploads.get(upload_id).summary(cfg.max_notes_shown)
+
+    @app.post("/api/render", status_code=202)
+    async def render(request: Request) -> dict[str, Any]:
+        try:
+            body = RenderBody.model_validate(await request.json())
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ApiError(400, f"bad request: {where}: {first['msg']}") from None
+        except ValueError:
+            raise ApiError(400, "the request body must be a JSON object") from None
+        spec, label = _render_spec(body)
+        return jobs.submit(spec, label).info()
+
+    def _render_spec(body: RenderBody) -> tuple[RenderSpec, str]:
+        vocoder = body.vocoder or default_vocoder
+        if vocoder not in vocoders:
+            raise ApiError(
+                400, f"unknown or unavailable vocoder {vocoder[:40]!r}; use {', '.join(vocoders)}"
+            )
+        seq = uploads.get(body.upload_id).seq if body.upload_id is not None else None
+        if body.space_index is not None:
+            if not space.available:
+                raise ApiError(404, space.reason or "no 100-instrument space")
+            if not 0 <= body.space_index < len(space.instruments):
+                raise ApiError(
+                    400, f"space_index must be 0..{len(space.instruments) - 1}, "
+                    f"got {body.space_index}",
+                )  # fmt: skip
+            try:
+                target = space.synth()
+            except (UserError, OSError, ValueError) as err:
+                raise ApiError(
+                    500, f"the 100-instrument model could not be loaded: {err}"
+                ) from None
+            timbre = target.timbre(space.embedding(body.space_index))
+            label = space.instruments[body.space_index]["name"]
+            seq = seq or maps.reference
+            start, end = body.start, body.start + cfg.space_clip_seconds
+        else:
+            seq = seq or maps.reference  # nothing uploaded yet: the reference passage
+            target = synth
+            if body.x is not None or body.y is not None:
+                if body.x is None or body.y is None or body.timbre is not None:
+                    raise ApiError(400, "give either timbre or both x and y")
+                spec_text = ",".join(f"{v:.6g}" for v in _coordinates(body.x, body.y))
+            else:
+                spec_text = body.timbre or synth.instruments()[0].name
+            try:
+                timbre = synth.timbre(spec_text)
+            except UserError as err:
+                raise ApiError(400, str(err)) from None
+            label = body.label or timbre.label
+            start, end = body.start, body.end
+        return _frames(target, seq, timbre, vocoder, start, end), str(label)[:120]
+
+    def _frames(target: Synthesizer, seq: Any, timbre: Any, vocoder: str, start: float,
+                end: float | None) -> RenderSpec:  # fmt: skip
+        total = seq.num_frames() + round(TAIL_SECONDS * C.FRAME_RATE)
+        if not math.isfinite(start) or start < 0:
+            raise ApiError(400, f"start must be a time >= 0 in seconds, got {start}")
+        first = time_to_frame(start)
+        if first >= total - 1:
+            raise ApiError(400, f"start {start:g} s is past the end ({total / C.FRAME_RATE:.2f} s)")
+        if end is not None and (not math.isfinite(end) or end <= start):
+            raise ApiError(400, f"end must be after start ({start:g} s), got {end}")
+        stop = total if end is None else min(total, time_to_frame(end))
+        seconds = (stop - first) / C.FRAME_RATE
+        if seconds > cfg.max_render_seconds:
+            raise ApiError(
+                400, f"the range is {seconds:.0f} s; renders are limited to "
+                f"{cfg.max_render_seconds:.0f} s: choose a shorter range",
+            )  # fmt: skip
+        voc = vocoders[vocoder]
+        return RenderSpec(target, seq, timbre, vocoder, voc, first, max(stop, first + 1))
+
+    @app.get("/api/jobs/{job_id}")
+    async def job_info(job_id: str) -> dict[str, Any]:
+        return jobs.get(job_id).info()
+
+    @app.delete("/api/jobs/{job_id}")
+    async def job_cancel(job_id: str) -> dict[str, Any]:
+        job = jobs.get(job_id)
+        jobs.cancel(job)
+        return job.info()
+
+    @app.get("/api/jobs/{job_id}/audio.pcm")
+    async def job_stream(job_id: str) -> StreamingResponse:
+        job = jobs.get(job_id)
+        headers = {"X-Sample-Rate": str(C.SAMPLE_RATE), "Cache-Control": "no-store"}
+        return StreamingResponse(_pcm(job), media_type="application/octet-stream", headers=headers)
+
+    async def _pcm(job: Job) -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            while True:
+                if sent < len(job.chunks):
+                    sent += 1
+                    yield job.chunks[sent - 1]
+                elif job.done:
+                    return
+                else:
+                    await job.wait(sent, STREAM_POLL_S)
+        finally:
+            if not job.done:  # the reader went away: free the worker
+                jobs.cancel(job)
+
+    @app.get("/api/jobs/{job_id}/audio.wav")
+    async def job_wav(job_id: str) -> Response:
+        job = jobs.get(job_id)
+        if job.state != "done":
+            why = job.error or "it is still rendering"
+            raise ApiError(409, f"the audio is not ready: {why}")
+        data = await asyncio.get_running_loop().run_in_executor(light, wav_bytes, job.chunks)
+        name = "".join(c if c.isalnum() else "_" for c in job.label)[:40] or "render"
+        headers = {"Content-Disposition": f'attachment; filename="mel2mel_{name}.wav"'}
+        return Response(data, media_type="audio/wav", headers=headers)
+
+    return app
+
+
+def _coordinates(x: Any, y: Any) -> tuple[float, float]:
+    """Finite ``(x, y)`` within ``COORD_LIMIT``, else a 400."""
+    try:
+        px, py = float(x), float(y)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"bad coordinates {str(x)[:20]!r}, {str(y)[:20]!r}: numbers") from None
+    if not (math.isfinite(px) and math.isfinite(py)) or max(abs(px), abs(py)) > COORD_LIMIT:
+        raise ApiError(400, f"bad coordinates ({px}, {py}): finite, within +-{COORD_LIMIT:g}")
+    return px, py
+
+
+async def _read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[bytes, str]:
+    """The file of an upload: a raw body (``?name=``) or a multipart form field ``file``."""
+    declared = request.headers.get("content-length")
+    limit = cfg.max_upload_bytes
+    too_big = f"file too big: the limit is {limit} bytes"
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if declared is None:
+            raise ApiError(411, "a multipart upload needs a Content-Length")
+        if int(declared) > limit + 64 * 1024:
+            raise ApiError(413, too_big)
+        form = await request.form(max_files=1, max_fields=4)
+        item = form.get("file")
+        if item is None or isinstance(item, str):
+            raise ApiError(400, "the form needs a file field named 'file'")
+        data = await item.read(limit + 1)
+        name = item.filename or name
+    else:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, too_big)
+        buf = bytearray()
+        async for piece in request.stream():
+            buf += piece
+            if len(buf) > limit:
+                raise ApiError(413, too_big)
+        data = bytes(buf)
+    if len(data) > limit:
+        raise ApiError(413, too_big)
+    return data, Path(name).name or "upload.mid"

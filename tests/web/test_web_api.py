@@ -1,0 +1,260 @@
+"""The web API through httpx (FastAPI's TestClient): the happy paths and every error path."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from mel2mel import constants as C
+from mel2mel.vocoders.griffinlim import GriffinLim
+from mel2mel.web.app import create_app
+from mel2mel.web.config import WebConfig
+from mel2mel.web.render import segment_plan
+
+from .conftest import TEST_CONFIG, midi_bytes
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class SlowGriffinLim(GriffinLim):
+    """Griffin-Lim that sleeps before each call, to hold a worker busy."""
+
+    def _vocode(self, mel, roll):
+        time.sleep(0.4)
+        return super()._vocode(mel, roll)
+
+
+@pytest.fixture(scope="module")
+def client(web_parts: dict) -> Iterator[TestClient]:
+    with TestClient(create_app(config=TEST_CONFIG, **web_parts)) as c:
+        yield c
+
+
+def wait_map(client: TestClient) -> dict:
+    for _ in range(200):
+        r = client.get("/api/map")
+        if r.status_code == 200:
+            return r.json()
+        assert r.status_code == 503 and r.headers["Retry-After"]
+        time.sleep(0.05)
+    raise AssertionError("the map was never ready")
+
+
+def upload(client: TestClient, data: bytes, name: str = "t.mid") -> dict:
+    r = client.post(f"/api/uploads?name={name}", content=data)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def error(r, status: int, *words: str) -> str:
+    """Assert a one-line JSON error with ``status`` that mentions ``words``."""
+    assert r.status_code == status, r.text
+    msg = r.json()["error"]
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg.lower(), msg
+    return msg
+
+
+def stream(client: TestClient, job_id: str) -> np.ndarray:
+    with client.stream("GET", f"/api/jobs/{job_id}/audio.pcm") as r:
+        assert r.status_code == 200
+        data = b"".join(r.iter_bytes())
+    return np.frombuffer(data, dtype="<i2")
+
+
+def test_info_map_and_preview(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    assert info["vocoders"] == ["griffinlim"] and info["default_vocoder"] == "griffinlim"
+    assert info["space"]["available"]
+    m = wait_map(client)
+    assert len(m["xs"]) == len(m["ys"]) == 9
+    assert np.array(m["centroid_hz"]).shape == (9, 9) == np.array(m["energy_db"]).shape
+    assert [i["name"] for i in m["instruments"]][:2] == ["Grand Piano", "Trumpet"]
+    assert [t["name"] for t in m["user_timbres"]] == ["My Bell"]
+    a = client.get("/api/preview", params={"x": 0.1, "y": 0.2})
+    b = client.get("/api/preview", params={"x": -1.0, "y": 1.5})
+    assert a.status_code == b.status_code == 200
+    frames = int(a.headers["X-Mel-Frames"])
+    assert len(a.content) == C.N_MELS * frames and a.content != b.content
+    assert client.get("/").text.startswith("<!doctype html>")
+    assert client.get("/vendor/plotly.min.js").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "params", [{"x": "abc", "y": "1"}, {"x": "nan", "y": "0"}, {"x": "1e9", "y": "0"}, {"x": "1"}]
+)
+def test_preview_bad_coordinates(client: TestClient, params: dict) -> None:
+    error(client.get("/api/preview", params=params), 400)
+
+
+def test_upload_render_stream_and_download(client: TestClient) -> None:
+    u = upload(client, midi_bytes(3.0))
+    assert u["num_notes"] == 12 and u["notes"]["pitch"][0] == 60
+    assert client.get(f"/api/uploads/{u['id']}").json()["duration"] == u["duration"]
+    r = client.post("/api/render", json={"upload_id": u["id"], "x": 0.2, "y": -0.1})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    pcm = stream(client, job["id"])
+    assert len(pcm) == round(job["seconds_total"] * C.SAMPLE_RATE)  # 3 s + 1 s tail
+    assert np.abs(pcm).max() > 0
+    info = client.get(f"/api/jobs/{job['id']}").json()
+    assert info["state"] == "done" and info["seconds_rendered"] == info["seconds_total"]
+    wav = client.get(f"/api/jobs/{job['id']}/audio.wav")
+    assert wav.headers["content-type"] == "audio/wav"
+    audio, sr = sf.read(io.BytesIO(wav.content), dtype="int16")
+    assert sr == C.SAMPLE_RATE and np.array_equal(audio, pcm)
+
+
+def test_render_by_name_range_and_multipart(client: TestClient) -> None:
+    files = {"file": ("song.mid", midi_bytes(6.0), "audio/midi")}
+    u = client.post("/api/uploads", files=files).json()
+    assert u["name"] == "song.mid"
+    body = {"upload_id": u["id"], "timbre": "trumpet", "start": 1.0, "end": 3.5}
+    job = client.post("/api/render", json=body).json()
+    frames = 438 - 125  # frames centred nearest to 3.5 s and 1 s, halves rounding up
+    assert job["label"] == "Trumpet" and job["seconds_total"] == frames / C.FRAME_RATE
+    assert len(stream(client, job["id"])) == frames * C.HOP_LENGTH
+
+
+def test_render_learned_timbre_by_name(client: TestClient) -> None:
+    job = client.post("/api/render", json={"timbre": "my bell", "end": 1.0}).json()
+    assert job["label"] == "My Bell"
+    assert len(stream(client, job["id"])) == C.SAMPLE_RATE
+
+
+def test_render_without_upload_plays_reference(client: TestClient) -> None:
+    job = client.post("/api/render", json={"x": 0.0, "y": 0.0}).json()
+    assert len(stream(client, job["id"])) > C.SAMPLE_RATE
+
+
+def test_space_render(client: TestClient) -> None:
+    space = client.get("/api/space").json()
+    assert space["available"] and len(space["instruments"]) == 12
+    assert "embedding" not in space["instruments"][0]
+    job = client.post("/api/render", json={"space_index": 3}).json()
+    assert job["label"] == "Inst 3"
+    assert len(stream(client, job["id"])) == 2 * C.SAMPLE_RATE
+    error(client.post("/api/render", json={"space_index": 12}), 400, "space_index")
+
+
+def test_segments_cover_the_range() -> None:
+    plan = segment_plan(10, 2000)
+    assert plan[0] == (10, 135) and plan[-1][1] == 2000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
+    assert segment_plan(0, 100) == [(0, 100)]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"hello, not a midi file", 422, ("not a midi file",)),
+        (b"MThd\x00\x00\x00\x06\x00\x01garbage", 422, ("not a readable midi",)),
+        (b"", 422, ("empty",)),
+        (midi_bytes(2.0, channel=9), 422, ("only drum notes",)),
+        (midi_bytes(200.0, step=1.0), 422, ("too long",)),
+        (b"MThd" + bytes(70 * 1024), 413, ("too big",)),
+    ],
+    ids=["not-midi", "corrupt", "empty", "drums-only", "too-long", "too-big"],
+)
+def test_upload_errors(client: TestClient, data: bytes, status: int, words: tuple) -> None:
+    error(client.post("/api/uploads", content=data), status, *words)
+
+
+def test_upload_form_errors(client: TestClient) -> None:
+    r = client.post("/api/uploads", files={"other": ("a.mid", b"MThd", "audio/midi")})
+    error(r, 400, "file")
+    big = {"file": ("a.mid", b"MThd" + bytes(200 * 1024), "audio/midi")}
+    error(client.post("/api/uploads", files=big), 413, "too big")
+
+
+def test_render_errors(client: TestClient) -> None:
+    u = upload(client, midi_bytes(3.0))["id"]
+    long_piece = upload(client, midi_bytes(100.0, step=1.0))["id"]
+    cases = [
+        ({"upload_id": "nope", "x": 0, "y": 0}, 404, ("unknown upload id",)),
+        ({"upload_id": u, "timbre": "kazoo"}, 400, ("unknown instrument", "valid")),
+        ({"upload_id": u, "timbre": "1,2,3"}, 400, ("coordinates",)),
+        ({"upload_id": u, "x": 1e9, "y": 0}, 400, ("bad coordinates",)),
+        ({"upload_id": u, "x": 0.5}, 400, ("both x and y",)),
+        ({"upload_id": u, "x": 0, "y": 0, "timbre": "trumpet"}, 400, ("either",)),
+        ({"upload_id": u, "x": 0, "y": 0, "vocoder": "wavenet"}, 400, ("vocoder", "griffinlim")),
+        ({"upload_id": u, "x": 0, "y": 0, "start": 50}, 400, ("past the end",)),
+        ({"upload_id": u, "x": 0, "y": 0, "start": 2, "end": 1}, 400, ("end must be after",)),
+        ({"upload_id": u, "x": 0, "y": 0, "start": -1}, 400, ("start",)),
+        ({"upload_id": long_piece, "x": 0, "y": 0}, 400, ("limited to 60 s",)),
+        ({"upload_id": u, "x": 0, "y": 0, "path": "/etc/passwd"}, 400, ("path",)),
+        ({"upload_id": u, "x": "left", "y": 0}, 400, ("x",)),
+    ]
+    for body, status, words in cases:
+        error(client.post("/api/render", json=body), status, *words)
+    r = client.post(
+        "/api/render", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    error(r, 400, "json")
+
+
+def test_unknown_ids_and_routes(client: TestClient) -> None:
+    error(client.get("/api/jobs/nope"), 404, "unknown render id")
+    error(client.delete("/api/jobs/nope"), 404, "unknown render id")
+    error(client.get("/api/jobs/nope/audio.pcm"), 404, "unknown render id")
+    error(client.get("/api/uploads/nope"), 404, "unknown upload id")
+    error(client.get("/api/nothing"), 404, "no such page")
+    error(client.put("/api/render"), 405, "not allowed")
+    error(client.get("/static/../../errors.py"), 404)
+
+
+def test_busy_server_answers_503_and_keeps_answering(web_parts: dict) -> None:
+    cfg = WebConfig(max_concurrent_renders=1, max_queued_renders=1, torch_threads=1)
+    parts = {**web_parts, "vocoders": {"griffinlim": SlowGriffinLim(n_iter=2, nnls_iterations=1)}}
+    with TestClient(create_app(config=cfg, **parts)) as client:
+        u = upload(client, midi_bytes(20.0))["id"]
+        body = {"upload_id": u, "x": 0.1, "y": 0.1}
+        first = client.post("/api/render", json=body).json()
+        second = client.post("/api/render", json=body).json()
+        r = client.post("/api/render", json=body)
+        error(r, 503, "busy")
+        assert int(r.headers["Retry-After"]) >= 1
+        t = time.perf_counter()
+        assert client.get("/api/health").json()["active_renders"] == 2
+        assert time.perf_counter() - t < 1.0  # the event loop is free while rendering
+        error(client.get(f"/api/jobs/{first['id']}/audio.wav"), 409, "not ready")
+        assert client.delete(f"/api/jobs/{second['id']}").json()["state"] == "cancelled"
+        client.delete(f"/api/jobs/{first['id']}")
+        for _ in range(100):
+            if client.get(f"/api/jobs/{first['id']}").json()["state"] == "cancelled":
+                break
+            time.sleep(0.05)
+        assert client.get(f"/api/jobs/{first['id']}").json()["state"] == "cancelled"
+        assert client.post("/api/render", json=body).status_code == 202
+
+
+def test_render_timeout(web_parts: dict) -> None:
+    cfg = WebConfig(render_timeout_s=0.3, torch_threads=1)
+    parts = {**web_parts, "vocoders": {"griffinlim": SlowGriffinLim(n_iter=2, nnls_iterations=1)}}
+    with TestClient(create_app(config=cfg, **parts)) as client:
+        u = upload(client, midi_bytes(20.0))["id"]
+        job = client.post("/api/render", json={"upload_id": u, "x": 0, "y": 0}).json()
+        pcm = stream(client, job["id"])
+        info = client.get(f"/api/jobs/{job['id']}").json()
+        assert info["state"] == "failed" and "timed out" in info["error"]
+        assert len(pcm) < 20 * C.SAMPLE_RATE
+        error(client.get(f"/api/jobs/{job['id']}/audio.wav"), 409, "timed out")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--port", "70000"], ["--workers", "0"], ["--map-resolution", "1"]]
+)
+def test_serve_cli_rejects_bad_options(argv: list, capsys: pytest.CaptureFixture) -> None:
+    from mel2mel.cli import main
+
+    assert main(["serve", *argv]) == 2
+    assert "mel2mel: error: --" in capsys.readouterr().err
