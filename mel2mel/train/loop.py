@@ -150,7 +150,137 @@ def stop_on_signals() -> Iterator[dict[str, bool]]:
             signal.signal(sig, h)
 
 
-class _Trainer:
+class TrainerBase:
+    """What every trainer shares: the data position, the DataLoader, the optimizer step and the
+    checkpoint state.
+
+    A subclass sets ``config`` (whose ``train`` has ``batch_size``, ``num_workers``, ``seed``,
+    ``grad_clip``, ``keep_checkpoints``), ``info``, ``data``, ``run_dir``, ``model``,
+    ``optimizer``, ``scheduler``, ``train_set`` and ``sampler``, calls :meth:`start_position`,
+    and adds its own :meth:`restore` checks and batch loss.
+    """
+
+    kind: str = "acoustic"  # written into checkpoints and checked when loading them
+    config: Any
+    info: DistInfo
+    data: Path
+    run_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_set: Any
+    sampler: ResumableSampler
+
+    def start_position(self) -> None:
+        """Step 0, at the start of epoch 0, no DataLoader yet."""
+        self.step = self.epoch = self.epoch_batch = 0
+        self._loader: DataLoader | None = None
+        self.valid: dict[str, float] = {}
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_batch": self.epoch_batch,
+            "rng": ckpt.rng_state(),
+            "metadata": {
+                "data": str(self.data),
+                "world_size": self.info.world_size,
+                "valid": dict(self.valid),
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load weights, optimizer, schedule, data position and RNG states (subclasses check
+        that the checkpoint's model matches first)."""
+        if state["metadata"].get("world_size", 1) != self.info.world_size and self.info.is_main:
+            warnings.warn(
+                "resuming with another number of processes: the data order changes", stacklevel=3
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.epoch_batch = int(state["epoch_batch"])
+        self.valid = dict(state["metadata"].get("valid", {}))
+        ckpt.set_rng_state(state["rng"])
+
+    def save(self) -> Path | None:
+        if not self.info.is_main:
+            return None
+        keep = self.config.train.keep_checkpoints
+        return ckpt.save_checkpoint(self.state(), self.run_dir, keep=keep, kind=self.kind)
+
+    def close(self) -> None:
+        """Stop the DataLoader workers (see :func:`~mel2mel.train.data.quiet_worker`)."""
+        stop_workers(self._loader)
+        self._loader = None
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches from the current data position to the end of its epoch."""
+        t = self.config.train
+        self.sampler.set_position(self.epoch, self.epoch_batch)
+        if self._loader is None:
+            # Workers persist across epochs: the sampler runs in this process and SeededCrops
+            # keeps no state, so nothing in them needs refreshing.
+            self._loader = DataLoader(
+                self.train_set,
+                batch_size=t.batch_size,
+                sampler=self.sampler,
+                num_workers=t.num_workers,
+                drop_last=True,
+                pin_memory=self.info.device.type == "cuda",
+                persistent_workers=t.num_workers > 0,
+                prefetch_factor=4 if t.num_workers > 0 else None,
+                # Its own generator: starting an epoch must not consume the global torch RNG.
+                generator=torch.Generator().manual_seed(t.seed),
+                worker_init_fn=quiet_worker,
+            )
+        return iter(self._loader)
+
+    def optimize(self, loss: torch.Tensor) -> tuple[float, float]:
+        """Backward, clip, AdamW and schedule step on ``loss``; advance step and data position.
+
+        Returns (loss, gradient norm before clipping).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.train.grad_clip
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.epoch_batch += 1
+        if self.epoch_batch >= self.sampler.batches_per_epoch():
+            self.epoch, self.epoch_batch = self.epoch + 1, 0
+        return loss.detach().item(), float(norm)
+
+    def train_scalars(self, window: ThroughputWindow, frames_per_step: int) -> dict[str, float]:
+        """The training log line: loss averaged over the window and over all ranks."""
+        loss_sum, steps, norm = window.take(frames_per_step)
+        total = all_reduce_sum(torch.tensor([loss_sum, float(steps)]), self.info)
+        return {
+            "train/loss": float(total[0] / total[1]),
+            "train/grad_norm": norm,
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/frames_per_s": window.fps,
+            "train/epoch": self.epoch,
+        }
+
+    def validate(self, logger: RunLogger | None) -> dict[str, float]:
+        """Validation scalars (``valid/...``); may log images through ``logger``."""
+        raise NotImplementedError
+
+
+class _Trainer(TrainerBase):
     """State and steps of one training session (a helper of :func:`train_acoustic`)."""
 
     def __init__(self, data: Path, run_dir: Path, config: RunConfig, info: DistInfo) -> None:
@@ -199,29 +329,13 @@ class _Trainer:
             rank=info.rank,
             seed=t.seed,
         )
-        self.step = self.epoch = self.epoch_batch = 0
-        self._loader: DataLoader | None = None
-        self.valid: dict[str, float] = {}
+        self.start_position()
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "instruments": [{"name": i.name, "program": i.program} for i in self.instruments],
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "epoch_batch": self.epoch_batch,
-            "rng": ckpt.rng_state(),
-            "metadata": {
-                "data": str(self.data),
-                "world_size": self.info.world_size,
-                "valid": dict(self.valid),
-            },
-        }
+        instruments = [{"name": i.name, "program": i.program} for i in self.instruments]
+        return {**super().state(), "instruments": instruments}
 
     def restore(self, state: dict[str, Any]) -> None:
         saved = state["config"]["model"]
@@ -239,53 +353,9 @@ class _Trainer:
             warnings.warn(
                 f"resuming with changed train settings (old, new): {changed}", stacklevel=2
             )
-        if state["metadata"].get("world_size", 1) != self.info.world_size and self.info.is_main:
-            warnings.warn(
-                "resuming with another number of processes: the data order changes", stacklevel=2
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.epoch_batch = int(state["epoch_batch"])
-        self.valid = dict(state["metadata"].get("valid", {}))
-        ckpt.set_rng_state(state["rng"])
-
-    def save(self) -> Path | None:
-        if not self.info.is_main:
-            return None
-        return ckpt.save_checkpoint(
-            self.state(), self.run_dir, keep=self.config.train.keep_checkpoints
-        )
-
-    def close(self) -> None:
-        """Stop the DataLoader workers (see :func:`~mel2mel.train.data.quiet_worker`)."""
-        stop_workers(self._loader)
-        self._loader = None
+        super().restore(state)
 
     # -- steps -------------------------------------------------------------------------------
-
-    def epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """The batches from the current data position to the end of its epoch."""
-        t = self.config.train
-        self.sampler.set_position(self.epoch, self.epoch_batch)
-        if self._loader is None:
-            # Workers persist across epochs: the sampler runs in this process and SeededCrops
-            # keeps no state, so nothing in them needs refreshing.
-            self._loader = DataLoader(
-                self.train_set,
-                batch_size=t.batch_size,
-                sampler=self.sampler,
-                num_workers=t.num_workers,
-                drop_last=True,
-                pin_memory=self.info.device.type == "cuda",
-                persistent_workers=t.num_workers > 0,
-                prefetch_factor=4 if t.num_workers > 0 else None,
-                # Its own generator: starting an epoch must not consume the global torch RNG.
-                generator=torch.Generator().manual_seed(t.seed),
-                worker_init_fn=quiet_worker,
-            )
-        return iter(self._loader)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         """One optimizer step on ``batch``; advances the step and data position.
@@ -296,32 +366,7 @@ class _Trainer:
         roll = batch["roll"].to(dev, non_blocking=True)
         mel = batch["mel"].to(dev, non_blocking=True)
         inst = batch["instrument"].to(dev, non_blocking=True)
-        pred = self.net(roll, instrument=inst)
-        loss = self.loss_fn(pred, mel)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.train.grad_clip
-        params = self.model.parameters()
-        norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        self.epoch_batch += 1
-        if self.epoch_batch >= self.sampler.batches_per_epoch():
-            self.epoch, self.epoch_batch = self.epoch + 1, 0
-        return loss.detach().item(), float(norm)
-
-    def train_scalars(self, window: ThroughputWindow, frames_per_step: int) -> dict[str, float]:
-        """The training log line: loss averaged over the window and over all ranks."""
-        loss_sum, steps, norm = window.take(frames_per_step)
-        total = all_reduce_sum(torch.tensor([loss_sum, float(steps)]), self.info)
-        return {
-            "train/loss": float(total[0] / total[1]),
-            "train/grad_norm": norm,
-            "train/lr": self.scheduler.get_last_lr()[0],
-            "train/frames_per_s": window.fps,
-            "train/epoch": self.epoch,
-        }
+        return self.optimize(self.loss_fn(self.net(roll, instrument=inst), mel))
 
     @torch.no_grad()
     def validate(self, logger: RunLogger | None) -> dict[str, float]:
@@ -407,8 +452,15 @@ def train_acoustic(
     trainer = _Trainer(data, run_dir, config, info)
     if start_from is not None:
         trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device))
+    end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
+    return run_session(trainer, end, progress)
+
+
+def run_session(trainer: TrainerBase, end: int, progress: bool) -> TrainResult:
+    """Train ``trainer`` up to step ``end``: the loop every model shares (logging, validation,
+    checkpoints, stopping on SIGTERM/SIGINT with a checkpoint)."""
+    info, run_dir = trainer.info, trainer.run_dir
     t = trainer.config.train
-    end = t.steps if stop_at is None else min(stop_at, t.steps)
     if trainer.step >= end and info.is_main:
         print(f"mel2mel: {run_dir} is already at step {trainer.step} (of {t.steps}); nothing to do")
     logger = RunLogger(run_dir, trainer.config, trainer.step) if info.is_main else None

@@ -8,35 +8,30 @@ checkpointing and the run logger.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mel2mel.audio import LogMel
 from mel2mel.errors import UserError
 from mel2mel.train import checkpoint as ckpt
-from mel2mel.train.data import SeededCrops, quiet_worker, stop_workers
+from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import (
     DistInfo,
     ResumableSampler,
     all_reduce_sum,
-    any_rank,
     init_distributed,
 )
 from mel2mel.train.logger import RunLogger
 from mel2mel.train.loop import (
-    ThroughputWindow,
+    TrainerBase,
     TrainResult,
     checkpoint_to_resume,
     lr_lambda,
-    stop_on_signals,
+    run_session,
 )
 from mel2mel.train.vocoder import DB_PER_NEPER, VocoderRunConfig
 from mel2mel.vocoders import io as vocoder_io
@@ -77,8 +72,10 @@ class _Objective(nn.Module):
         return batch_losses(self.model, self.kind, batch)["loss"]
 
 
-class _VocoderTrainer:
+class _VocoderTrainer(TrainerBase):
     """State and steps of one vocoder training session."""
+
+    kind = KIND
 
     def __init__(self, data: Path, run_dir: Path, config: VocoderRunConfig, info: DistInfo):
         self.data, self.run_dir, self.config, self.info = data, run_dir, config, info
@@ -121,9 +118,7 @@ class _VocoderTrainer:
             rank=info.rank,
             seed=t.seed,
         )
-        self.step = self.epoch = self.epoch_batch = 0
-        self.valid: dict[str, float] = {}
-        self._loader: DataLoader | None = None
+        self.start_position()
         self._log_mel = LogMel().to(info.device)
 
     def _init_from(self, stem: str) -> None:
@@ -134,25 +129,6 @@ class _VocoderTrainer:
             raise UserError(f"train.init_from: {stem} has other sizes: {source.config}")
         self.model.load_state_dict(source.state_dict())
 
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "epoch_batch": self.epoch_batch,
-            "rng": ckpt.rng_state(),
-            "metadata": {
-                "data": str(self.data),
-                "world_size": self.info.world_size,
-                "valid": dict(self.valid),
-            },
-        }
-
     def restore(self, state: dict[str, Any]) -> None:
         saved = state["config"]
         if (saved["kind"], saved["model"]) != (self.config.kind, self.config.to_dict()["model"]):
@@ -160,63 +136,15 @@ class _VocoderTrainer:
                 "the checkpoint's vocoder differs from this run's config; "
                 f"checkpoint: {saved['kind']} {saved['model']}"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.epoch_batch = int(state["epoch_batch"])
-        self.valid = dict(state["metadata"].get("valid", {}))
-        ckpt.set_rng_state(state["rng"])
-
-    def save(self) -> Path | None:
-        if not self.info.is_main:
-            return None
-        keep = self.config.train.keep_checkpoints
-        return ckpt.save_checkpoint(self.state(), self.run_dir, keep=keep, kind=KIND)
-
-    def close(self) -> None:
-        """Stop the DataLoader workers (see :func:`~mel2mel.train.data.quiet_worker`)."""
-        stop_workers(self._loader)
-        self._loader = None
-
-    # -- steps -------------------------------------------------------------------------------
-
-    def epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        t = self.config.train
-        self.sampler.set_position(self.epoch, self.epoch_batch)
-        if self._loader is None:
-            self._loader = DataLoader(
-                self.train_set,
-                batch_size=t.batch_size,
-                sampler=self.sampler,
-                num_workers=t.num_workers,
-                drop_last=True,
-                pin_memory=self.info.device.type == "cuda",
-                persistent_workers=t.num_workers > 0,
-                prefetch_factor=4 if t.num_workers > 0 else None,
-                generator=torch.Generator().manual_seed(t.seed),
-                worker_init_fn=quiet_worker,
-            )
-        return iter(self._loader)
+        super().restore(state)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         dev = self.info.device
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if k != "item"}
-        loss = self.objective(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.train.grad_clip
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip or float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        self.epoch_batch += 1
-        if self.epoch_batch >= self.sampler.batches_per_epoch():
-            self.epoch, self.epoch_batch = self.epoch + 1, 0
-        return loss.detach().item(), float(norm)
+        return self.optimize(self.objective(batch))
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
         """Copy-synthesis log-mel error (fast) or teacher-forced cross-entropy (WaveNet)."""
         t = self.config.train
         n = min(len(self.valid_set), t.valid_crops) if t.valid_crops else len(self.valid_set)
@@ -261,66 +189,8 @@ def train_vocoder(
     trainer = _VocoderTrainer(data, run_dir, config, info)
     if start_from is not None:
         trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device, kind=KIND))
-    t = config.train
-    end = t.steps if stop_at is None else min(stop_at, t.steps)
-    logger = RunLogger(run_dir, config, trainer.step) if info.is_main else None
-    frames_per_step = t.batch_size * t.crop_frames * info.world_size
-    bar = tqdm(
-        total=t.steps,
-        initial=trainer.step,
-        disable=not (progress and info.is_main),
-        dynamic_ncols=True,
-        unit="step",
-    )
-    window = ThroughputWindow()
-    interrupted = False
-    latest: Path | None = None
-    trainer.model.train()
-    with stop_on_signals() as signals, closing(trainer):
-        while trainer.step < end and not interrupted:
-            for batch in trainer.epoch_batches():
-                window.add(trainer.train_step(batch))
-                bar.update(1)
-                step = trainer.step
-                if step % t.log_every == 0 or step == end:
-                    loss_sum, steps, norm = window.take(frames_per_step)
-                    total = all_reduce_sum(torch.tensor([loss_sum, float(steps)]), info)
-                    scalars = {
-                        "train/loss": float(total[0] / total[1]),
-                        "train/grad_norm": norm,
-                        "train/lr": trainer.scheduler.get_last_lr()[0],
-                        "train/frames_per_s": window.fps,
-                    }
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", fps=f"{window.fps:.0f}")
-                    if logger:
-                        logger.scalars(scalars, step)
-                        if not progress:
-                            print(
-                                f"step {step}/{t.steps}: loss={scalars['train/loss']:.4f} "
-                                f"lr={scalars['train/lr']:.2e} frames/s={window.fps:.0f}",
-                                flush=True,
-                            )
-                if t.valid_every and (step % t.valid_every == 0 or step == t.steps):
-                    trainer.valid = trainer.validate()
-                    if logger and trainer.valid:
-                        logger.scalars(trainer.valid, step)
-                        shown = " ".join(f"{k[6:]}={v:.4f}" for k, v in trainer.valid.items())
-                        tqdm.write(f"step {step}: valid {shown}")
-                    window.restart()
-                stop = any_rank(signals["stop"], info)
-                if step % t.checkpoint_every == 0 or step == end or stop:
-                    latest = trainer.save() or latest
-                    window.restart()
-                interrupted = stop
-                if interrupted or step >= end or trainer.epoch_batch == 0:
-                    break
-    bar.close()
-    if logger:
-        logger.close()
-        if interrupted:
-            print(f"mel2mel: stopped at step {trainer.step}; rerun the same command to resume")
-    trainer.model.eval()
-    return TrainResult(trainer.model, trainer.step, interrupted, latest, trainer.valid, window.fps)  # type: ignore[arg-type]
+    end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
+    return run_session(trainer, end, progress)
 
 
 def export_vocoder_checkpoint(
