@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 
-def _plot_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The ``plot`` command's subcommands, created here or shared with another module's."""
+def plot_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The ``plot`` command's subcommand list, created by whichever module registers first
+    (this one, or :mod:`mel2mel.space3d`)."""
     plot = subparsers.choices.get("plot")
     if plot is None:
         plot = subparsers.add_parser(
@@ -31,7 +32,7 @@ def _plot_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPar
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mel2mel plot`` and its ``timbre-space`` subcommand."""
-    q = _plot_subparsers(subparsers).add_parser(
+    q = plot_subcommands(subparsers).add_parser(
         "timbre-space",
         help="the 2-D timbre map coloured by spectral centroid or mean energy",
         description="Play a fixed reference passage at every point of a grid over the "

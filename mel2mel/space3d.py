@@ -235,23 +235,11 @@ def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | N
 # -- command line -----------------------------------------------------------------------------
 
 
-def _plot_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The ``plot`` command's subcommand list, created here or shared with another module."""
-    plot = subparsers.choices.get("plot")
-    if plot is None:
-        plot = subparsers.add_parser(
-            "plot", help="plots of the timbre space", description="Plots of the timbre space."
-        )
-        return plot.add_subparsers(dest="plot_command", metavar="PLOT", required=True)
-    for action in plot._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("the 'plot' command has no subcommands")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mel2mel plot space3d``."""
-    p = _plot_subparsers(subparsers).add_parser(
+    from mel2mel.plot_cli import plot_subcommands
+
+    p = plot_subcommands(subparsers).add_parser(
         "space3d",
         help="3-D t-SNE of a model's instrument embeddings (JSON for the web app + PNG)",
         description="Project the embedding table to 3-D with t-SNE, colour each instrument by "

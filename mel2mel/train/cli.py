@@ -132,29 +132,36 @@ def load_config_with_overrides(path: Path | None, overrides: list[str]) -> Any:
         raise UserError(f"invalid config{f' {path}' if path else ''}: {err}") from err
 
 
-def run_train_acoustic(args: argparse.Namespace) -> int:
+def run_training(args: argparse.Namespace, train: Any, load_config: Any) -> int:
+    """The body every ``mel2mel train MODEL`` shares: threads, dataset check, config, one
+    session of ``train(data, out, config, ...)``; exit status 130 if it was interrupted."""
     import torch
 
-    from mel2mel.train.loop import train_acoustic
+    from mel2mel.train.distributed import cleanup_distributed
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if not (args.data / "manifest.json").is_file():
         raise UserError(f"{args.data} is not a dataset (no manifest.json); build one first")
-    config = load_config_with_overrides(args.config, args.overrides)
-    result = train_acoustic(
+    result = train(
         args.data,
         args.out,
-        config,
+        load_config(),
         resume=args.resume,
         stop_at=args.stop_at,
         device=args.device,
         progress=not args.no_progress,
     )
-    from mel2mel.train.distributed import cleanup_distributed
-
     cleanup_distributed()
     return 130 if result.interrupted else 0
+
+
+def run_train_acoustic(args: argparse.Namespace) -> int:
+    from mel2mel.train.loop import train_acoustic
+
+    return run_training(
+        args, train_acoustic, lambda: load_config_with_overrides(args.config, args.overrides)
+    )
 
 
 def add_export_acoustic(sub: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from mel2mel.errors import UserError
 from mel2mel.models.config import AcousticConfig, _from_dict
 from mel2mel.train.losses import LOSSES, TANH_OFFSET, TANH_SCALE
+from mel2mel.train.settings import check_train_settings
 
 
 @dataclass(frozen=True)
@@ -108,22 +109,12 @@ class TrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        # YAML gives lists; the frozen dataclass wants hashable tuples.
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.instruments is not None:
             object.__setattr__(self, "instruments", tuple(str(i) for i in self.instruments))
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         positive = ("steps", "batch_size", "crop_frames", "crops_per_item", "log_every")
-        for name in (*positive, "valid_crops_per_item", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError("train.warmup_steps must be in [0, steps]")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError("train.min_lr must be in [0, lr]")
-        if len(self.betas) != 2:
-            raise ValueError("train.betas must have two values")
+        check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` of the fields (tuples become lists, for YAML/JSON)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mel2mel.errors import UserError
+from mel2mel.train.settings import check_train_settings
 
 DB_PER_NEPER = 20.0 / math.log(10.0)
 
@@ -57,14 +58,8 @@ class VocoderTrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        for name in ("steps", "batch_size", "crop_frames", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError("train.warmup_steps must be in [0, steps]")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError("train.min_lr must be in [0, lr]")
+        positive = ("steps", "batch_size", "crop_frames", "log_every", "checkpoint_every")
+        check_train_settings(self, positive)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -152,27 +147,14 @@ def load_vocoder_run_config(
 
 
 def run_train_vocoder(args: argparse.Namespace) -> int:
-    import torch
-
-    from mel2mel.train.distributed import cleanup_distributed
+    from mel2mel.train.cli import run_training
     from mel2mel.train.vocoder_loop import train_vocoder
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (args.data / "manifest.json").is_file():
-        raise UserError(f"{args.data} is not a dataset (no manifest.json); build one first")
-    config = load_vocoder_run_config(args.config, args.overrides, args.kind)
-    result = train_vocoder(
-        args.data,
-        args.out,
-        config,
-        resume=args.resume,
-        stop_at=args.stop_at,
-        device=args.device,
-        progress=not args.no_progress,
+    return run_training(
+        args,
+        train_vocoder,
+        lambda: load_vocoder_run_config(args.config, args.overrides, args.kind),
     )
-    cleanup_distributed()
-    return 130 if result.interrupted else 0
 
 
 def add_export_vocoder(sub: argparse._SubParsersAction) -> None:
