@@ -173,11 +173,16 @@ def add_export_acoustic(sub: argparse._SubParsersAction) -> None:
         "run directory, without optimizer state. 'mel2mel mel' and the synthesizer load the "
         "default model from mel2mel/pretrained/acoustic.*.",
     )
+    add_export_arguments(p, "acoustic", "acoustic")
+    p.set_defaults(func=run_export_acoustic)
+
+
+def add_export_arguments(p: argparse.ArgumentParser, name: str | None, name_help: str) -> None:
+    """The arguments every ``mel2mel export`` subcommand takes."""
     p.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
     p.add_argument("-o", "--out", required=True, type=Path, help="output directory (created)")
-    p.add_argument("--name", default="acoustic", help="file name stem (default: acoustic)")
+    p.add_argument("--name", default=name, help=f"file name stem (default: {name_help})")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing export")
-    p.set_defaults(func=run_export_acoustic)
 
 
 def run_export_acoustic(args: argparse.Namespace) -> int:

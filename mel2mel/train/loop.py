@@ -156,8 +156,8 @@ class TrainerBase:
 
     A subclass sets ``config`` (whose ``train`` has ``batch_size``, ``num_workers``, ``seed``,
     ``grad_clip``, ``keep_checkpoints``), ``info``, ``data``, ``run_dir``, ``model``,
-    ``optimizer``, ``scheduler``, ``train_set`` and ``sampler``, calls :meth:`start_position`,
-    and adds its own :meth:`restore` checks and batch loss.
+    ``optimizer`` and ``scheduler``, hands its training set to :meth:`use_train_set`, and
+    adds its own :meth:`restore` checks and batch loss.
     """
 
     kind: str = "acoustic"  # written into checkpoints and checked when loading them
@@ -170,6 +170,22 @@ class TrainerBase:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train_set: Any
     sampler: ResumableSampler
+
+    def use_train_set(self, train_set: Any, unit: str) -> None:
+        """Take ``train_set`` (its ``unit``: "crops", "items"), check that it fills one global
+        batch, shard it over the processes and start at step 0."""
+        t, world = self.config.train, self.info.world_size
+        if len(train_set) < t.batch_size * world:
+            raise UserError(
+                f"the train split has {len(train_set)} {unit}, fewer than one global batch "
+                f"({t.batch_size} x {world} processes)"
+            )
+        self.train_set = train_set
+        self.sampler = ResumableSampler(
+            train_set, batch_size=t.batch_size, num_replicas=world, rank=self.info.rank,
+            seed=t.seed,
+        )  # fmt: skip
+        self.start_position()
 
     def start_position(self) -> None:
         """Step 0, at the start of epoch 0, no DataLoader yet."""
@@ -316,20 +332,8 @@ class _Trainer(TrainerBase):
             name: get_loss(name, tanh_offset=t.tanh_offset, tanh_scale=t.tanh_scale)
             for name in LOSSES
         }
-        self.train_set, self.valid_set = make_datasets(data, config, self.instruments)
-        if len(self.train_set) < t.batch_size * info.world_size:
-            raise UserError(
-                f"the train split has {len(self.train_set)} crops, fewer than one global batch "
-                f"({t.batch_size} x {info.world_size} processes)"
-            )
-        self.sampler = ResumableSampler(
-            self.train_set,
-            batch_size=t.batch_size,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            seed=t.seed,
-        )
-        self.start_position()
+        train_set, self.valid_set = make_datasets(data, config, self.instruments)
+        self.use_train_set(train_set, "crops")
 
     # -- checkpoints -------------------------------------------------------------------------
 

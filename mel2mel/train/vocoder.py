@@ -159,6 +159,8 @@ def run_train_vocoder(args: argparse.Namespace) -> int:
 
 def add_export_vocoder(sub: argparse._SubParsersAction) -> None:
     """``mel2mel export vocoder``."""
+    from mel2mel.train.cli import add_export_arguments
+
     p = sub.add_parser(
         "vocoder",
         help="export a vocoder checkpoint",
@@ -166,10 +168,7 @@ def add_export_vocoder(sub: argparse._SubParsersAction) -> None:
         "checkpoint or run directory. 'mel2mel vocode' and the synthesizer load the shipped "
         "ones from mel2mel/pretrained/{fast_vocoder,wavenet}.*.",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output directory (created)")
-    p.add_argument("--name", help="file name stem (default: fast_vocoder or wavenet)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing export")
+    add_export_arguments(p, None, "fast_vocoder or wavenet")
     p.set_defaults(func=run_export_vocoder)
 
 

@@ -21,7 +21,6 @@ from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import (
     DistInfo,
-    ResumableSampler,
     all_reduce_sum,
     init_distributed,
 )
@@ -103,22 +102,11 @@ class _VocoderTrainer(TrainerBase):
             lambda s: lr_lambda(s, warmup=t.warmup_steps, total=t.steps, floor=t.min_lr / t.lr),
         )
         common = {"audio": True, "seed": t.seed}
-        self.train_set = SeededCrops(data, "train", t.crop_frames, random_crops=True, **common)
         self.valid_set = SeededCrops(
             data, "valid", t.valid_crop_frames, random_crops=False, **common
         )
-        if len(self.train_set) < t.batch_size * info.world_size:
-            raise UserError(
-                f"the train split has {len(self.train_set)} items, fewer than one global batch"
-            )
-        self.sampler = ResumableSampler(
-            self.train_set,
-            batch_size=t.batch_size,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            seed=t.seed,
-        )
-        self.start_position()
+        train_set = SeededCrops(data, "train", t.crop_frames, random_crops=True, **common)
+        self.use_train_set(train_set, "items")
         self._log_mel = LogMel().to(info.device)
 
     def _init_from(self, stem: str) -> None:
