@@ -97,5 +97,9 @@ def run_timbre_space(args: argparse.Namespace) -> int:
     rho = tmap.spearman()
     for c in ("centroid", "energy"):
         r = rho[c]
-        print(f"{c}: Spearman rho {r['rho']:.3f} along {r['angle_deg']:.2f} deg ({rho['method']})")
+        print(
+            f"{c}: Spearman rho {r['rho']:.3f} along {r['angle_deg']:.2f} deg, inside the "
+            f"instruments' box {r['inside_rho']:.3f} along {r['inside_angle_deg']:.2f} deg "
+            f"({rho['method']})"
+        )
     return 0

@@ -173,18 +173,34 @@ class TimbreMap:
 
         Returns
         -------
-        ``{"method": ..., "centroid": {"rho", "angle_deg"}, "energy": {...}}``: for each
-        field the unit direction (angle from +x, counter-clockwise, every 0.25 degrees)
-        maximizing ``|rho|`` between ``x cos a + y sin a`` and the field over all grid points,
-        oriented so that ``rho >= 0``.
+        ``{"method": ..., "centroid": {"rho", "angle_deg", "inside_rho", "inside_angle_deg"},
+        "energy": {...}}``: for each field the unit direction (angle from +x, counter-clockwise,
+        every 0.25 degrees) maximizing ``|rho|`` between ``x cos a + y sin a`` and the field
+        over all grid points, oriented so that ``rho >= 0``; ``inside_*`` the same over the
+        grid points inside the instruments' bounding box only (the map's margins are
+        extrapolation, outside the trained points).
         """
         out: dict[str, Any] = {
             "method": f"max |Spearman rho| over directions, {ANGLE_STEP_DEG} degree steps"
         }
+        ix, iy = self.inside_box()
         for key, (attr, _, _) in COLORS.items():
-            rho, angle = best_direction(self.xs, self.ys, getattr(self, attr))
-            out[key] = {"rho": round(rho, 4), "angle_deg": angle}
+            values = getattr(self, attr)
+            rho, angle = best_direction(self.xs, self.ys, values)
+            inside = best_direction(self.xs[ix], self.ys[iy], values[np.ix_(iy, ix)])
+            out[key] = {
+                "rho": round(rho, 4), "angle_deg": angle,
+                "inside_rho": round(inside[0], 4), "inside_angle_deg": inside[1],
+            }  # fmt: skip
         return out
+
+    def inside_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of ``xs`` and of ``ys`` inside the instruments' bounding box."""
+        px = np.array([i["x"] for i in self.instruments])
+        py = np.array([i["y"] for i in self.instruments])
+        ix = np.flatnonzero((self.xs >= px.min()) & (self.xs <= px.max()))
+        iy = np.flatnonzero((self.ys >= py.min()) & (self.ys <= py.max()))
+        return ix, iy
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (format version 1).

@@ -127,6 +127,10 @@ def test_map_shapes_and_bounds(tmap, model):
     s = tmap.spearman()
     assert set(s) == {"method", "centroid", "energy"}
     assert 0 <= s["centroid"]["rho"] <= 1 and 0 <= s["centroid"]["angle_deg"] < 360
+    ix, iy = tmap.inside_box()  # the 25 % margin leaves the 1-2 outer columns/rows out
+    assert 3 <= len(ix) <= 5 and 3 <= len(iy) <= 5
+    assert tmap.xs[ix[0]] >= table[:, 0].min() and tmap.xs[ix[-1]] <= table[:, 0].max()
+    assert 0 <= s["energy"]["inside_rho"] <= 1
 
 
 def test_preview_mel_matches_the_map_and_the_model(tmap, model):
