@@ -428,7 +428,9 @@ class Synthesizer:
                 emb = torch.from_numpy(np.stack([timbre.at_frames(w, width) for w in windows]))
             rolls, emb = rolls.to(self.device), emb.to(self.device)
             with torch.inference_mode():
-                out = self.acoustic(rolls, embedding=emb)
+                # the same windows, exactly, through the fast path: layers folded into the
+                # LSTM, its two directions in parallel threads (mel2mel.models.acoustic_infer)
+                out = self.acoustic.infer(rolls, embedding=emb)
             for j, (s, w) in enumerate(zip(group, windows, strict=True)):
                 end = min(hi, s + chunk)
                 out_end = min(hi, end + xf)

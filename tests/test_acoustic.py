@@ -201,7 +201,8 @@ def test_chunked_inference_matches_full_forward():
     with torch.no_grad():
         exact = model.eval()(roll, instrument=idx)
     model.train()
-    assert torch.equal(model.infer(roll, instrument=idx), exact)  # no chunking: exact
+    # no chunking: exact up to float rounding (the fast path folds layers together)
+    torch.testing.assert_close(model.infer(roll, instrument=idx), exact, atol=1e-5, rtol=0)
     chunked = model.infer(roll, instrument=idx, chunk_frames=128, context_frames=64)
     assert model.training  # restored
     assert chunked.shape == exact.shape

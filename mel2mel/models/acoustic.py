@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mel2mel.errors import UserError
+from mel2mel.models.acoustic_infer import fast_forward, supports_fast_path, symmetric_windows
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
 
@@ -140,6 +141,38 @@ class Mel2Mel(nn.Module):
         idx = torch.as_tensor(instrument, dtype=torch.long, device=self.embedding.weight.device)
         return self.embedding(idx.reshape(-1))
 
+    def conditioning(
+        self,
+        roll: torch.Tensor,
+        instrument: torch.Tensor | int | None = None,
+        embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Check the inputs of :meth:`forward` and return one embedding per sequence.
+
+        Returns
+        -------
+        Tensor[B x E] or Tensor[B x E x T]
+            The looked-up (and broadcast) or given embedding.
+        """
+        if (instrument is None) == (embedding is None):
+            raise ValueError("give exactly one of instrument= and embedding=")
+        if roll.dim() != 3 or roll.shape[1] != self.config.roll_channels:
+            raise ValueError(
+                f"roll must be (B, {self.config.roll_channels}, T), got {tuple(roll.shape)}"
+            )
+        if embedding is None:
+            embedding = self.embed(instrument)
+            if embedding.shape[0] == 1 and roll.shape[0] > 1:
+                embedding = embedding.expand(roll.shape[0], -1)
+        if embedding.shape[0] != roll.shape[0] or embedding.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"embedding must be (B={roll.shape[0]}, E={self.embedding_dim}[, T]), "
+                f"got {tuple(embedding.shape)}"
+            )
+        if embedding.dim() == 3 and embedding.shape[2] != roll.shape[2]:
+            raise ValueError("a per-frame embedding must have as many frames as the roll")
+        return embedding
+
     def forward(
         self,
         roll: torch.Tensor,
@@ -162,23 +195,7 @@ class Mel2Mel(nn.Module):
         Tensor[B x N_MELS x T]
             Natural-log mel magnitude.
         """
-        if (instrument is None) == (embedding is None):
-            raise ValueError("give exactly one of instrument= and embedding=")
-        if roll.dim() != 3 or roll.shape[1] != self.config.roll_channels:
-            raise ValueError(
-                f"roll must be (B, {self.config.roll_channels}, T), got {tuple(roll.shape)}"
-            )
-        if embedding is None:
-            embedding = self.embed(instrument)
-            if embedding.shape[0] == 1 and roll.shape[0] > 1:
-                embedding = embedding.expand(roll.shape[0], -1)
-        if embedding.shape[0] != roll.shape[0] or embedding.shape[1] != self.embedding_dim:
-            raise ValueError(
-                f"embedding must be (B={roll.shape[0]}, E={self.embedding_dim}[, T]), "
-                f"got {tuple(embedding.shape)}"
-            )
-        if embedding.dim() == 3 and embedding.shape[2] != roll.shape[2]:
-            raise ValueError("a per-frame embedding must have as many frames as the roll")
+        embedding = self.conditioning(roll, instrument, embedding)
         embedding = embedding.to(roll.dtype)
         h = self.frontend(self.input(roll))  # B x C x T
         h = self.film_in(h, embedding)
@@ -196,15 +213,23 @@ class Mel2Mel(nn.Module):
         *,
         chunk_frames: int | None = None,
         context_frames: int = 250,
+        workers: int | None = None,
     ) -> torch.Tensor:
-        """Inference on long inputs, optionally as a batch of overlapping chunks.
+        """Fast inference, exact or (with ``chunk_frames``) as a batch of overlapping windows.
 
-        The bidirectional LSTM is sequential in time; with one sequence the CPU spends most of
-        each step reading the recurrent weights. Cutting a long piece into windows of
-        ``chunk_frames + 2 * context_frames`` frames and running them as one batch reuses each
-        weight read for every window, which is several times faster on CPU. The result is an
-        approximation: each output frame sees at least ``context_frames`` frames (2 s by
-        default) on either side, or the true start/end of the piece, instead of everything.
+        With one LSTM layer this runs :func:`~mel2mel.models.acoustic_infer.fast_forward`:
+        the affine layers folded into the LSTM for a shared embedding, the two directions as
+        separate LSTM calls (in two threads if ``workers`` is 2). Without ``chunk_frames``
+        the result is :meth:`forward`'s up to float rounding (~1e-5 nats); :meth:`forward`
+        itself stays the reference.
+
+        With ``chunk_frames`` the piece is cut into cores of at most ``chunk_frames`` frames,
+        each run with ``context_frames`` frames of context on the side its direction needs
+        (or the true start/end of the piece; silence does not count), all windows as one
+        batch: less CPU time, but an approximation, since no output frame sees further than
+        its context (errors measured in docs/MODELS.md, "Fast inference"). Stacked LSTMs and
+        other devices than the CPU run
+        :func:`~mel2mel.models.acoustic_infer.symmetric_windows` instead.
 
         Parameters
         ----------
@@ -212,38 +237,30 @@ class Mel2Mel(nn.Module):
         instrument, embedding:
             As in :meth:`forward`.
         chunk_frames:
-            Core frames per window; ``None`` (or ``T`` short enough) runs the exact forward.
+            Core frames per window; ``None`` (or ``T`` short enough) runs exactly.
         context_frames:
-            Extra frames on each side of a window's core.
+            Context frames (with notes) for each window's core.
+        workers:
+            2 runs the two LSTM directions in parallel threads, each with half of torch's
+            intra-op threads; ``None``: 2 if torch may use 2 or more threads
+            (:func:`torch.get_num_threads`), else 1.
 
         Returns
         -------
         Tensor[B x N_MELS x T]
         """
+        if (chunk_frames is not None and chunk_frames < 1) or context_frames < 0:
+            raise ValueError("chunk_frames must be >= 1 and context_frames >= 0")
+        if workers is None:
+            workers = min(2, torch.get_num_threads())
         was_training = self.training
         self.eval()
         try:
-            total = roll.shape[-1]
-            if chunk_frames is None or total <= chunk_frames + 2 * context_frames:
-                return self(roll, instrument=instrument, embedding=embedding)
-            if embedding is None:
-                embedding = self.embed(instrument).expand(roll.shape[0], -1)
-            width = chunk_frames + 2 * context_frames
-            starts = list(range(0, total, chunk_frames))
-            # Windows of equal width, shifted inside [0, T) at the edges so that the first
-            # and last ones begin/end exactly where the piece does.
-            windows = [min(max(s - context_frames, 0), total - width) for s in starts]
-            rolls = torch.cat([roll[..., w : w + width] for w in windows])
-            if embedding.dim() == 3:
-                emb = torch.cat([embedding[..., w : w + width] for w in windows])
-            else:
-                emb = embedding.repeat(len(windows), 1)
-            out = self(rolls, embedding=emb).view(len(windows), roll.shape[0], -1, width)
-            parts = [
-                out[i, ..., s - w : min(s + chunk_frames, total) - w]
-                for i, (s, w) in enumerate(zip(starts, windows, strict=True))
-            ]
-            return torch.cat(parts, dim=-1)
+            embedding = self.conditioning(roll, instrument, embedding)
+            kw = {"chunk_frames": chunk_frames, "context_frames": context_frames}
+            if supports_fast_path(self) and roll.device.type == "cpu":
+                return fast_forward(self, roll, embedding, workers=workers, **kw)
+            return symmetric_windows(self, roll, embedding, **kw)
         finally:
             self.train(was_training)
 
