@@ -2,7 +2,9 @@
 
 * **Speed**: seconds of audio synthesized per second of wall time, best of ``--repeats``,
   for the default :class:`~mel2mel.vocoders.fast.FastVocoder` (whole mel in one call, and
-  streamed in chunks) and for 32-iteration Griffin-Lim on the same mel.
+  streamed in chunks) and for 32-iteration Griffin-Lim on the same mel. ``--before REV``
+  adds the same weights run by the fast vocoder's code at git revision ``REV`` (its
+  ``fast.py``, ``refine.py`` and ``griffinlim.py``), timed alternately in the same process.
 * **Memory**: peak resident memory of a fresh subprocess that streams ``--memory-minutes`` of
   audio through ``vocode_stream`` into a preallocated output array, next to the same
   process's peak right before vocoding (imports, model, the input mel). Both ``VmHWM`` and
@@ -15,18 +17,22 @@ Weights are random unless ``--model`` is given; speed and memory do not depend o
 Usage::
 
     python benchmarks/bench_fast_vocoder.py [--threads 1 2] [--seconds 60] [--memory-minutes 10]
-        [--model PATH --wavs A.wav B.wav ...]
+        [--model PATH --wavs A.wav B.wav ...] [--compare-refine 0 4] [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,8 +41,13 @@ from mel2mel import constants as C
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
+from mel2mel.vocoders.io import pretrained_path
 
-DEFAULT_REFINE = 4  # the shipped model's setting (mel2mel/pretrained/fast_vocoder.json)
+# Random weights get the shipped model's refinement (mel2mel/pretrained/fast_vocoder.json).
+DEFAULT_REFINE = json.loads(pretrained_path("fast").with_suffix(".json").read_text())["config"][
+    "refine_iterations"
+]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _mel(frames: int) -> torch.Tensor:
@@ -57,17 +68,45 @@ def _build(kind: str, model_path: str | None, refine: int | None = None) -> Voco
     return fast if refine is None else fast.with_refinement(refine)
 
 
-def times_real_time(run, seconds: float, repeats: int) -> tuple[float, float]:
-    """Best ``(seconds of audio per wall second, per CPU second)``; the CPU figure (all
-    threads of this process) is what an idle machine would show, the wall one what we got."""
-    run()  # warm-up
-    wall = cpu = float("inf")
+def load_before(rev: str, fast: FastVocoder) -> FastVocoder:
+    """``fast``'s config and weights in the fast vocoder code of git revision ``rev``."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-before-"))
+    for name in ("griffinlim", "refine", "fast"):
+        src = subprocess.run(
+            ["git", "show", f"{rev}:mel2mel/vocoders/{name}.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for dep in ("griffinlim", "refine"):
+            src = src.replace(f"from mel2mel.vocoders.{dep} import", f"from _before_{dep} import")
+        (tmp / f"_before_{name}.py").write_text(src)
+    sys.path.insert(0, str(tmp))
+    module = importlib.import_module("_before_fast")
+    old = module.FastVocoder(module.FastVocoderConfig.from_dict(fast.config.to_dict()))
+    old.load_state_dict(fast.state_dict())
+    return old.eval()
+
+
+def times_real_time(
+    runs: dict[str, Callable[[], object]], seconds: float, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Best ``(seconds of audio per wall second, per CPU second)`` of each run; the runs take
+    turns in each of ``repeats`` rounds, so that a change of the machine's load hits them alike.
+    The CPU figure (all threads of this process) is what an idle machine would show, the wall
+    one what we got."""
+    for run in runs.values():
+        run()  # warm-up
+    wall = dict.fromkeys(runs, float("inf"))
+    cpu = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        run()
-        wall = min(wall, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    return seconds / wall, seconds / cpu
+        for name, run in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return {name: (seconds / wall[name], seconds / cpu[name]) for name in runs}
 
 
 def peak_rss_child(args: argparse.Namespace) -> None:
@@ -121,32 +160,36 @@ def copy_synthesis_errors(vocoders: dict[str, Vocoder], wavs: list[str]) -> dict
     return {name: float(np.mean(e)) for name, e in errors.items()}
 
 
-def speed_table(fast: FastVocoder, gl: Vocoder, args: argparse.Namespace, threads: int) -> None:
+def speed_table(
+    fast: FastVocoder,
+    gl: Vocoder,
+    args: argparse.Namespace,
+    threads: int,
+    before: FastVocoder | None = None,
+) -> None:
     torch.set_num_threads(threads)
     mel = _mel(int(args.seconds * C.FRAME_RATE))
     n = fast.config.refine_iterations
     others = {k: fast.with_refinement(k) for k in args.compare_refine if k != n}
-    speeds = {
-        f"fast vocoder, whole mel, {n} refinement it.": times_real_time(
-            lambda: fast.vocode(mel), args.seconds, args.repeats
-        ),
-        f"fast vocoder, streamed ({args.chunk_frames}-frame chunks)": times_real_time(
-            lambda: fast.vocode_long(mel, chunk_frames=args.chunk_frames),
-            args.seconds,
-            args.repeats,
+    runs: dict[str, Callable[[], object]] = {
+        f"fast vocoder, whole mel, {n} refinement it.": lambda: fast.vocode(mel),
+        f"fast vocoder, streamed ({args.chunk_frames}-frame chunks)": lambda: fast.vocode_long(
+            mel, chunk_frames=args.chunk_frames
         ),
         **{
-            f"fast vocoder, whole mel, {k} refinement it.": times_real_time(
-                lambda v=v: v.vocode(mel), args.seconds, args.repeats
-            )
+            f"fast vocoder, whole mel, {k} refinement it.": lambda v=v: v.vocode(mel)
             for k, v in others.items()
         },
-        "Griffin-Lim, 32 iterations (baseline)": times_real_time(
-            lambda: gl.vocode(mel), args.seconds, 1
-        ),
     }
-    base, base_cpu = speeds["Griffin-Lim, 32 iterations (baseline)"]
-    print(f"\n{threads} thread(s), {args.seconds:g} s of audio (best of {args.repeats}):")
+    if before is not None:
+        runs[f"  same, code of {args.before}, {n} it."] = lambda: before.vocode(mel)
+    speeds = times_real_time(runs, args.seconds, args.repeats)
+    baseline = "Griffin-Lim, 32 iterations (baseline)"
+    speeds |= times_real_time({baseline: lambda: gl.vocode(mel)}, args.seconds, 1)
+    base, base_cpu = speeds[baseline]
+    load = os.getloadavg()[0]
+    print(f"\n{threads} thread(s), {args.seconds:g} s of audio (best of {args.repeats}), "
+          f"load average {load:.1f} after:")  # fmt: skip
     print(f"{'method':<48} {'x RT (wall)':>12} {'vs GL':>7} {'x RT per CPU-s':>15} {'vs GL':>7}")
     for name, (speed, cpu) in speeds.items():
         print(
@@ -166,6 +209,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-refine", type=int, nargs="*", default=[0], help="also time these iterations"
     )
+    parser.add_argument("--before", metavar="REV", help="also time the code of git revision REV")
     parser.add_argument("--child", choices=("fast", "griffinlim"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -186,8 +230,9 @@ def main() -> None:
     gl = _build("griffinlim", None)
     params = sum(p.numel() for p in fast.parameters())
     print(f"\nfast vocoder: {params / 1e6:.2f} M parameters")
+    before = load_before(args.before, fast) if args.before else None
     for threads in args.threads:
-        speed_table(fast, gl, args, threads)
+        speed_table(fast, gl, args, threads, before)
 
     if args.wavs:
         errors = copy_synthesis_errors({"fast": fast, "griffinlim": gl}, args.wavs)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mel2mel.audio import log_mel
+from mel2mel.audio import log_mel, mel_filterbank
+from mel2mel.vocoders import fast
 from mel2mel.vocoders.fast import (
     FastVocoder,
     FastVocoderConfig,
@@ -22,6 +23,13 @@ from mel2mel.vocoders.losses import (
     MultiResolutionSTFTLoss,
     consistency_loss,
     phase_derivative_loss,
+)
+from mel2mel.vocoders.refine import (
+    FRAMES_PER_ITERATION,
+    BandedMatrix,
+    MelMatching,
+    inverse_envelope,
+    magnitude_into,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -153,8 +161,16 @@ def test_running_phase_carries_across_calls() -> None:
     )
 
 
+# The network runs on blocks of whole chunks: one chunk, a few, or the whole input.
+NETWORK_BLOCKS = pytest.mark.parametrize("network_frames", [1, 70, 2000], ids="net{}".format)
+
+
+@NETWORK_BLOCKS
 @pytest.mark.parametrize("integrate", [True, False], ids=["integrated", "direct"])
-def test_streaming_equals_unchunked(integrate: bool) -> None:
+def test_streaming_equals_unchunked(
+    integrate: bool, network_frames: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast, "STREAM_NETWORK_FRAMES", network_frames)
     cfg = _debug(integrate_phase=integrate)
     model = _model(cfg)
     mel, roll = _inputs(150)
@@ -171,7 +187,11 @@ def test_streaming_equals_unchunked(integrate: bool) -> None:
 REFINED = dict(n_fft=1024, refine_iterations=2)
 
 
-def test_refined_streaming_equals_unchunked() -> None:
+@NETWORK_BLOCKS
+def test_refined_streaming_equals_unchunked(
+    network_frames: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast, "STREAM_NETWORK_FRAMES", network_frames)
     model = _model(_debug(**REFINED))
     assert model.config.receptive_field == _debug(n_fft=1024).receptive_field + 2 * 8
     mel, roll = _inputs(150)
@@ -194,6 +214,72 @@ def test_refinement_brings_the_mel_toward_the_target() -> None:
     assert after < 0.7 * before, (before, after)
     with pytest.raises(ValueError, match="n_fft"):
         _debug(refine_iterations=1)  # the debug head's 512-point frames cannot be refined
+
+
+def test_in_place_refinement_equals_the_differentiable_one() -> None:
+    """Inference runs a fused, in-place copy of the refinement; training the plain one."""
+    torch.manual_seed(0)
+    target = torch.from_numpy(log_mel(_tones(0.8)))[None]  # [1 x 80 x T]
+    t = target.shape[-1]
+    magnitude = torch.exp(torch.randn(2, t, 513) - 3.0)
+    spec = torch.polar(magnitude, torch.rand(2, t, 513) * 6.3)
+    refine = MelMatching(step=1.5)
+    inputs = spec.clone(), magnitude.clone()
+    with torch.no_grad():
+        fast = refine(spec, target.expand(2, -1, -1), 3, magnitude)
+        assert torch.equal(refine(spec, target, 0), spec)
+    with torch.enable_grad():
+        spec_g = spec.clone().requires_grad_()
+        slow = refine(spec_g, target.expand(2, -1, -1), 3)
+        assert slow.requires_grad
+    assert torch.allclose(fast, slow.detach(), rtol=1e-4, atol=1e-4 * slow.abs().max().item())
+    assert torch.equal(spec, inputs[0]) and torch.equal(magnitude, inputs[1])  # left alone
+    head = ISTFTHead(dim=4, n_fft=1024, prior_iterations=-1, integrate_phase=False)
+    assert torch.allclose(refine.istft(fast), head.istft(fast), atol=1e-6)
+    # Context frames that the caller discards are dropped as soon as nothing depends on them.
+    d = 3 * FRAMES_PER_ITERATION
+    for context, keep in [((True, True), slice(d, t - d)), ((False, True), slice(0, t - d))]:
+        with torch.no_grad():
+            part = refine(spec, target.expand(2, -1, -1), 3, magnitude, context)
+        assert torch.allclose(part, fast[:, keep], rtol=1e-4, atol=1e-5)
+        with torch.enable_grad():
+            part_g = refine(spec_g, target.expand(2, -1, -1), 3, None, context)
+        assert torch.allclose(part, part_g.detach(), rtol=1e-4, atol=1e-4 * part.abs().max())
+    with pytest.raises(ValueError, match="too few"):
+        refine(spec[:, :48], target[..., :48], 3, None, (True, True))
+
+
+@pytest.mark.parametrize("t", [1, 5, 16, 17, 40])
+def test_inverse_envelope(t: int) -> None:
+    window = torch.hann_window(1024)
+    square = window.square().view(8, 128)
+    env = torch.zeros(t + 7, 128)
+    for k in range(8):
+        env[k : k + t] += square[k]
+    assert torch.equal(inverse_envelope(window, 128, t), 1.0 / env[4 : 4 + t].clamp_min(1e-8))
+
+
+def test_banded_products_and_fast_kernels_equal_the_plain_ones() -> None:
+    torch.manual_seed(0)
+    fbank_t = torch.from_numpy(mel_filterbank()).T.contiguous()  # [513 x 80], banded
+    x = torch.rand(2, 7, 513)
+    for blocks in (1, 4, 8, 80):
+        mel = BandedMatrix(fbank_t, blocks)
+        assert torch.allclose(mel(x), x @ fbank_t, rtol=1e-5, atol=1e-7)
+        g = torch.randn(3, 80)
+        spread = BandedMatrix(fbank_t.T.contiguous(), blocks)
+        assert torch.allclose(spread(g), g @ fbank_t.T, rtol=1e-5, atol=1e-7)
+    z = torch.randn(3, 513, dtype=torch.complex64)
+    assert torch.allclose(magnitude_into(z, torch.empty(3, 513)), z.abs())
+    mag, phase = torch.rand(4, 9), torch.randn(4, 9) * 50
+    assert torch.allclose(ISTFTHead.polar(mag, phase), torch.polar(mag, phase), atol=1e-6)
+    # the padded copy of the head's projection follows in-place weight updates
+    head = _model(_debug(n_fft=1024)).head
+    x = torch.randn(1, 5, head.proj.in_features)
+    with torch.no_grad():
+        assert torch.equal(head._project(x)[..., : head.proj.out_features], head.proj(x))
+        head.proj.weight.mul_(2.0)
+        assert torch.equal(head._project(x)[..., : head.proj.out_features], head.proj(x))
 
 
 def test_long_inputs_are_vocoded_through_the_stream() -> None:

@@ -41,11 +41,14 @@ from torch import nn
 from mel2mel import constants as C
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.griffinlim import BandInverter
-from mel2mel.vocoders.refine import MelMatching, context_frames
+from mel2mel.vocoders.refine import MelMatching, context_frames, inverse_envelope, overlap_add
 
 MEL_OFFSET: float = -6.0
 MEL_SCALE: float = 3.0
 STREAM_CHUNK: int = 1000  # frames per chunk when vocoding long inputs
+# When streaming, the network runs on blocks of whole chunks of about this many frames: its
+# context is then paid once per block, while the refinement runs chunk by chunk (in cache).
+STREAM_NETWORK_FRAMES: int = 2000
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class ISTFTHead(nn.Module):
         self.register_buffer("centre", centre.float(), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self._envelopes: dict[int, torch.Tensor] = {}
+        self._padded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     def frame_outputs(
         self, x: torch.Tensor, mel: torch.Tensor
@@ -211,11 +215,24 @@ class ISTFTHead(nn.Module):
         ``(log_magnitude, phase_offset, delta)``, each Tensor[B x T x F] (``delta`` is
         ``None`` without ``integrate_phase``).
         """
-        parts = self.proj(x).split(self.bins, dim=-1)
+        parts = self._project(x).split(self.bins, dim=-1)
         log_mag, offset = parts[0], parts[1]
         if self.prior is not None:
             log_mag = log_mag + torch.log(self.prior.frames_major(mel) + 1e-5)
         return log_mag, offset, (parts[2] if self.integrate_phase else None)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """``proj(x)``, Tensor[B x T x dim] -> Tensor[B x T x >= 3F]. Without autograd, through a
+        copy of the weights padded to a multiple of 8 outputs, which MKL multiplies 1.6x faster
+        (1539 -> 1544 columns, same result); the copy follows in-place weight updates."""
+        if torch.is_grad_enabled():
+            return self.proj(x)
+        w, b = self.proj.weight, self.proj.bias
+        key = (w._version, b._version, w.data_ptr(), b.data_ptr())
+        if self._padded is None or self._padded[0] != key:
+            extra = -w.shape[0] % 8
+            self._padded = (key, F.pad(w, (0, 0, 0, extra)), F.pad(b, (0, extra)))
+        return F.linear(x, self._padded[1], self._padded[2])
 
     def phase(
         self,
@@ -261,38 +278,37 @@ class ISTFTHead(nn.Module):
     def istft(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex Tensor[B x T x F] -> Tensor[B x 128*T]; frame ``i`` centred on ``128 i``."""
         b, t, _ = spec.shape
-        n, hop = self.n_fft, C.HOP_LENGTH
-        r = n // hop
-        frames = (torch.fft.irfft(spec, n=n, dim=-1) * self.window).view(b, t, r, hop)
-        out = frames.new_zeros(b, t + r - 1, hop)
-        for k in range(r):  # overlap-add: frame s, segment k lands on block s + k
-            out[:, k : k + t] += frames[:, :, k]
-        start = n // 2
-        audio = out.view(b, -1)[:, start : start + t * hop]
-        return audio * self._inverse_envelope(t)
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1).mul_(self.window)
+        start = self.n_fft // (2 * C.HOP_LENGTH)
+        blocks = overlap_add(frames, C.HOP_LENGTH)[:, start : start + t]
+        return (blocks * self._inverse_envelope(t)).reshape(b, -1)
 
     def _inverse_envelope(self, t: int) -> torch.Tensor:
-        """``1 / sum of squared windows`` over the ``128 t`` output samples (cached)."""
+        """Tensor[t x 128], ``1 / sum of squared windows`` on the output samples (cached)."""
         cached = self._envelopes.get(t)
         if cached is not None and cached.device == self.window.device:
             return cached
-        n, hop = self.n_fft, C.HOP_LENGTH
-        r = n // hop
-        env = self.window.new_zeros(t + r - 1, hop)
-        square = self.window.square().view(r, hop)
-        for k in range(r):
-            env[k : k + t] += square[k]
-        start = n // 2
-        inv = 1.0 / env.view(-1)[start : start + t * hop].clamp_min(1e-8)
+        inv = inverse_envelope(self.window, C.HOP_LENGTH, t)
         if len(self._envelopes) >= 8:
             self._envelopes.pop(next(iter(self._envelopes)))
         self._envelopes[t] = inv
         return inv
 
     @staticmethod
+    def magnitude(log_mag: torch.Tensor) -> torch.Tensor:
+        """The predicted magnitude: ``exp`` of the log-magnitude clamped below 7."""
+        return log_mag.clamp(max=7.0).exp_()
+
+    @staticmethod
+    def polar(magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """``torch.polar`` (Tensor[...] x 2 -> complex Tensor[...]), 3x faster on CPU: the
+        vectorized ``cos`` and ``sin`` instead of its scalar loop."""
+        return torch.complex(torch.cos(phase) * magnitude, torch.sin(phase) * magnitude)
+
+    @staticmethod
     def complex_spectrum(log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Magnitude (clamped below e^7) and phase -> complex tensor of the same shape."""
-        return torch.polar(torch.exp(log_mag.clamp(max=7.0)), phase)
+        return ISTFTHead.polar(ISTFTHead.magnitude(log_mag), phase)
 
 
 class FastVocoder(Vocoder):
@@ -355,13 +371,17 @@ class FastVocoder(Vocoder):
         ``(log_magnitude, phase_offset, delta)``, each Tensor[B x T x F] (frames-major) with
         ``F = n_fft / 2 + 1`` (``delta`` is ``None`` without ``integrate_phase``).
         """
+        return self.head.frame_outputs(self.features(mel, roll), mel)
+
+    def features(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone: Tensor[B x N_MELS x T] (+ roll) -> Tensor[B x T x dim], channels last."""
         x = conv_channels_last(((mel - MEL_OFFSET) / MEL_SCALE).transpose(1, 2), self.embed)
         if self.roll_embed is not None and roll is not None:
             x = x + torch.matmul(roll.transpose(1, 2), self.roll_embed.weight[:, :, 0].T)
         x = self.norm(x)
         for block in self.blocks:
             x = block(x)
-        return self.head.frame_outputs(self.final_norm(x), mel)
+        return self.final_norm(x)
 
     def spectrum(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted STFT: Tensor[B x N_MELS x T] -> complex Tensor[B x T x F]."""
@@ -390,9 +410,24 @@ class FastVocoder(Vocoder):
         self, mel: torch.Tensor, roll: torch.Tensor | None, iterations: int
     ) -> torch.Tensor:
         """:meth:`spectrum` after ``iterations`` steps of mel-matching refinement."""
-        spec = self.spectrum(mel, roll)
+        log_mag, offset, delta = self.frame_outputs(mel, roll)
+        phase, _ = self.head.phase(offset, delta)
+        return self._spectrum(log_mag, phase, mel, iterations)
+
+    def _spectrum(
+        self,
+        log_mag: torch.Tensor,
+        phase: torch.Tensor,
+        mel: torch.Tensor,
+        iterations: int,
+        context: tuple[bool, bool] = (False, False),
+    ) -> torch.Tensor:
+        """Complex Tensor[B x T' x F] from the head's outputs, refined toward ``mel`` (context
+        frames dropped as :class:`~mel2mel.vocoders.refine.MelMatching` does)."""
+        magnitude = self.head.magnitude(log_mag)
+        spec = self.head.polar(magnitude, phase)
         if self.refine is not None and iterations:
-            spec = self.refine(spec, mel, self.head.istft, iterations)
+            spec = self.refine(spec, mel, iterations, magnitude, context)
         return spec
 
     def _vocode(self, mel: torch.Tensor, roll: torch.Tensor | None) -> torch.Tensor:
@@ -412,8 +447,10 @@ class FastVocoder(Vocoder):
     ) -> Iterator[np.ndarray]:
         """Chunked synthesis that equals :meth:`vocode` of the whole mel (float rounding aside).
 
-        Each chunk runs the network with ``receptive_field`` frames of context on both sides;
-        the integrated phase is carried from chunk to chunk. See :meth:`Vocoder.vocode_stream`.
+        The network runs on blocks of whole chunks (about ``STREAM_NETWORK_FRAMES`` frames)
+        with ``receptive_field`` frames of context on both sides, the refinement and the inverse
+        STFT chunk by chunk with the context they need; the integrated phase is carried from
+        block to block. See :meth:`Vocoder.vocode_stream`.
         """
         if not self.config.integrate_phase:
             yield from super().vocode_stream(mel, chunk_frames, roll)
@@ -461,31 +498,41 @@ class FastVocoder(Vocoder):
         hop = C.HOP_LENGTH
         # Spectrum frames on each side of a chunk that reach its samples: the overlap-add,
         # plus what the refinement spreads; the network needs ``net`` more frames around them.
-        pad = self.config.n_fft // (2 * hop) + context_frames(self.config.refine_iterations)
+        refined = self.config.refine_iterations
+        pad = self.config.n_fft // (2 * hop) + context_frames(refined)
         net = self.config.receptive_field - pad
+        block = chunk_frames * max(1, STREAM_NETWORK_FRAMES // chunk_frames)
         carry = None  # running phase sum before ``first``
         with torch.inference_mode():
-            for start in range(lo, hi, chunk_frames):
-                end = min(hi, start + chunk_frames)
-                first, stop = max(lo, start - pad), min(hi, end + pad)
+            for block_start in range(lo, hi, block):
+                block_end = min(hi, block_start + block)
+                first, stop = max(lo, block_start - pad), min(hi, block_end + pad)
                 a, b = max(lo, first - net), min(hi, stop + net)
                 mel, roll = fetch(a, b)
                 mel_b = mel[None].to(self.device())
                 roll_b = None if roll is None or not self.uses_roll else roll[None].to(mel_b)
-                outputs = self.frame_outputs(mel_b, roll_b)
-                log_mag, offset, delta = (o[:, first - a : stop - a] for o in outputs)
-                next_first = max(lo, end - pad)
+                # The head is per frame: it needs no network context.
+                x = self.features(mel_b, roll_b)[:, first - a : stop - a]
+                target = mel_b[:, :, first - a : stop - a]
+                log_mag, offset, delta = self.head.frame_outputs(x, target)
+                next_first = max(lo, block_end - pad)
                 index = next_first - 1 - first if next_first > lo else None
                 phase, carry = self.head.phase(offset, delta, carry, index)
-                spec = self.head.complex_spectrum(log_mag, phase)
-                if self.refine is not None and self.config.refine_iterations:
-                    target = mel_b[:, :, first - a : stop - a]
-                    spec = self.refine(spec, target, self.head.istft, self.config.refine_iterations)
-                audio = self.head.istft(spec)[0]
                 if release is not None:
                     release(next_first - net)
-                y = audio[(start - first) * hop : (end - first) * hop]
-                yield np.ascontiguousarray(y.float().cpu().numpy())
+                for start in range(block_start, block_end, chunk_frames):
+                    end = min(block_end, start + chunk_frames)
+                    c0, c1 = max(lo, start - pad), min(hi, end + pad)
+                    frames = slice(c0 - first, c1 - first)
+                    # The refinement drops the context frames it no longer needs.
+                    context = (c0 > lo, c1 < hi)
+                    spec = self._spectrum(
+                        log_mag[:, frames], phase[:, frames], target[..., frames], refined, context
+                    )
+                    audio = self.head.istft(spec)[0]
+                    s0 = c0 + context[0] * context_frames(refined)
+                    y = audio[(start - s0) * hop : (end - s0) * hop]
+                    yield np.ascontiguousarray(y.float().cpu().numpy())
 
 
 _DEFAULT_LOSSES: dict[str, nn.Module] = {}

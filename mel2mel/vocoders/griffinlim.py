@@ -22,6 +22,7 @@ import torch
 from mel2mel import constants as C
 from mel2mel.audio import mel_filterbank
 from mel2mel.vocoders.base import Vocoder
+from mel2mel.vocoders.refine import BandedMatrix
 
 
 def smooth_inverse_filterbank(fbank: np.ndarray | None = None) -> np.ndarray:
@@ -96,7 +97,8 @@ class BandInverter(torch.nn.Module):
         inverse = torch.from_numpy(smooth_inverse_filterbank(fbank))  # [513 x 80]
         self.register_buffer("gram", torch.from_numpy(fbank) @ inverse, persistent=False)
         grid = inverse[:: C.N_FFT // n_fft][: n_fft // 2 + 1] * (n_fft / C.N_FFT) ** 0.5
-        self.register_buffer("inverse", grid.contiguous(), persistent=False)
+        # ``grid`` [F x M] has the filterbank's band structure (<= 2 bands per bin).
+        self.synthesis = BandedMatrix(grid.T.contiguous(), blocks=8)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Tensor[B x N_MELS x T] (natural log) -> Tensor[B x (n_fft/2 + 1) x T] magnitude."""
@@ -105,12 +107,12 @@ class BandInverter(torch.nn.Module):
     @torch.no_grad()
     def frames_major(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Tensor[B x N_MELS x T] (natural log) -> Tensor[B x T x (n_fft/2 + 1)] magnitude."""
-        target = torch.exp(log_mel.float()).transpose(1, 2)  # [B x T x M]
+        target = torch.exp(log_mel.float()).transpose(1, 2).contiguous()  # [B x T x M]
         gram_t = self.gram.T
         v = target
         for _ in range(self.iterations):
             v = v * target / torch.matmul(v, gram_t).clamp_min_(1e-12)
-        return torch.matmul(v, self.inverse.T)
+        return self.synthesis(v)  # v @ grid.T
 
 
 def griffin_lim(
