@@ -290,7 +290,8 @@ class ISTFTHead(nn.Module):
             return cached
         inv = inverse_envelope(self.window, C.HOP_LENGTH, t)
         if len(self._envelopes) >= 8:
-            self._envelopes.pop(next(iter(self._envelopes)))
+            # keep the newest; one C-level copy, safe beside other threads (web app)
+            self._envelopes = dict(list(self._envelopes.items())[-7:])
         self._envelopes[t] = inv
         return inv
 

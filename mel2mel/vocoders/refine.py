@@ -300,6 +300,7 @@ class MelMatching(nn.Module):
         env = self.window.new_zeros(t + r - 1, C.HOP_LENGTH)
         env[start : start + t] = inverse_envelope(self.window, C.HOP_LENGTH, t)
         if len(self._envelopes) >= 16:  # a streamed chunk uses one size per iteration
-            self._envelopes.pop(next(iter(self._envelopes)))
+            # keep the newest; one C-level copy, safe beside other threads (web app)
+            self._envelopes = dict(list(self._envelopes.items())[-15:])
         self._envelopes[t] = env
         return env
