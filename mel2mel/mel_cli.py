@@ -110,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a free timbre vector instead of --instrument; write --embedding=-0.3,1.1 when "
         "it starts with a minus sign",
     )
-    p.add_argument("--model", type=Path, help="exported acoustic model (default: pretrained)")
+    p.add_argument("--model", type=Path, help="export, or 'paper' (default: pretrained)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run_mel)
 

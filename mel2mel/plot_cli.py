@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predicted mel; instruments are labelled, user timbres drawn as stars.",
     )
     q.add_argument("-o", "--out", required=True, metavar="PREFIX", help="output path prefix")
-    q.add_argument("--model", type=Path, help="exported model folder (default: pretrained)")
+    q.add_argument("--model", type=Path, help="exported model, or 'paper' (default: pretrained)")
     q.add_argument(
         "--color", choices=("centroid", "energy", "both"), default="both", help="field (both)"
     )

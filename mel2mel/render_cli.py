@@ -253,7 +253,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--normalize", action="store_true", help=f"peak-normalize to {NORMALIZE_PEAK_DB:g} dBFS"
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--model", type=Path, help="exported model folder (default: pretrained)")
+    p.add_argument("--model", type=Path, help="exported model, or 'paper' (default: pretrained)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on a terminal")
     p.set_defaults(func=run_render)
@@ -264,5 +264,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the model's instruments: name, GM program (0-based), embedding "
         "coordinates and the aliases that select them.",
     )
-    q.add_argument("--model", type=Path, help="exported model folder (default: pretrained)")
+    q.add_argument("--model", type=Path, help="exported model, or 'paper' (default: pretrained)")
     q.set_defaults(func=run_instruments)

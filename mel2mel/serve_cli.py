@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (8000)")
-    p.add_argument("--model", type=Path, help="exported acoustic model (default: pretrained)")
+    p.add_argument("--model", type=Path, help="export, or 'paper' (default: pretrained)")
     p.add_argument("--space", type=Path, help="space100.json (default: pretrained)")
     p.add_argument("--space-model", type=Path, help="its 10-D acoustic model (default: pretrained)")
     p.add_argument("--workers", type=int, default=2, help="renders run at once (2)")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -223,6 +225,23 @@ def test_from_pretrained_export(tmp_path, song, monkeypatch):
     monkeypatch.setattr(S, "PRETRAINED_DIR", tmp_path / "none")
     with pytest.raises(UserError, match="no pretrained acoustic model is installed"):
         Synthesizer.from_pretrained()
+
+
+def test_shipped_models_by_name(tmp_path, monkeypatch):
+    """--model paper: the model trained with the paper's loss, shipped beside the default; a
+    file or folder of that name in the working directory still wins."""
+    from mel2mel.models import io as mio
+
+    weights, desc = mio.export_paths("paper")
+    assert desc == mio.PRETRAINED_DIR / "acoustic_paper.json" and weights.is_file()
+    paper = Synthesizer.from_pretrained("paper", vocoder="griffinlim", timbre_library=False)
+    default = Synthesizer.from_pretrained(vocoder="griffinlim", timbre_library=False)
+    assert json.loads(desc.read_text())["metadata"]["loss"] == "tanh-log-abs"
+    assert [i.name for i in paper.instruments()] == [i.name for i in default.instruments()]
+    assert not np.allclose(paper.timbres.table, default.timbres.table)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()
+    assert mio.export_paths("paper")[1] == Path("paper") / "acoustic.json"
 
 
 def test_auto_vocoder(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """Export and load an acoustic model as ``safetensors`` weights + a JSON description.
 
 An export is two files side by side, ``<prefix>.safetensors`` and ``<prefix>.json``; a
-directory stands for the prefix ``<dir>/acoustic``. The JSON holds everything needed to
+directory stands for the prefix ``<dir>/acoustic``, and a name of :data:`SHIPPED_MODELS`
+(``"paper"``) for a model shipped beside the default one. The JSON holds everything needed to
 rebuild the module without training code::
 
     {
@@ -37,6 +38,9 @@ from mel2mel.models.config import AcousticConfig
 
 FORMAT_VERSION = 1
 DEFAULT_NAME = "acoustic"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# Shipped models other than the default, by the name that --model accepts (docs/MODELS.md).
+SHIPPED_MODELS = {"paper": "acoustic_paper"}  # the paper's tanh-log-abs loss
 
 PathLike = str | os.PathLike
 
@@ -44,9 +48,13 @@ PathLike = str | os.PathLike
 def export_paths(path: PathLike) -> tuple[Path, Path]:
     """``(weights, json)`` paths of an export given a directory, a prefix or either file.
 
-    An existing directory (or a path ending in a separator) means ``<dir>/acoustic``.
+    An existing directory (or a path ending in a separator) means ``<dir>/acoustic``; a name
+    of :data:`SHIPPED_MODELS` (unless a file or folder of that name exists here) the shipped
+    model of that name.
     """
     text = os.fspath(path)
+    if text in SHIPPED_MODELS and not Path(text).exists() and not Path(f"{text}.json").exists():
+        return export_paths(PRETRAINED_DIR / SHIPPED_MODELS[text])
     p = Path(text)
     if p.is_dir() or text.endswith(("/", os.sep)):
         p = p / DEFAULT_NAME
