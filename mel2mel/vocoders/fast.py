@@ -41,7 +41,7 @@ from torch import nn
 from mel2mel import constants as C
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.griffinlim import BandInverter
-from mel2mel.vocoders.refine import MelMatching, context_frames, inverse_envelope, overlap_add
+from mel2mel.vocoders.refine import EnvelopeCache, MelMatching, context_frames, synthesize
 
 MEL_OFFSET: float = -6.0
 MEL_SCALE: float = 3.0
@@ -201,7 +201,7 @@ class ISTFTHead(nn.Module):
         centre = torch.remainder(2 * math.pi * k * C.HOP_LENGTH / n_fft, 2 * math.pi)
         self.register_buffer("centre", centre.float(), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self._envelopes: dict[int, torch.Tensor] = {}
+        self.envelopes = EnvelopeCache(C.HOP_LENGTH, 8)
         self._padded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     def frame_outputs(
@@ -277,23 +277,7 @@ class ISTFTHead(nn.Module):
 
     def istft(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex Tensor[B x T x F] -> Tensor[B x 128*T]; frame ``i`` centred on ``128 i``."""
-        b, t, _ = spec.shape
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1).mul_(self.window)
-        start = self.n_fft // (2 * C.HOP_LENGTH)
-        blocks = overlap_add(frames, C.HOP_LENGTH)[:, start : start + t]
-        return (blocks * self._inverse_envelope(t)).reshape(b, -1)
-
-    def _inverse_envelope(self, t: int) -> torch.Tensor:
-        """Tensor[t x 128], ``1 / sum of squared windows`` on the output samples (cached)."""
-        cached = self._envelopes.get(t)
-        if cached is not None and cached.device == self.window.device:
-            return cached
-        inv = inverse_envelope(self.window, C.HOP_LENGTH, t)
-        if len(self._envelopes) >= 8:
-            # keep the newest; one C-level copy, safe beside other threads (web app)
-            self._envelopes = dict(list(self._envelopes.items())[-7:])
-        self._envelopes[t] = inv
-        return inv
+        return synthesize(spec, self.window, self.envelopes)
 
     @staticmethod
     def magnitude(log_mag: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,38 @@ def inverse_envelope(window: torch.Tensor, hop: int, t: int) -> torch.Tensor:
     return 1.0 / env[start : start + t].clamp_min(1e-8)
 
 
+class EnvelopeCache:
+    """:func:`inverse_envelope` by signal length, the newest ``size`` lengths kept (a streamed
+    signal uses a few lengths over and over)."""
+
+    def __init__(self, hop: int, size: int) -> None:
+        self.hop, self.size = hop, size
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __call__(self, window: torch.Tensor, t: int) -> torch.Tensor:
+        """Tensor[t x hop] for ``t`` frames synthesized with ``window``."""
+        cached = self._cache.get(t)
+        if cached is not None and cached.device == window.device:
+            return cached
+        inv = inverse_envelope(window, self.hop, t)
+        if len(self._cache) >= self.size:
+            # keep the newest; one C-level copy, safe beside other threads (web app)
+            self._cache = dict(list(self._cache.items())[1 - self.size :])
+        self._cache[t] = inv
+        return inv
+
+
+def synthesize(spec: torch.Tensor, window: torch.Tensor, envelopes: EnvelopeCache) -> torch.Tensor:
+    """The inverse STFT: complex Tensor[B x T x F] -> Tensor[B x hop*T], frame ``i`` centred on
+    sample ``hop i``, ``window`` (of ``N = 2 (F - 1)`` samples) for synthesis and analysis."""
+    b, t, _ = spec.shape
+    n, hop = window.shape[0], envelopes.hop
+    frames = torch.fft.irfft(spec, n=n, dim=-1).mul_(window)
+    start = n // (2 * hop)
+    blocks = overlap_add(frames, hop)[:, start : start + t]
+    return (blocks * envelopes(window, t)).reshape(b, -1)
+
+
 class BandedMatrix(nn.Module):
     """``x @ matrix`` for a matrix whose non-zeros lie near its diagonal, as a few dense blocks.
 
@@ -166,7 +198,7 @@ class MelMatching(nn.Module):
         self.register_buffer("window", torch.hann_window(C.N_FFT), persistent=False)
         self.mel = BandedMatrix(self.fbank_t, _MEL_BLOCKS)
         self.spread_bands = BandedMatrix(self.spread, _SPREAD_BLOCKS)
-        self._envelopes: dict[int, torch.Tensor] = {}
+        self.envelopes = EnvelopeCache(C.HOP_LENGTH, 16)
 
     def forward(
         self,
@@ -211,11 +243,7 @@ class MelMatching(nn.Module):
 
     def istft(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex Tensor[B x T x F] -> Tensor[B x 128*T]; frame ``i`` centred on ``128 i``."""
-        b, t, _ = spec.shape
-        frames = torch.fft.irfft(spec, n=C.N_FFT, dim=-1).mul_(self.window)
-        start = C.N_FFT // (2 * C.HOP_LENGTH)
-        blocks = overlap_add(frames, C.HOP_LENGTH)[:, start : start + t]
-        return (blocks * self._envelope(t)[start : start + t]).reshape(b, -1)
+        return synthesize(spec, self.window, self.envelopes)
 
     def _differentiable(
         self,
@@ -259,6 +287,7 @@ class MelMatching(nn.Module):
         """The arithmetic of :meth:`_differentiable` on reused buffers, without autograd."""
         b, t, f = spec.shape
         n, hop = C.N_FFT, C.HOP_LENGTH
+        start = n // (2 * hop)
         target = log_mel.transpose(1, 2).contiguous()  # [B x T x M]
         scratch = spec.real.new_empty(b, t, f)
         if magnitude is None:
@@ -268,7 +297,10 @@ class MelMatching(nn.Module):
         for _ in range(iterations):
             frames = torch.fft.irfft(spec, n=n, dim=-1).mul_(self.window)  # [B x T x N]
             # The signal, zero outside: the zero padding of the centred STFT.
-            blocks = overlap_add(frames, hop).mul_(self._envelope(t))
+            blocks = overlap_add(frames, hop)
+            blocks[:, :start].zero_()
+            blocks[:, start + t :].zero_()
+            blocks[:, start : start + t].mul_(self.envelopes(self.window, t))
             # Frame i of the centred STFT is blocks i .. i + N/hop - 1: window them in place.
             torch.mul(blocks.view(b, -1).unfold(-1, n, hop), self.window, out=frames)
             rebuilt = torch.fft.rfft(frames, dim=-1)  # [B x T x F]
@@ -287,20 +319,3 @@ class MelMatching(nn.Module):
                 t = spec.shape[1]
                 scratch = scratch.view(-1)[: b * t * f].view(b, t, f)
         return spec
-
-    def _envelope(self, t: int) -> torch.Tensor:
-        """Tensor[(t + N/hop - 1) x hop]: the inverse window envelope on the blocks of
-        :func:`overlap_add` that hold the ``128 t`` output samples, zero on the others
-        (cached)."""
-        cached = self._envelopes.get(t)
-        if cached is not None and cached.device == self.window.device:
-            return cached
-        r = C.N_FFT // C.HOP_LENGTH
-        start = r // 2
-        env = self.window.new_zeros(t + r - 1, C.HOP_LENGTH)
-        env[start : start + t] = inverse_envelope(self.window, C.HOP_LENGTH, t)
-        if len(self._envelopes) >= 16:  # a streamed chunk uses one size per iteration
-            # keep the newest; one C-level copy, safe beside other threads (web app)
-            self._envelopes = dict(list(self._envelopes.items())[-15:])
-        self._envelopes[t] = env
-        return env
