@@ -5,13 +5,18 @@
 * ``real_dataset``: 4 short tunes of random chords rendered by the real builder with the small
   TimGM6mb SoundFont (grand piano and trumpet), one piece per split plus one more for training;
 * ``tiny_dataset``: 2 short pieces x 2 instruments rendered with MuseScore General, and a
-  corrupt MIDI file that the builder skips (the data-builder tests).
+  corrupt MIDI file that the builder skips (the data-builder tests);
+* :func:`piano_trumpet_model`: a debug-size Mel2Mel with two instruments that sound apart;
+* :func:`train_two_ranks` and :func:`state_max_diff`: a training function run by 2 CPU
+  processes on gloo, and the comparison of their weights (the distributed tests).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -227,3 +232,67 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# -- distributed training with 2 CPU processes ---------------------------------------------
+
+
+def state_max_diff(a: dict, b: dict) -> float:
+    """Largest absolute difference between two state dicts with the same keys."""
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank: int, world: int, port: int, train: Callable, data: str, out: str) -> None:
+    import torch
+
+    from mel2mel.train.distributed import cleanup_distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))  # fmt: skip
+    torch.set_num_threads(1)
+    model = train(data, Path(out) / "run")
+    torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+    cleanup_distributed()
+
+
+def train_two_ranks(train: Callable[[str, Path], object], data: Path, out: Path) -> list[dict]:
+    """Run ``train(data, out / "run") -> model`` (a module-level function) in 2 spawned
+    processes on gloo, as torchrun would, and return each rank's final weights."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _rank_worker,
+        args=(2, _free_port(), train, str(data), str(out)),
+        nprocs=2,
+        start_method="spawn",
+    )
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+# -- a tiny acoustic model ---------------------------------------------------------------
+
+
+def piano_trumpet_model(seed: int = 0):
+    """A debug-size :class:`~mel2mel.models.Mel2Mel` with Grand Piano and Trumpet, in eval
+    mode; its FiLM layers (identity at init) are randomized so that the instrument matters."""
+    import torch
+
+    from mel2mel.models import AcousticConfig, Instrument, Mel2Mel
+
+    torch.manual_seed(seed)
+    model = Mel2Mel(
+        AcousticConfig.preset("debug", n_instruments=2),
+        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
+    )
+    with torch.no_grad():
+        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
+            p.normal_(0, 0.5)
+    return model.eval()

@@ -12,12 +12,13 @@ import mido
 import numpy as np
 import pytest
 import torch
+from conftest import piano_trumpet_model
 
 from mel2mel import constants as C
 from mel2mel import synthesizer as S
 from mel2mel.errors import UserError
 from mel2mel.midi import MidiError, piano_roll, read_notes
-from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
+from mel2mel.models import save_pretrained
 from mel2mel.synthesizer import NoteRoll, Synthesizer
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
@@ -27,32 +28,20 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 TAIL = round(S.TAIL_SECONDS * C.FRAME_RATE)
 
 
-def tiny_model() -> Mel2Mel:
-    torch.manual_seed(0)
-    model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
-    )
-    with torch.no_grad():  # make the instrument matter
-        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
-            p.normal_(0, 0.5)
-    return model
-
-
 def quick_gl() -> GriffinLim:
     return GriffinLim(n_iter=4, nnls_iterations=2)
 
 
 @pytest.fixture(scope="module")
 def synth() -> Synthesizer:
-    return Synthesizer(tiny_model(), quick_gl())
+    return Synthesizer(piano_trumpet_model(), quick_gl())
 
 
 @pytest.fixture(scope="module")
 def chunky() -> Synthesizer:
     """Small windows, so that a few seconds already take several chunks and batches."""
     return Synthesizer(
-        tiny_model(), quick_gl(), chunk_frames=120, context_frames=60, crossfade_frames=8,
+        piano_trumpet_model(), quick_gl(), chunk_frames=120, context_frames=60, crossfade_frames=8,
         batch_windows=2,
     )  # fmt: skip
 
@@ -216,7 +205,7 @@ def test_midi_errors(synth, tmp_path, midi_writer):
 
 def test_from_pretrained_export(tmp_path, song, monkeypatch):
     (tmp_path / "export").mkdir()
-    save_pretrained(tiny_model(), tmp_path / "export")
+    save_pretrained(piano_trumpet_model(), tmp_path / "export")
     synth = Synthesizer.from_pretrained(tmp_path / "export", vocoder=quick_gl())
     assert [i.name for i in synth.timbres.instruments] == ["Grand Piano", "Trumpet"]
     assert Synthesizer.from_pretrained(tmp_path / "export" / "acoustic.json", vocoder="griffinlim")
@@ -252,7 +241,7 @@ def test_auto_vocoder(tmp_path, monkeypatch):
     monkeypatch.setattr(vio, "PRETRAINED_DIR", tmp_path / "shipped")
     monkeypatch.setattr(S, "_warned_griffinlim", False)
     (tmp_path / "export").mkdir()
-    save_pretrained(tiny_model(), tmp_path / "export")
+    save_pretrained(piano_trumpet_model(), tmp_path / "export")
     with pytest.warns(UserWarning, match="Griffin-Lim"):
         synth = Synthesizer.from_pretrained(tmp_path / "export")
     assert synth.vocoder.kind == "griffinlim"

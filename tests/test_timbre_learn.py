@@ -9,15 +9,14 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-import torch
-from conftest import SOUNDFONT, requires_fluidsynth
+from conftest import SOUNDFONT, piano_trumpet_model, requires_fluidsynth
 
 from mel2mel import constants as C
 from mel2mel.audio import log_mel, write_audio
 from mel2mel.cli import main
 from mel2mel.errors import UserError
 from mel2mel.midi import read_notes
-from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
+from mel2mel.models import save_pretrained
 from mel2mel.synthesizer import PRETRAINED_DIR
 from mel2mel.timbre_learn import aligned_excerpt, learn_timbre, mel_error_db, split_windows
 from mel2mel.timbre_library import TimbreLibrary
@@ -42,18 +41,6 @@ def fluidsynth_audio(midi: Path, program: int, work: Path) -> np.ndarray:
 
     forced, _ = force_program(mido.MidiFile(midi), program)
     return render_midi(forced, RenderSettings(str(SOUNDFONT)), work_dir=work)
-
-
-def tiny_model() -> Mel2Mel:
-    torch.manual_seed(0)
-    model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
-    )
-    with torch.no_grad():
-        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
-            p.normal_(0, 0.5)
-    return model.eval()
 
 
 def test_excerpt_is_aligned_to_the_frame_grid(tmp_path, midi_writer):
@@ -83,7 +70,7 @@ def test_windows_cover_the_excerpt():
 
 
 def test_fit_improves_on_its_start(tmp_path, midi_writer):
-    model = tiny_model()
+    model = piano_trumpet_model()
     notes = read_notes(midi_writer(tmp_path / "a.mid", tune(3.0)))
     rng = np.random.default_rng(0)
     audio = (0.05 * rng.standard_normal(3 * C.SAMPLE_RATE)).astype(np.float32)
@@ -101,7 +88,7 @@ def test_fit_improves_on_its_start(tmp_path, midi_writer):
 def test_learn_command_saves_a_usable_timbre(tmp_path, midi_writer, monkeypatch, capsys):
     monkeypatch.setenv("MEL2MEL_HOME", str(tmp_path / "home"))
     folder = tmp_path / "model"
-    save_pretrained(tiny_model(), folder)
+    save_pretrained(piano_trumpet_model(), folder)
     midi = midi_writer(tmp_path / "x.mid", tune(3.0))
     write_audio(tmp_path / "x.wav", fluidsynth_audio(midi, 56, tmp_path))
     base = ["timbre", "learn", "--audio", str(tmp_path / "x.wav"), "--midi", str(midi),

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from conftest import piano_trumpet_model
 
 from mel2mel.cli import main
 from mel2mel.errors import UserError
-from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, load_acoustic, save_pretrained
+from mel2mel.models import load_acoustic, save_pretrained
 from mel2mel.models.acoustic import UnknownInstrumentError
 from mel2mel.synthesizer import Synthesizer
 from mel2mel.timbre import TimbreSpace
@@ -25,18 +25,6 @@ from mel2mel.vocoders.griffinlim import GriffinLim
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 NOTES = [(60, 0.0, 0.5, 90), (64, 0.25, 0.5, 80), (48, 0.0, 0.75, 70)]
-
-
-def tiny_model(seed: int = 0) -> Mel2Mel:
-    torch.manual_seed(seed)
-    model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
-    )
-    with torch.no_grad():
-        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
-            p.normal_(0, 0.5)
-    return model.eval()
 
 
 @pytest.fixture
@@ -97,14 +85,14 @@ def test_default_root(monkeypatch, tmp_path):
 
 
 def test_fingerprint_follows_the_weights(tmp_path):
-    model = tiny_model()
+    model = piano_trumpet_model()
     save_pretrained(model, tmp_path / "m")
     assert model_fingerprint(load_acoustic(tmp_path / "m")) == model_fingerprint(model)
-    assert model_fingerprint(tiny_model(seed=1)) != model_fingerprint(model)
+    assert model_fingerprint(piano_trumpet_model(seed=1)) != model_fingerprint(model)
 
 
 def test_space_resolves_user_timbres_in_names_mixes_and_morphs(library):
-    model = tiny_model()
+    model = piano_trumpet_model()
     library.save(entry("my-cello", model_fingerprint(model), (1.0, 3.0)))
     space = TimbreSpace.from_model(model, library=library)
     table = space.table
@@ -130,8 +118,8 @@ def test_space_resolves_user_timbres_in_names_mixes_and_morphs(library):
 
 
 def test_entries_of_another_model_are_refused(library):
-    model = tiny_model()
-    library.save(entry("old-cello", model_fingerprint(tiny_model(seed=1))))
+    model = piano_trumpet_model()
+    library.save(entry("old-cello", model_fingerprint(piano_trumpet_model(seed=1))))
     space = TimbreSpace.from_model(model, library=library)
     with pytest.raises(UserError, match="fitted on another acoustic model"):
         space.resolve("old-cello")
@@ -141,7 +129,7 @@ def test_entries_of_another_model_are_refused(library):
 
 def test_synthesizer_and_render_resolve_a_library_name(tmp_path, midi_writer, monkeypatch, capsys):
     monkeypatch.setenv("MEL2MEL_HOME", str(tmp_path / "home"))
-    model = tiny_model()
+    model = piano_trumpet_model()
     folder = tmp_path / "model"
     save_pretrained(model, folder)
     TimbreLibrary().save(entry("my-cello", model_fingerprint(model), (1.0, -1.0)))
@@ -164,7 +152,7 @@ def test_synthesizer_and_render_resolve_a_library_name(tmp_path, midi_writer, mo
 
 def test_timbre_list_and_remove_commands(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEL2MEL_HOME", str(tmp_path / "home"))
-    model = tiny_model()
+    model = piano_trumpet_model()
     folder = tmp_path / "model"
     save_pretrained(model, folder)
     lib = TimbreLibrary()

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import state_max_diff, train_two_ranks
 
 from mel2mel.cli import main
 from mel2mel.errors import UserError
@@ -42,11 +42,6 @@ def tiny_config(**train) -> RunConfig:
         crops_per_item=2,
     )
     return RunConfig(AcousticConfig.preset("debug"), TrainConfig(**{**base, **train}))
-
-
-def state_max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
 def test_lr_schedule():
@@ -200,42 +195,13 @@ def test_run_with_workers_exits_when_done(synthetic_dataset, tmp_path):
     assert load_checkpoint(tmp_path / "run")["step"] == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    torch.set_num_threads(1)
-    from mel2mel.train.distributed import cleanup_distributed
-
-    result = train_acoustic(
-        data, Path(out) / "run", tiny_config(steps=4), device="cpu", progress=False
-    )
-    torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
-    cleanup_distributed()
+def _train_tiny(data: str, run: Path) -> torch.nn.Module:
+    return train_acoustic(data, run, tiny_config(steps=4), device="cpu", progress=False).model
 
 
 @pytest.mark.slow  # 13 s on a quiet 2-core machine, ~20 s on a busy one
 def test_two_process_ddp_replicas_stay_identical(synthetic_dataset, tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.start_processes(
-        _ddp_worker,
-        args=(2, _free_port(), str(synthetic_dataset), str(tmp_path)),
-        nprocs=2,
-        start_method="spawn",
-    )
-    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    w0, w1 = train_two_ranks(_train_tiny, synthetic_dataset, tmp_path)
     assert state_max_diff(w0, w1) == 0.0
     state = load_checkpoint(tmp_path / "run")  # written by rank 0 only
     assert state["step"] == 4 and state["metadata"]["world_size"] == 2

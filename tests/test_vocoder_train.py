@@ -4,12 +4,11 @@ report, WaveNet through the same loop and a two-process run."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import state_max_diff, train_two_ranks
 
 from mel2mel.cli import main
 from mel2mel.errors import UserError
@@ -49,10 +48,6 @@ def tiny(kind: str = "fast", **train) -> VocoderRunConfig:
     return VocoderRunConfig(kind, model, VocoderTrainConfig(**{**base, **train}))
 
 
-def max_diff(a: dict, b: dict) -> float:
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
 def test_shipped_config_and_errors(tmp_path):
     config = load_vocoder_run_config(ROOT / "configs" / "fast_vocoder.yaml", [], None)
     assert config.kind == "fast" and config.model_config().dim == 128
@@ -73,7 +68,7 @@ def test_resume_equals_uninterrupted(real_dataset, tmp_path):
     assert first.step == 2
     second = train_vocoder(real_dataset, tmp_path / "b", tiny(), progress=False)
     assert second.step == whole.step == 4
-    assert max_diff(second.model.state_dict(), whole.model.state_dict()) == 0.0
+    assert state_max_diff(second.model.state_dict(), whole.model.state_dict()) == 0.0
     state = load_checkpoint(tmp_path / "b", kind="vocoder")
     assert state["step"] == 4 and state["config"]["kind"] == "fast"
     with pytest.raises(UserError, match="not an acoustic checkpoint"):
@@ -126,35 +121,13 @@ def test_wavenet_trains_in_the_same_loop(real_dataset, tmp_path):
     assert 0 < ce < 6.0  # log(256) = 5.55 is the uniform guess
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))  # fmt: skip
-    torch.set_num_threads(1)
-    from mel2mel.train.distributed import cleanup_distributed
-
-    result = train_vocoder(data, Path(out) / "run", tiny(steps=2), device="cpu", progress=False)
-    torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
-    cleanup_distributed()
+def _train_tiny(data: str, run: Path) -> torch.nn.Module:
+    return train_vocoder(data, run, tiny(steps=2), device="cpu", progress=False).model
 
 
 @pytest.mark.slow
 def test_two_process_vocoder_replicas_stay_identical(real_dataset, tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.start_processes(
-        _ddp_worker,
-        args=(2, _free_port(), str(real_dataset), str(tmp_path)),
-        nprocs=2,
-        start_method="spawn",
-    )
-    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    assert max_diff(w0, w1) == 0.0
+    w0, w1 = train_two_ranks(_train_tiny, real_dataset, tmp_path)
+    assert state_max_diff(w0, w1) == 0.0
     state = load_checkpoint(tmp_path / "run", kind="vocoder")
     assert state["metadata"]["world_size"] == 2
