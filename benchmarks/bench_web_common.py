@@ -10,12 +10,14 @@ timings can be measured before the weights ship.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mido
@@ -56,28 +58,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, stand_in_fast: bool, workers: int = 2, queue: int = 24):
-    """Start the app in a child process (niced, one torch thread); wait until it answers."""
+@contextlib.contextmanager
+def served_app(stand_in_fast: bool, workers: int = 2, queue: int = 24) -> Iterator[tuple[str, int]]:
+    """Run the app in a child process (niced, one torch thread) on a free port, wait until it
+    answers, yield ``(base URL, pid)``, and stop it; print the load average before and after."""
     import httpx
 
+    port = free_port()
     cmd = [sys.executable, __file__, "--port", str(port), "--workers", str(workers),
            "--queue", str(queue)]  # fmt: skip
     if stand_in_fast:
         cmd.append("--stand-in-fast")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(["nice", "-n", "10", *cmd], env=env, cwd=ROOT)
-    deadline = time.monotonic() + 900  # the map takes minutes on a busy machine
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/map", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited")
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("the server did not become ready")
+    try:
+        deadline = time.monotonic() + 900  # the map takes minutes on a busy machine
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/map", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.5)
+        print(f"load average at start: {os.getloadavg()[0]:.2f} (2 CPU cores)")
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 def serve(args: argparse.Namespace) -> None:

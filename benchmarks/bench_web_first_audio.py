@@ -16,12 +16,11 @@ Target: first audio within 1.5 s of the click for any piece, fast vocoder, 2 CPU
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-from bench_web_common import free_port, random_piece, start_server
+from bench_web_common import random_piece, served_app
 
 CHROMIUM = "/usr/bin/chromium"
 POINTS = [(0.3, 0.3), (0.7, 0.6), (0.5, 0.8), (0.2, 0.7), (0.8, 0.25), (0.45, 0.45)]
@@ -110,36 +109,28 @@ def main() -> None:
     if args.cpu:
         cpu_first_chunk(pieces, args.vocoders.split(","), args.stand_in_fast)
         return
-    port = free_port()
-    server = start_server(port, args.stand_in_fast)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 CPU cores)")
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--autoplay-policy=no-user-gesture-required"],
-            )  # fmt: skip
-            page = browser.new_page(viewport={"width": 1200, "height": 1500})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("window.m2m && window.m2m.ready === true", timeout=120_000)
-            offered = page.eval_on_selector_all("#vocoder option", "os => os.map(o => o.value)")
-            for vocoder in args.vocoders.split(","):
-                if vocoder not in offered:
-                    print(f"{vocoder}: not available (offered: {offered})")
-                    continue
-                for name, data, start in pieces:
-                    ms = measure(page, data, name, start, vocoder, args.clicks)
-                    print(
-                        f"{vocoder:11s} {name:18s} from {start:5.0f} s: median "
-                        f"{statistics.median(ms):6.0f} ms, max {max(ms):6.0f} ms  "
-                        f"({', '.join(f'{m:.0f}' for m in ms)})",
-                        flush=True,
-                    )
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    with served_app(args.stand_in_fast) as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--autoplay-policy=no-user-gesture-required"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1200, "height": 1500})
+        page.goto(f"{url}/")
+        page.wait_for_function("window.m2m && window.m2m.ready === true", timeout=120_000)
+        offered = page.eval_on_selector_all("#vocoder option", "os => os.map(o => o.value)")
+        for vocoder in args.vocoders.split(","):
+            if vocoder not in offered:
+                print(f"{vocoder}: not available (offered: {offered})")
+                continue
+            for name, data, start in pieces:
+                ms = measure(page, data, name, start, vocoder, args.clicks)
+                print(
+                    f"{vocoder:11s} {name:18s} from {start:5.0f} s: median "
+                    f"{statistics.median(ms):6.0f} ms, max {max(ms):6.0f} ms  "
+                    f"({', '.join(f'{m:.0f}' for m in ms)})",
+                    flush=True,
+                )
+        browser.close()
 
 
 if __name__ == "__main__":

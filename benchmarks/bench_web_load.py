@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import time
@@ -24,7 +23,7 @@ from collections import Counter
 
 import httpx
 import psutil
-from bench_web_common import free_port, random_piece, start_server
+from bench_web_common import random_piece, served_app
 
 CLIP_SECONDS = 10.0
 SAMPLE_RATE = 16_000
@@ -115,15 +114,8 @@ def main() -> None:
     p.add_argument("--vocoder", default="fast")
     p.add_argument("--stand-in-fast", action="store_true")
     args = p.parse_args()
-    port = free_port()
-    server = start_server(port, args.stand_in_fast)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 CPU cores)")
-    try:
-        asyncio.run(run(f"http://127.0.0.1:{port}", server.pid, args))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    with served_app(args.stand_in_fast) as (url, pid):
+        asyncio.run(run(url, pid, args))
 
 
 if __name__ == "__main__":

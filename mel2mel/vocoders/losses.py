@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mel2mel import constants as C
 from mel2mel.audio import LogMel
+from mel2mel.vocoders.refine import analyze
 
 # (n_fft, hop) pairs at 16 kHz: 16 ms to 128 ms windows around the synthesis frame (32 ms).
 DEFAULT_RESOLUTIONS: tuple[tuple[int, int], ...] = ((256, 64), (512, 128), (1024, 256), (2048, 512))
@@ -100,17 +100,8 @@ def consistency_loss(spectrum: torch.Tensor, audio_hat: torch.Tensor) -> torch.T
     -------
     Scalar ``||STFT(audio_hat) - spectrum||_F / ||spectrum||_F``.
     """
-    n_fft = 2 * (spectrum.shape[-1] - 1)
-    window = torch.hann_window(n_fft, device=audio_hat.device)
-    again = torch.stft(
-        audio_hat,
-        n_fft,
-        C.HOP_LENGTH,
-        window=window,
-        center=True,
-        pad_mode="constant",
-        return_complex=True,
-    )[..., : spectrum.shape[1]].transpose(1, 2)
+    window = torch.hann_window(2 * (spectrum.shape[-1] - 1), device=audio_hat.device)
+    again = analyze(audio_hat, window, spectrum.shape[1])
     return torch.linalg.norm(again - spectrum) / torch.linalg.norm(spectrum).clamp_min(1e-5)
 
 
@@ -134,17 +125,8 @@ def phase_derivative_loss(spectrum: torch.Tensor, audio: torch.Tensor) -> torch.
     audio: Tensor[B x >= 128*T]
         Target waveform.
     """
-    n_fft = 2 * (spectrum.shape[-1] - 1)
-    window = torch.hann_window(n_fft, device=audio.device)
-    target = torch.stft(
-        audio,
-        n_fft,
-        C.HOP_LENGTH,
-        window=window,
-        center=True,
-        pad_mode="constant",
-        return_complex=True,
-    )[..., : spectrum.shape[1]].transpose(1, 2)
+    window = torch.hann_window(2 * (spectrum.shape[-1] - 1), device=audio.device)
+    target = analyze(audio, window, spectrum.shape[1])
     weight = target.abs()
     weight = weight / weight.mean().clamp_min(1e-8)
     pred, true = torch.angle(spectrum), torch.angle(target)

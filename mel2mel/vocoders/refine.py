@@ -131,6 +131,17 @@ def synthesize(spec: torch.Tensor, window: torch.Tensor, envelopes: EnvelopeCach
     return (blocks * envelopes(window, t)).reshape(b, -1)
 
 
+def analyze(audio: torch.Tensor, window: torch.Tensor, frames: int) -> torch.Tensor:
+    """The STFT that :func:`synthesize` inverts, frames-major (autograd-safe): Tensor[B x N]
+    -> complex Tensor[B x frames x F], frame ``i`` centred on sample ``128 i`` (zero padding),
+    Hann ``window`` of ``N_FFT = 2 (F - 1)`` samples."""
+    spec = torch.stft(
+        audio, window.shape[0], C.HOP_LENGTH, window=window, center=True, pad_mode="constant",
+        return_complex=True,
+    )  # fmt: skip
+    return spec[..., :frames].transpose(1, 2)
+
+
 class BandedMatrix(nn.Module):
     """``x @ matrix`` for a matrix whose non-zeros lie near its diagonal, as a few dense blocks.
 
@@ -258,15 +269,7 @@ class MelMatching(nn.Module):
             magnitude = spec.abs()
         for _ in range(iterations):
             t = spec.shape[1]
-            rebuilt = torch.stft(
-                self.istft(spec),
-                n_fft=C.N_FFT,
-                hop_length=C.HOP_LENGTH,
-                window=self.window,
-                center=True,
-                pad_mode="constant",
-                return_complex=True,
-            )[..., :t].transpose(1, 2)  # [B x T x F]
+            rebuilt = analyze(self.istft(spec), self.window, t)  # [B x T x F]
             rebuilt_magnitude = rebuilt.abs()
             actual = torch.log(torch.matmul(rebuilt_magnitude, self.fbank_t).clamp_min(C.LOG_FLOOR))
             gain = (self.step * (target - actual)).clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN)
