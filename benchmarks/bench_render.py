@@ -2,8 +2,9 @@
 
 (a) Speed: 60 s of polyphonic MIDI (the example chorale of :mod:`mel2mel.examples`, played
     three times, first 60 s) rendered end to end with the default (fast) vocoder, with the
-    acoustic model alone (:meth:`Synthesizer.mel`, same windows) and end to end with
-    Griffin-Lim; seconds, times faster than real time, and the ratios.
+    acoustic model alone (:meth:`Synthesizer.mel`, same windows), with and without the
+    texture post-net where the model has one, and end to end with Griffin-Lim; seconds,
+    times faster than real time, and the ratios.
 (b) Memory: ``mel2mel render`` of a 30-minute MIDI (the chorale repeated) in a child process,
     streamed to a WAV file; its peak resident memory (``ru_maxrss`` from ``os.wait4``).
 
@@ -81,11 +82,12 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     synth = Synthesizer.from_pretrained(folder, vocoder="fast")
     seq = read_notes(midi)
     kw = {"timbre": "trumpet", "duration": seconds}
-    runs = {
-        "acoustic model alone": lambda: synth.mel(seq, **kw),
-        "end to end, fast vocoder": lambda: synth.render(seq, **kw),
-        "end to end, Griffin-Lim": lambda: synth.render(seq, vocoder="griffinlim", **kw),
-    }
+    runs = {"acoustic model alone": lambda: synth.mel(seq, texture=0, **kw)}
+    if synth.texture is not None:
+        runs["acoustic + texture post-net"] = lambda: synth.mel(seq, **kw)
+        runs["end to end, no texture"] = lambda: synth.render(seq, texture=0, **kw)
+    runs["end to end, fast vocoder"] = lambda: synth.render(seq, **kw)
+    runs["end to end, Griffin-Lim"] = lambda: synth.render(seq, vocoder="griffinlim", **kw)
     results = {name: timed(fn, repeats) for name, fn in runs.items()}
     print(f"(a) {seconds:g} s of music ({len(seq.notes)} notes in the file), median of {repeats}:")
     for name, (wall, cpu) in results.items():

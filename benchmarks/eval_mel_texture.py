@@ -11,6 +11,10 @@ the script prints
 * the log-mel MAE, and the MAE after a 3-frame moving average of the prediction (whether the
   prediction is merely noisy).
 
+Where the model has a texture post-net (:mod:`mel2mel.models.texture`), a second line per
+instrument gives the same figures for the textured mel (noise seed 0), the one the
+synthesizer vocodes.
+
 Usage::
 
     python benchmarks/eval_mel_texture.py --data data/paper10 [--model PATH] [--pieces 3]
@@ -26,7 +30,8 @@ import torch
 from scipy.ndimage import uniform_filter1d
 
 from mel2mel.data.dataset import load_item, read_manifest
-from mel2mel.models.io import load_acoustic
+from mel2mel.models.io import export_paths, load_acoustic
+from mel2mel.models.texture import load_texture, texture_noise
 from mel2mel.synthesizer import PRETRAINED_DIR
 
 DB = 20.0 / np.log(10.0)
@@ -44,31 +49,44 @@ def main(argv: list[str] | None = None) -> None:
     manifest = read_manifest(args.data)
     names = [i["name"] for i in manifest["instruments"]]
     model = load_acoustic(args.model).eval()
+    weights, desc = export_paths(args.model)
+    texture = load_texture(desc.with_suffix(""), weights)
     test = [it for it in manifest["items"] if it["split"] == "test"]
-    print("instrument         mean diff per 10 bands (dB)                    "
+    print("instrument                 mean diff per 10 bands (dB)                    "
           "frame change pred / true   MAE / smoothed")  # fmt: skip
     for name in args.instrument or names:
         k = names.index(name)
-        diffs, pred_change, true_change, mae, smooth = [], [], [], [], []
+        rows: dict[str, list[list[float]]] = {"": [], "  textured": []}
         for item in [it for it in test if it["instrument"] == k][: args.pieces]:
             data = load_item(args.data, item["id"])
             roll = torch.from_numpy(data["roll"])[None]
             with torch.inference_mode():
-                pred = model(roll, instrument=k)[0].numpy()
-            n = min(pred.shape[1], data["mel"].shape[1])
-            pred, true = pred[:, :n], data["mel"][:, :n]
+                pred = model(roll, instrument=k)
+                n = min(pred.shape[-1], data["mel"].shape[1])
+                mels = {"": pred[0, :, :n].numpy()}
+                if texture is not None:
+                    noise = texture_noise(0, 0, pred.shape[-1], texture.config.noise_channels)
+                    out = texture(pred, model.embed(k), noise[None])
+                    mels["  textured"] = out[0, :, :n].numpy()
+            true = data["mel"][:, :n]
             active = data["roll"][:88, :n].sum(0) > 0
-            diffs.append((pred[:, active] - true[:, active]).mean(1))
-            pred_change.append(np.abs(np.diff(pred[:, active], axis=1)).mean())
-            true_change.append(np.abs(np.diff(true[:, active], axis=1)).mean())
-            mae.append(np.abs(pred - true).mean())
-            smooth.append(np.abs(uniform_filter1d(pred, 3, axis=1) - true).mean())
-        bands = np.mean(diffs, 0).reshape(-1, 10).mean(1) * DB
-        print(
-            f"{name:18s} {' '.join(f'{b:+.1f}' for b in bands)}   "
-            f"{np.mean(pred_change) * DB:5.2f} / {np.mean(true_change) * DB:5.2f}"
-            f"              {np.mean(mae) * DB:.2f} / {np.mean(smooth) * DB:.2f}"
-        )
+            for label, mel in mels.items():
+                rows[label].append([
+                    *(mel[:, active] - true[:, active]).mean(1),
+                    np.abs(np.diff(mel[:, active], axis=1)).mean(),
+                    np.abs(np.diff(true[:, active], axis=1)).mean(),
+                    np.abs(mel - true).mean(),
+                    np.abs(uniform_filter1d(mel, 3, axis=1) - true).mean(),
+                ])  # fmt: skip
+        for label, values in rows.items():
+            if not values:
+                continue
+            v = np.mean(values, 0) * DB
+            bands = v[:80].reshape(-1, 10).mean(1)
+            print(
+                f"{(name + label):26s} {' '.join(f'{b:+.1f}' for b in bands)}   "
+                f"{v[80]:5.2f} / {v[81]:5.2f}              {v[82]:.2f} / {v[83]:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -289,12 +289,25 @@ def run(args: argparse.Namespace) -> None:
     synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0])
     acoustic_id = state_digest(synth.acoustic)
     res.models.append(f"acoustic {describe(args.model)} [{acoustic_id}]")
-    vocoders = {vocoder_label(v): v for v in args.vocoder}
-    voc_ids = {lab: state_digest(synth.load_vocoder(v), v) for lab, v in vocoders.items()}
-    for lab, v in vocoders.items():
+    strengths = args.texture or [synth.texture_strength]
+    strengths = strengths if synth.texture is not None else [0.0]
+    if synth.texture is not None:
+        texture_id = state_digest(synth.texture)
+        step = synth.texture.metadata.get("step")
+        listed = ", ".join(map(str, strengths))
+        res.models.append(f"texture post-net (step {step}) [{texture_id}], strengths {listed}")
+    renders = {}  # label -> (vocoder, texture strength, cache folder)
+    voc_ids = {v: state_digest(synth.load_vocoder(v), v) for v in args.vocoder}
+    for v in args.vocoder:
+        for st in strengths:
+            lab = vocoder_label(v) + (f" tex{st:g}" if len(strengths) > 1 else "")
+            tex = f"tex{texture_id}x{st:g}" if st > 0 else "plain"
+            renders[lab] = (v, st, f"ours-{acoustic_id}-{tex}-{voc_ids[v]}")
+    for v in args.vocoder:
+        lab = vocoder_label(v)
         stem = vocoder_io.pretrained_path(v) if v in vocoder_io.PRETRAINED_STEMS else None
         found = "Griffin-Lim" if v == "griffinlim" else describe(stem or v)
-        res.models.append(f"{lab}: {found} [{voc_ids[lab]}]")
+        res.models.append(f"{lab}: {found} [{voc_ids[v]}]")
     transcribe = Transcriber(args.threads)
     res.add_time("load models", time.perf_counter() - t)
     have = {i.program for i in synth.instruments()}
@@ -302,7 +315,7 @@ def run(args: argparse.Namespace) -> None:
     if missing:
         sys.exit(f"error: the acoustic model lacks instrument(s) {', '.join(missing)}")
 
-    renderers = [REFERENCE, *vocoders]
+    renderers = [REFERENCE, *renders]
     for lab in renderers:
         res.counts[lab] = {n: Counts() for n in names}
         res.clips[lab] = {n: [] for n in names}
@@ -316,7 +329,7 @@ def run(args: argparse.Namespace) -> None:
         clips.append((piece, midi, seconds, ref))
     # Renderer by renderer, so that the reference (cached after the first run) comes first.
     for lab in renderers:
-        where = "fluidsynth" if lab == REFERENCE else f"ours-{acoustic_id}-{voc_ids[lab]}"
+        where = "fluidsynth" if lab == REFERENCE else renders[lab][2]
         t_lab = time.perf_counter()
         for k, (piece, midi, seconds, ref) in enumerate(clips):
             for idx, inst in enumerate(instruments):
@@ -325,8 +338,9 @@ def run(args: argparse.Namespace) -> None:
                 if not wav.is_file():
                     t = time.perf_counter()
                     if lab != REFERENCE:
+                        v, st, _ = renders[lab]
                         audio = synth.render(
-                            midi, prog, vocoder=vocoders[lab], start=0, duration=seconds
+                            midi, prog, vocoder=v, start=0, duration=seconds, texture=st
                         )
                         write_wav(wav, audio)
                     elif (piece["id"], idx) in items and not args.rerender:
@@ -400,6 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         "--vocoder", action="append", help="fast, griffinlim, wavenet or PATH (repeatable)"
     )
     ap.add_argument("--model", help="acoustic export (default: the shipped model)")
+    ap.add_argument(
+        "--texture", action="append", type=float,
+        help="texture strength of our renders (repeatable, e.g. --texture 0 --texture 1; "
+        "default: the post-net's own); ignored for a model without a texture post-net",
+    )  # fmt: skip
     ap.add_argument("--soundfont", help="reference SoundFont (default: the dataset's)")
     ap.add_argument("--cache", default="/tmp/mel2mel-eval", help="renders, notes, features")
     ap.add_argument("--clip-seconds", type=float, default=3.0, help="classifier clip length")

@@ -179,11 +179,11 @@ def run_render(args: argparse.Namespace) -> int:
     from mel2mel.synthesizer import Synthesizer
 
     with TwoPassWriter(out) as writer:
-        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder)
+        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=args.seed)
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
         chunks = synth.stream(
             src, timbre, start=start, duration=duration, tracks=tracks, tail=tail,
-            progress=not args.quiet and sys.stderr.isatty(),
+            progress=not args.quiet and sys.stderr.isatty(), texture=args.texture,
         )  # fmt: skip
         writer.write(chunks)
         gain = output_gain(writer.peak, args.normalize)
@@ -246,6 +246,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default): the fast vocoder if installed, else Griffin-Lim",
     )
     add_refine_argument(p)
+    p.add_argument(
+        "--texture",
+        type=float,
+        metavar="S",
+        help="strength of the texture post-net's beating/chorus/modulation: 0 (none, the "
+        "acoustic model's steady mel) to 4; default: the model's (0.85 for the shipped one). "
+        "No effect on a model without a post-net",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the texture's noise (0)")
     p.add_argument("--start", metavar="S", help="start time, seconds or M:SS (default 0)")
     p.add_argument("--duration", metavar="S", help="seconds to render (default: to the end)")
     p.add_argument("--tail", default="1", metavar="S", help="seconds after the last note (1)")

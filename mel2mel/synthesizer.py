@@ -23,10 +23,14 @@ Timbre specifications are described in :mod:`mel2mel.timbre`. How a render runs:
    frames, cross-faded linearly in the log domain. A piece that fits in one window
    (``exact_frames`` = 4016 frames, 32 s, by default) runs through the whole BiLSTM at once,
    exactly.
-3. The vocoder consumes the mel as it arrives, with its own context (the fast vocoder carries
+3. The texture post-net, when the model has one (:mod:`mel2mel.models.texture`), adds the
+   frame-to-frame texture a squared-error model averages out, on chunks of
+   ``TEXTURE_CHUNK_FRAMES`` with its receptive field as context; its noise is a function of
+   the frame and the seed, so a render is reproducible and chunking does not change it.
+4. The vocoder consumes the mel as it arrives, with its own context (the fast vocoder carries
    its running phase and reproduces its one-pass output; Griffin-Lim and WaveNet overlap and
    cross-fade chunks as their own ``vocode_stream`` / batched generation do).
-4. Per-track timbres: each part is rendered separately through the acoustic model *and* the
+5. Per-track timbres: each part is rendered separately through the acoustic model *and* the
    vocoder and the audio is summed. Audio adds exactly, while magnitudes of a sum do not
    (overlapping partials interfere), and each vocoder input stays a single-instrument mel with
    its own notes, as in training. The vocoder runs once per part.
@@ -53,6 +57,7 @@ from mel2mel.errors import UserError
 from mel2mel.midi import MidiSource, Note, NoteSequence, read_notes, time_to_frame
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.io import export_paths, load_acoustic
+from mel2mel.models.texture import TexturePostnet, load_texture, texture_noise
 from mel2mel.timbre import InstrumentInfo, Timbre, TimbreSpace, TimbreSpec, parse_time
 from mel2mel.vocoders import io as vocoder_io
 from mel2mel.vocoders.base import Vocoder, crossfade_curves
@@ -63,6 +68,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 TAIL_SECONDS = 1.0
 PREROLL_FRAMES = 32  # vocoded before --start and dropped, so the vocoder has left context
 VOCODER_CHUNK_FRAMES = 1000
+TEXTURE_CHUNK_FRAMES = 2000
 WAVENET_CHUNK_FRAMES = 2000  # batched generation splits each chunk into parallel streams
 WAVENET_WARMUP_FRAMES, WAVENET_CROSSFADE_FRAMES = 4, 2  # as generate_batched's seams
 
@@ -134,6 +140,7 @@ class _Plan:
     total: int
     first: int
     stop: int
+    texture: float
 
 
 class _Frames:
@@ -198,6 +205,13 @@ def vocode_frames(voc: Vocoder, frames: _Frames, lo: int, hi: int) -> Iterator[n
     )  # fmt: skip
 
 
+def _check_strength(value: float) -> float:
+    strength = float(value)
+    if not 0.0 <= strength <= 4.0:
+        raise UserError(f"texture strength must be between 0 and 4, got {value}")
+    return strength
+
+
 def _library(spec: Any) -> Any:
     """The :class:`TimbreLibrary` of a ``timbre_library`` argument (``False``: none)."""
     from mel2mel.timbre_library import TimbreLibrary
@@ -231,6 +245,14 @@ class Synthesizer:
         Where timbre names that are not instruments are looked up (lazily): ``None`` for the
         default :class:`~mel2mel.timbre_library.TimbreLibrary`, a library or its folder, or
         ``False`` for none.
+    texture:
+        The :class:`~mel2mel.models.texture.TexturePostnet` trained on ``acoustic``'s
+        predictions, or ``None`` to vocode the acoustic model's mel as it is.
+    texture_strength:
+        Default scale of the added texture (``render(texture=...)`` overrides it; 0: none);
+        ``None``: the post-net's own ``default_strength`` (chosen when it was exported).
+    seed:
+        Seed of the texture's noise (part ``k`` of a per-track render uses ``seed + k``).
     """
 
     sample_rate: int = C.SAMPLE_RATE
@@ -247,13 +269,23 @@ class Synthesizer:
         crossfade_frames: int = 16,
         batch_windows: int = 4,
         timbre_library: Any = None,
+        texture: TexturePostnet | None = None,
+        texture_strength: float | None = None,
+        seed: int = 0,
     ) -> None:
         if min(chunk_frames, batch_windows) < 1 or min(context_frames, crossfade_frames) < 0:
             raise ValueError("chunk_frames and batch_windows must be >= 1, the others >= 0")
+        if texture is not None and texture.config.embedding_dim != acoustic.embedding_dim:
+            raise ValueError("the texture post-net's embedding size differs from the model's")
         if crossfade_frames > context_frames:
             raise ValueError("crossfade_frames cannot exceed context_frames")
         self.device = torch.device(device)
         self.acoustic = acoustic.to(self.device).eval()
+        self.texture = None if texture is None else texture.to(self.device).eval()
+        if texture_strength is None:
+            texture_strength = 1.0 if texture is None else texture.default_strength
+        self.texture_strength = _check_strength(texture_strength)
+        self.seed = int(seed)
         self.timbres = TimbreSpace.from_model(acoustic, library=_library(timbre_library))
         self.model_dir = None if model_dir is None else Path(model_dir)
         self.chunk_frames, self.context_frames = chunk_frames, context_frames
@@ -271,6 +303,7 @@ class Synthesizer:
         path: str | Path | None = None,
         vocoder: Vocoder | str = "auto",
         device: str | torch.device = "cpu",
+        texture: bool = True,
         **kwargs: Any,
     ) -> Synthesizer:
         """Load the shipped models, or a user's export.
@@ -279,8 +312,11 @@ class Synthesizer:
         ----------
         path:
             ``None`` for ``mel2mel/pretrained``; else a folder holding ``acoustic.json`` +
-            ``acoustic.safetensors`` (and optionally ``fast_vocoder.*`` / ``wavenet.*``), or
-            the prefix or either file of an acoustic export.
+            ``acoustic.safetensors`` (and optionally ``acoustic_texture.*``,
+            ``fast_vocoder.*`` / ``wavenet.*``), or the prefix or either file of an acoustic
+            export (whose texture post-net is ``<prefix>_texture.*``).
+        texture:
+            Load the acoustic model's texture post-net if it has one (``False``: never).
         vocoder, device, kwargs:
             As in :class:`Synthesizer`.
 
@@ -299,7 +335,9 @@ class Synthesizer:
                 )
             raise UserError(f"no exported acoustic model at {path} (looked for {desc})")
         model = load_acoustic(where, device=device)
-        return cls(model, vocoder, device=device, model_dir=desc.parent, **kwargs)
+        weights = export_paths(where)[0]
+        post = load_texture(desc.with_suffix(""), weights, device) if texture else None
+        return cls(model, vocoder, device=device, model_dir=desc.parent, texture=post, **kwargs)
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -366,6 +404,7 @@ class Synthesizer:
         start: float | str | None,
         duration: float | str | None,
         tail: float | str,
+        texture: float | None = None,
     ) -> _Plan:
         """Read and check everything before any audio is made (errors come first)."""
         seq = midi if isinstance(midi, NoteSequence) else read_notes(midi)
@@ -396,12 +435,54 @@ class Synthesizer:
             rest = [n for p, notes in parts.items() if p not in chosen for n in notes]
             groups = [(rest, main)] if rest else []
             groups += [(parts[k], t) for k, t in sorted(chosen.items())]
-        return _Plan([(NoteRoll(n, total), t) for n, t in groups], total, first, stop)
+        strength = self.texture_strength if texture is None else _check_strength(texture)
+        rolls = [(NoteRoll(n, total), t) for n, t in groups]
+        return _Plan(rolls, total, first, stop, strength)
 
     def _mel_stream(
+        self, roll: NoteRoll, timbre: Timbre, lo: int, hi: int, strength: float, seed: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The log-mel of frames ``[lo, hi)`` in consecutive pieces: the acoustic model's,
+        with texture of ``strength`` from noise seeded by ``seed`` when there is a post-net.
+
+        Yields
+        ------
+        ``(Tensor[N_MELS x n], Tensor[ROLL_CHANNELS x n])``: the mel and roll of the next
+        ``n`` frames, on the device.
+        """
+        chunks = self._acoustic_stream(roll, timbre, lo, hi)
+        if self.texture is None or strength == 0:
+            return chunks
+        return self._texture_stream(chunks, timbre, lo, hi, strength, seed)
+
+    def _texture_stream(
+        self, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], timbre: Timbre, lo: int,
+        hi: int, strength: float, seed: int,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        """``chunks`` (frames ``[lo, hi)``) through the texture post-net, in pieces of
+        ``TEXTURE_CHUNK_FRAMES`` with its receptive field as context on both sides."""
+        assert self.texture is not None
+        frames, ctx = _Frames(chunks, lo), self.texture.context_frames
+        z = self.texture.config.noise_channels
+        for s in range(lo, hi, TEXTURE_CHUNK_FRAMES):
+            e = min(hi, s + TEXTURE_CHUNK_FRAMES)
+            a, b = max(lo, s - ctx), min(hi, e + ctx)
+            mel, roll = frames.fetch(a, b)
+            if timbre.is_static:
+                emb = torch.from_numpy(timbre.vector()[None])
+            else:
+                emb = torch.from_numpy(timbre.at_frames(a, b - a)[None])
+            noise = texture_noise(seed, a, b, z)[None]
+            with torch.inference_mode():
+                dev = self.device
+                out = self.texture(mel[None], emb.to(dev), noise.to(dev), strength)[0]
+            frames.release(e - ctx)
+            yield out[:, s - a : e - a], roll[:, s - a : e - a]
+
+    def _acoustic_stream(
         self, roll: NoteRoll, timbre: Timbre, lo: int, hi: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Predicted log-mel of frames ``[lo, hi)`` in consecutive pieces.
+        """The acoustic model's log-mel of frames ``[lo, hi)`` in consecutive pieces.
 
         Yields
         ------
@@ -453,17 +534,18 @@ class Synthesizer:
         start: float | str | None = None,
         duration: float | str | None = None,
         tail: float | str = TAIL_SECONDS,
+        texture: float | None = None,
     ) -> np.ndarray:
-        """The predicted natural-log mel of a piece, ``float32[N_MELS x T]``.
+        """The natural-log mel of a piece that the vocoder would get, ``float32[N_MELS x T]``.
 
         ``T`` covers ``start`` .. ``start + duration`` (default: the whole piece plus
-        ``tail`` seconds). Arguments as in :meth:`render`.
+        ``tail`` seconds). Arguments as in :meth:`render`; ``texture=0`` gives the acoustic
+        model's own prediction.
         """
-        plan = self._plan(midi, timbre, None, start, duration, tail)
+        plan = self._plan(midi, timbre, None, start, duration, tail, texture)
         roll, t = plan.groups[0]
-        parts = [
-            m.float().cpu().numpy() for m, _ in self._mel_stream(roll, t, plan.first, plan.stop)
-        ]
+        stream = self._mel_stream(roll, t, plan.first, plan.stop, plan.texture, self.seed)
+        parts = [m.float().cpu().numpy() for m, _ in stream]
         return np.concatenate(parts, axis=1)
 
     def stream(
@@ -477,6 +559,7 @@ class Synthesizer:
         tracks: Mapping[int, TimbreSpec] | None = None,
         tail: float | str = TAIL_SECONDS,
         progress: bool = False,
+        texture: float | None = None,
     ) -> Iterator[np.ndarray]:
         """Render chunk by chunk with bounded memory, whatever the length of the piece.
 
@@ -488,7 +571,7 @@ class Synthesizer:
         Iterator of ``float32[n]`` arrays (about 8 s each) that concatenate to
         :meth:`render`'s output.
         """
-        plan = self._plan(midi, timbre, tracks, start, duration, tail)
+        plan = self._plan(midi, timbre, tracks, start, duration, tail, texture)
         voc = self.vocoder if vocoder is None else self.load_vocoder(vocoder)
         return self._audio(plan, voc, progress)
 
@@ -496,10 +579,10 @@ class Synthesizer:
         from tqdm import tqdm
 
         lo = max(0, plan.first - PREROLL_FRAMES)
-        streams = [
-            vocode_frames(voc, _Frames(self._mel_stream(roll, t, lo, plan.stop), lo), lo, plan.stop)
-            for roll, t in plan.groups
-        ]
+        streams = []
+        for k, (roll, t) in enumerate(plan.groups):
+            mels = self._mel_stream(roll, t, lo, plan.stop, plan.texture, self.seed + k)
+            streams.append(vocode_frames(voc, _Frames(mels, lo), lo, plan.stop))
         skip = (plan.first - lo) * C.HOP_LENGTH
         seconds = (plan.stop - plan.first) / C.FRAME_RATE
         with tqdm(
@@ -524,6 +607,7 @@ class Synthesizer:
         tracks: Mapping[int, TimbreSpec] | None = None,
         tail: float | str = TAIL_SECONDS,
         progress: bool = False,
+        texture: float | None = None,
     ) -> np.ndarray:
         """Synthesize a MIDI file.
 
@@ -549,6 +633,9 @@ class Synthesizer:
             Seconds rendered after the last note ends (release, reverb).
         progress:
             Show a progress bar on stderr (once a render has taken more than a second).
+        texture:
+            Scale of the texture post-net's texture, 0 (none) to about 1.5; ``None``: the
+            synthesizer's ``texture_strength``. Without a post-net it has no effect.
 
         Returns
         -------
@@ -564,6 +651,7 @@ class Synthesizer:
                 tracks=tracks,
                 tail=tail,
                 progress=progress,
+                texture=texture,
             )
         )
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)

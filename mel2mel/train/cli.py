@@ -29,10 +29,12 @@ from mel2mel.errors import UserError
 TRAIN_COMMANDS: tuple[str, ...] = (
     "mel2mel.train.cli:add_train_acoustic",
     "mel2mel.train.vocoder:add_train_vocoder",
+    "mel2mel.train.texture:add_train_texture",
 )
 EXPORT_COMMANDS: tuple[str, ...] = (
     "mel2mel.train.cli:add_export_acoustic",
     "mel2mel.train.vocoder:add_export_vocoder",
+    "mel2mel.train.texture:add_export_texture",
 )
 
 

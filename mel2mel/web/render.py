@@ -90,8 +90,9 @@ def _variant(synth: Synthesizer, which: str) -> Synthesizer:
     if key not in _parts.synths:
         kwargs = QUICK if which == "quick" else MEDIUM
         _parts.synths[key] = Synthesizer(
-            synth.acoustic, synth.vocoder, device=synth.device, **kwargs
-        )
+            synth.acoustic, synth.vocoder, device=synth.device, texture=synth.texture,
+            texture_strength=synth.texture_strength, seed=synth.seed, **kwargs,
+        )  # fmt: skip
     return _parts.synths[key]
 
 

@@ -1,0 +1,413 @@
+"""The texture post-net's adversarial training loop (command and config:
+:mod:`mel2mel.train.texture`).
+
+1. The frozen acoustic model predicts the log-mel of every train and valid item once, exactly
+   (whole pieces, as the synthesizer runs them); the predictions are cached in the run
+   directory under the digest of the acoustic weights.
+2. Each step draws random crops holding the true mel, the prediction and the instrument, and
+   takes a least-squares GAN step: the discriminator learns to tell true mels from textured
+   predictions, both given the prediction and the instrument (a conditional discriminator, so
+   it judges "is this the texture of this instrument playing this?"), then the post-net
+   (:class:`~mel2mel.models.texture.TexturePostnet`) takes a step on the adversarial loss, the
+   feature-matching loss, the level-keeping loss and the change-matching loss.
+
+The discriminator has two branches: a 2-D one over (mel bin, frame) patches, which sees the
+local fine structure, and a 1-D one over frames with all bins as channels, which sees
+modulation shared across bins (the beating of an organ moves all its partials). Both end in a
+projection on a learned per-instrument vector (Miyato & Koyama 2018).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from mel2mel import constants as C
+from mel2mel.data.corpus import slugify
+from mel2mel.data.dataset import _crop, read_manifest, roll_path
+from mel2mel.errors import UserError
+from mel2mel.fileio import atomic_write
+from mel2mel.models.acoustic import Mel2Mel, UnknownInstrumentError, resolve_instrument
+from mel2mel.models.io import export_paths, load_acoustic
+from mel2mel.models.texture import (
+    MEL_CENTER,
+    MEL_SCALE,
+    TexturePostnet,
+    save_texture,
+    texture_noise,
+    weights_digest,
+)
+from mel2mel.train import checkpoint as ckpt
+from mel2mel.train.data import SeededCrops
+from mel2mel.train.distributed import DistInfo, all_reduce_sum, init_distributed
+from mel2mel.train.logger import RunLogger
+from mel2mel.train.loop import (
+    ThroughputWindow,
+    TrainerBase,
+    TrainResult,
+    checkpoint_to_resume,
+    lr_lambda,
+    run_session,
+)
+from mel2mel.train.texture import TextureRunConfig
+
+KIND = "texture"
+DB_PER_NEPER = 20.0 / math.log(10.0)
+LEAK = 0.2
+
+
+class Discriminator(nn.Module):
+    """Conditional two-branch discriminator on log-mels.
+
+    Parameters
+    ----------
+    n_instruments:
+        Instruments of the dataset (rows of the projection table).
+    n_mels:
+        Mel bins.
+    channels:
+        Width c of the 2-D branch (c, 2c, 4c, 4c channels); the 1-D branch has 4c.
+    """
+
+    def __init__(self, n_instruments: int, n_mels: int = C.N_MELS, channels: int = 16) -> None:
+        super().__init__()
+        c, w = channels, 4 * channels
+        # strided from the first layer: a full-resolution 2-D layer would cost more than all
+        # the rest of the training step on a CPU
+        shapes2d = [(2, c, 2), (c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1)]
+        self.conv2d = nn.ModuleList(
+            nn.Conv2d(i, o, (3, 5), stride=(s, s), padding=(1, 2)) for i, o, s in shapes2d
+        )
+        self.out2d = nn.Conv2d(4 * c, 1, 3, padding=1)
+        shapes1d = [(2 * n_mels, w, 1, 1), (w, w, 2, 1), (w, w, 1, 2)]
+        self.conv1d = nn.ModuleList(
+            nn.Conv1d(i, o, 5, stride=s, dilation=d, padding=2 * d) for i, o, s, d in shapes1d
+        )
+        self.out1d = nn.Conv1d(w, 1, 3, padding=1)
+        self.project2d = nn.Embedding(n_instruments, 4 * c)
+        self.project1d = nn.Embedding(n_instruments, w)
+        for table in (self.project2d, self.project1d):
+            nn.init.normal_(table.weight, std=0.02)
+
+    def forward(
+        self, mel: torch.Tensor, condition: torch.Tensor, instrument: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Score mels.
+
+        Parameters
+        ----------
+        mel: Tensor[B x n_mels x T]
+            True or textured log-mels.
+        condition: Tensor[B x n_mels x T]
+            The acoustic model's predictions for them.
+        instrument: Tensor[B] (int64)
+            Dataset instrument indices.
+
+        Returns
+        -------
+        (logits, features): ``[Tensor[B x 1 x F' x T'], Tensor[B x 1 x T'']]`` real-vs-fake
+        scores of the two branches, and every hidden layer's activations.
+        """
+        x = (torch.stack([mel, condition], dim=1) - MEL_CENTER) / MEL_SCALE  # B x 2 x F x T
+        feats: list[torch.Tensor] = []
+        h = x
+        for conv in self.conv2d:
+            h = F.leaky_relu(conv(h), LEAK)
+            feats.append(h)
+        proj = (h * self.project2d(instrument)[:, :, None, None]).sum(1, keepdim=True)
+        logits = [self.out2d(h) + proj]
+        h = x.flatten(1, 2)  # B x 2F x T
+        for conv in self.conv1d:
+            h = F.leaky_relu(conv(h), LEAK)
+            feats.append(h)
+        proj = (h * self.project1d(instrument)[:, :, None]).sum(1, keepdim=True)
+        logits.append(self.out1d(h) + proj)
+        return logits, feats
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def prediction_path(cache: Path, item_id: str) -> Path:
+    return cache / f"{item_id}.pred.npy"
+
+
+@torch.inference_mode()
+def predict_items(
+    acoustic: Mel2Mel, data: Path, items: list[dict[str, Any]], rows: list[int], cache: Path,
+    progress: bool = True,
+) -> None:  # fmt: skip
+    """Cache the acoustic model's exact prediction (float16[80 x frames]) of every item that
+    lacks one; ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
+    todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
+    for it in tqdm(todo, desc="predicting", unit="item", disable=not progress):
+        roll = np.load(roll_path(data, it["piece"]), mmap_mode="r")
+        roll = torch.from_numpy(_crop(roll, 0, it["frames"], 0.0, 127.0))[None]
+        mel = acoustic.infer(roll, instrument=rows[it["instrument"]])[0]
+        out = prediction_path(cache, it["id"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda tmp, m=mel: np.save(tmp, m.numpy().astype(np.float16)), ".npy")
+
+
+class PairCrops(SeededCrops):
+    """:class:`SeededCrops` that also return the cached prediction of the crop (``"pred"``,
+    float32 Tensor[80 x crop_frames])."""
+
+    def __init__(self, *args: Any, cache: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache = cache
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        out = super().__getitem__(index)
+        item = self.items[out["item"]]
+        pred = np.load(prediction_path(self.cache, item["id"]), mmap_mode="r")
+        out["pred"] = torch.from_numpy(_crop(pred, out["start"], self.crop_frames, C.LOG_SILENCE))
+        return out
+
+
+def band_change(mel: torch.Tensor, active: torch.Tensor, bands: int = 8) -> torch.Tensor:
+    """Mean absolute frame-to-frame change of ``mel`` Tensor[B x F x T] over pairs of active
+    frames (``active`` bool Tensor[B x T]), per sequence and group of ``F // bands`` bins:
+    Tensor[B x bands] (nats); 0 where a sequence has no active pair."""
+    both = (active[:, 1:] & active[:, :-1]).unsqueeze(1).to(mel)
+    diff = (mel[..., 1:] - mel[..., :-1]).abs() * both
+    b, f, t = diff.shape
+    per = diff.reshape(b, bands, f // bands, t).sum((2, 3))
+    return per / (both.sum((1, 2)) * (f // bands)).clamp_min(1).unsqueeze(1)
+
+
+def frame_change(mel: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change of a mel bin from one frame to the next, over pairs of active
+    frames: ``mel`` Tensor[B x F x T], ``active`` bool Tensor[B x T] -> scalar (nats)."""
+    both = (active[:, 1:] & active[:, :-1]).unsqueeze(1)
+    diff = (mel[..., 1:] - mel[..., :-1]).abs() * both
+    return diff.sum() / (both.sum() * mel.shape[1]).clamp_min(1)
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+
+class _TextureTrainer(TrainerBase):
+    """State and steps of one texture training session."""
+
+    kind = KIND
+
+    def __init__(self, data: Path, run_dir: Path, config: TextureRunConfig, info: DistInfo):
+        self.data, self.run_dir, self.info = data, run_dir, info
+        t = config.train
+        source = t.acoustic or str(export_paths(Path(__file__).parents[1] / "pretrained")[0])
+        acoustic = load_acoustic(source, device=info.device)
+        self.acoustic_weights = export_paths(source)[0]
+        self.acoustic_digest = weights_digest(self.acoustic_weights)
+        manifest = read_manifest(data)
+        try:
+            self.rows = [resolve_instrument(acoustic.instruments, i["name"]) for i in
+                         manifest["instruments"]]  # fmt: skip
+        except UnknownInstrumentError as err:
+            raise UserError(f"the dataset's instruments do not fit {source}: {err}") from err
+        self.table = acoustic.embedding.weight.detach()[torch.tensor(self.rows)].to(info.device)
+        model = {**config.model, "embedding_dim": acoustic.embedding_dim}
+        self.config = config = dataclasses.replace(config, model=model)
+        cache = run_dir / f"predicted-{self.acoustic_digest}"
+        if info.is_main:
+            splits = ("train", "valid")
+            items = [it for it in manifest["items"] if it["split"] in splits]
+            predict_items(acoustic, data, items, self.rows, cache)
+        if info.distributed:
+            torch.distributed.barrier()
+        del acoustic
+
+        torch.manual_seed(t.seed)
+        self.model = TexturePostnet(config.model_config()).to(info.device)
+        self.model.metadata = {"acoustic": str(source)}
+        if t.init_from:
+            self.model.load_state_dict(ckpt.load_checkpoint(t.init_from, kind=KIND)["model"])
+        self.disc = Discriminator(len(self.rows), channels=t.disc_channels).to(info.device)
+        self.gen: nn.Module = self.model
+        self.dnet: nn.Module = self.disc
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            self.gen = DistributedDataParallel(self.model, device_ids=ids)
+            self.dnet = DistributedDataParallel(self.disc, device_ids=ids)
+
+        def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+            floor = t.min_lr / t.lr
+            return torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: lr_lambda(s, warmup=t.warmup_steps, total=t.steps, floor=floor)
+            )
+
+        adam = {"lr": t.lr, "betas": t.betas, "weight_decay": t.weight_decay}
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), **adam)
+        self.d_optimizer = torch.optim.AdamW(self.disc.parameters(), **adam)
+        self.scheduler, self.d_scheduler = schedule(self.optimizer), schedule(self.d_optimizer)
+        common = {"seed": t.seed, "cache": cache}
+        self.valid_set = PairCrops(
+            data, "valid", t.valid_crop_frames, crops_per_item=t.valid_crops_per_item,
+            random_crops=False, **common,
+        )  # fmt: skip
+        self.use_train_set(PairCrops(data, "train", t.crop_frames, random_crops=True, **common),
+                           "items")  # fmt: skip
+        self.terms = torch.zeros(6, dtype=torch.float64)  # d, adv, fm, level, change, count
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state["metadata"].update(
+            acoustic=str(self.acoustic_weights), acoustic_digest=self.acoustic_digest
+        )
+        return {
+            **state,
+            "disc": self.disc.state_dict(),
+            "disc_optimizer": self.d_optimizer.state_dict(),
+            "disc_scheduler": self.d_scheduler.state_dict(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state["config"]["model"] != self.config.to_dict()["model"]:
+            raise UserError(
+                f"the checkpoint's post-net differs from this run's: {state['config']['model']}"
+            )
+        if state["metadata"].get("acoustic_digest") != self.acoustic_digest:
+            raise UserError("the checkpoint was trained on another acoustic model")
+        super().restore(state)
+        self.disc.load_state_dict(state["disc"])
+        self.d_optimizer.load_state_dict(state["disc_optimizer"])
+        self.d_scheduler.load_state_dict(state["disc_scheduler"])
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """A discriminator step, then a post-net step; returns the post-net's (loss, norm)."""
+        t, dev = self.config.train, self.info.device
+        true, pred = batch["mel"].to(dev), batch["pred"].to(dev)
+        inst = batch["instrument"].to(dev)
+        b = true.shape[0]
+        noise = torch.randn(b, self.model.config.noise_channels, true.shape[-1], device=dev)
+        fake = self.gen(pred, self.table[inst], noise)
+        cond, both_inst = torch.cat([pred, pred]), torch.cat([inst, inst])
+
+        logits, _ = self.dnet(torch.cat([true, fake.detach()]), cond, both_inst)
+        d_loss = sum(((x[:b] - 1) ** 2).mean() + (x[b:] ** 2).mean() for x in logits)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        nn.utils.clip_grad_norm_(self.disc.parameters(), t.grad_clip or float("inf"))
+        self.d_optimizer.step()
+        self.d_scheduler.step()
+
+        logits, feats = self.dnet(torch.cat([true, fake]), cond, both_inst)
+        adv = sum(((x[b:] - 1) ** 2).mean() for x in logits)
+        fm = sum(F.l1_loss(f[b:], f[:b].detach()) for f in feats) / len(feats)
+        k = t.mean_frames
+        level = F.avg_pool1d(fake - pred, k, stride=max(1, k // 4)).abs().mean()
+        loss = adv + t.fm_weight * fm + t.mean_weight * level
+        change = torch.zeros(())
+        if t.change_weight:
+            active = batch["roll"][:, : C.N_KEYS].to(dev).sum(1) > 0
+            change = (band_change(fake, active) - band_change(true, active)).abs().mean()
+            loss = loss + t.change_weight * change
+        values = [d_loss.item(), adv.item(), fm.item(), level.item(), change.item(), 1.0]
+        self.terms += torch.tensor(values, dtype=torch.float64)
+        return self.optimize(loss)
+
+    def train_scalars(self, window: ThroughputWindow, frames_per_step: int) -> dict[str, float]:
+        scalars = super().train_scalars(window, frames_per_step)
+        terms = all_reduce_sum(self.terms, self.info)
+        self.terms = torch.zeros_like(self.terms)
+        n = max(float(terms[-1]), 1.0)
+        names = ("train/d_loss", "train/adv", "train/fm", "train/level", "train/change")
+        return {**scalars, **{k: float(v) / n for k, v in zip(names, terms[:5], strict=True)}}
+
+    @torch.no_grad()
+    def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
+        """Frame-to-frame change of true, predicted and textured mels over active frames (per
+        instrument and overall, dB), the level shift of the texture and the textured MAE."""
+        n_inst = len(self.rows)
+        sums = torch.zeros(n_inst, 6, dtype=torch.float64)  # true, pred, fake, shift, mae, n
+        self.model.eval()
+        for i in range(self.info.rank, len(self.valid_set), self.info.world_size):
+            item = self.valid_set[i]
+            true, pred = item["mel"][None], item["pred"][None]
+            k = int(item["instrument"])
+            noise = texture_noise(i, 0, true.shape[-1], self.model.config.noise_channels)[None]
+            dev = self.info.device
+            fake = self.model(pred.to(dev), self.table[k][None], noise.to(dev)).cpu()
+            active = item["roll"][None, : C.N_KEYS].sum(1) > 0
+            mask = active.unsqueeze(1).expand_as(true)
+            vals = [frame_change(m, active) for m in (true, pred, fake)]
+            vals += [((fake - pred)[mask]).mean(), (fake - true).abs().mean(), 1.0]
+            sums[k] += torch.tensor([float(v) for v in vals], dtype=torch.float64)
+        self.model.train()
+        sums = all_reduce_sum(sums, self.info)
+        seen = sums[:, -1] > 0
+        if not seen.any():
+            return {}
+        per = sums[seen, :5] / sums[seen, -1:] * DB_PER_NEPER
+        mean = per.mean(0)
+        out = {
+            "valid/change_true_db": float(mean[0]),
+            "valid/change_pred_db": float(mean[1]),
+            "valid/change_textured_db": float(mean[2]),
+            "valid/level_shift_db": float(mean[3]),
+            "valid/mae_db": float(mean[4]),
+        }
+        names = [i["name"] for i in read_manifest(self.data)["instruments"]]
+        for k, row in zip(torch.nonzero(seen).flatten().tolist(), per, strict=True):
+            out[f"valid/ratio_{slugify(names[k])}"] = float(row[2] / row[0])
+        return out
+
+
+def train_texture(
+    data: str | Path,
+    run_dir: str | Path,
+    config: TextureRunConfig,
+    *,
+    resume: bool | str | Path | None = None,
+    stop_at: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or continue training) a texture post-net; arguments as in
+    :func:`mel2mel.train.loop.train_acoustic`."""
+    data, run_dir = Path(data), Path(run_dir)
+    info = init_distributed(device)
+    start_from = checkpoint_to_resume(run_dir, resume)
+    trainer = _TextureTrainer(data, run_dir, config, info)
+    if start_from is not None:
+        trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device, kind=KIND))
+    end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
+    return run_session(trainer, end, progress)
+
+
+def export_texture_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, name: str = "acoustic", force: bool = False,
+    strength: float = 1.0,
+) -> tuple[Path, Path]:  # fmt: skip
+    """Write ``<out>/<name>_texture.safetensors`` + ``.json`` from a texture checkpoint (or run
+    directory), without the discriminator and optimizer states; ``strength`` is the default
+    strength a synthesizer will use."""
+    from mel2mel.models.texture import texture_paths
+
+    state = ckpt.load_checkpoint(checkpoint, kind=KIND)
+    config = TextureRunConfig.from_dict(state["config"])
+    model = TexturePostnet(config.model_config())
+    model.load_state_dict(state["model"])
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    existing = [p for p in texture_paths(out / name) if p.exists()]
+    if existing and not force:
+        raise UserError(f"{existing[0]} exists; pass -f to overwrite")
+    meta = state["metadata"]
+    info = {"step": state["step"], "train": config.train.to_dict(), "data": meta.get("data")}
+    info["valid"] = meta.get("valid", {})
+    return save_texture(model, out / name, meta["acoustic_digest"], info, strength)
