@@ -91,7 +91,7 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     results = {name: timed(fn, repeats) for name, fn in runs.items()}
     print(f"(a) {seconds:g} s of music ({len(seq.notes)} notes in the file), median of {repeats}:")
     for name, (wall, cpu) in results.items():
-        print(f"    {name:26s} {wall:6.3f} s (CPU {cpu:6.3f} s) = {seconds / wall:6.1f}x real time")
+        print(f"    {name:28s} {wall:6.3f} s (CPU {cpu:6.3f} s) = {seconds / wall:6.1f}x real time")
     acoustic = results["acoustic model alone"][0]
     for name in list(results)[1:]:
         print(f"    {name} / acoustic alone: {results[name][0] / acoustic:.2f}x")

@@ -12,8 +12,8 @@ the script prints
   prediction is merely noisy).
 
 Where the model has a texture post-net (:mod:`mel2mel.models.texture`), a second line per
-instrument gives the same figures for the textured mel (noise seed 0), the one the
-synthesizer vocodes.
+instrument gives the same figures for the textured mel (noise seed 0, the post-net's default
+strength), the one the synthesizer vocodes.
 
 Usage::
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                 mels = {"": pred[0, :, :n].numpy()}
                 if texture is not None:
                     noise = texture_noise(0, 0, pred.shape[-1], texture.config.noise_channels)
-                    out = texture(pred, model.embed(k), noise[None])
+                    out = texture(pred, model.embed(k), noise[None], texture.default_strength)
                     mels["  textured"] = out[0, :, :n].numpy()
             true = data["mel"][:, :n]
             active = data["roll"][:88, :n].sum(0) > 0

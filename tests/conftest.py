@@ -283,14 +283,19 @@ def train_two_ranks(train: Callable[[str, Path], object], data: Path, out: Path)
 def piano_trumpet_model(seed: int = 0):
     """A debug-size :class:`~mel2mel.models.Mel2Mel` with Grand Piano and Trumpet, in eval
     mode; its FiLM layers (identity at init) are randomized so that the instrument matters."""
+    return debug_model([("Grand Piano", 0), ("Trumpet", 56)], seed)
+
+
+def debug_model(instruments: Sequence[tuple[str, int]], seed: int = 0):
+    """A debug-size Mel2Mel with these (name, program) instruments, FiLM randomized."""
     import torch
 
     from mel2mel.models import AcousticConfig, Instrument, Mel2Mel
 
     torch.manual_seed(seed)
     model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
+        AcousticConfig.preset("debug", n_instruments=len(instruments)),
+        [Instrument(name, program) for name, program in instruments],
     )
     with torch.no_grad():
         for p in (*model.film_in.parameters(), *model.film_out.parameters()):

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import state_max_diff, train_two_ranks, write_midi
+from conftest import debug_model, state_max_diff, train_two_ranks, write_midi
 
 from mel2mel import synthesizer as S
 from mel2mel.cli import main
 from mel2mel.errors import UserError
-from mel2mel.models import AcousticConfig, Instrument, Mel2Mel
+from mel2mel.models import Mel2Mel
 from mel2mel.models.io import save_pretrained
 from mel2mel.models.texture import (
     NOISE_BLOCK,
@@ -116,15 +116,7 @@ def test_discriminator_shapes():
 
 def two_synth_model(seed: int = 0) -> Mel2Mel:
     """A debug acoustic model with the synthetic dataset's two instruments."""
-    torch.manual_seed(seed)
-    model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Synth 0", 80), Instrument("Synth 1", 81)],
-    )
-    with torch.no_grad():
-        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
-            p.normal_(0, 0.5)
-    return model.eval()
+    return debug_model([("Synth 0", 80), ("Synth 1", 81)], seed)
 
 
 @pytest.fixture
@@ -218,6 +210,12 @@ def test_resume_equals_uninterrupted(synthetic_dataset, acoustic_export, tmp_pat
     a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt", kind="texture") for r in "ab")
     assert state_max_diff(a["disc"], b["disc"]) == 0
     assert (straight.model.output.weight != 0).any()  # the post-net moved off the identity
+    # init_from starts a new run from the post-net of another (stop_at=0: no step taken)
+    started = train_texture(
+        synthetic_dataset, tmp_path / "c", tiny_run(acoustic_export, init_from=str(tmp_path / "a")),
+        stop_at=0, progress=False,
+    )  # fmt: skip
+    assert state_max_diff(started.model.state_dict(), straight.model.state_dict()) == 0
     cache = next((tmp_path / "a").glob("predicted-*"))
     assert len(list(cache.rglob("*.pred.npy"))) == 10  # 5 train/valid pieces x 2 instruments
 

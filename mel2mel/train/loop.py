@@ -23,7 +23,7 @@ import math
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,12 +450,29 @@ def train_acoustic(
     -------
     TrainResult
     """
+    return train_session(_Trainer, data, run_dir, config, resume, stop_at, device, progress)
+
+
+def train_session(
+    make: Callable[[Path, Path, Any, DistInfo], TrainerBase],
+    data: str | Path,
+    run_dir: str | Path,
+    config: Any,
+    resume: bool | str | Path | None,
+    stop_at: int | None,
+    device: str | None,
+    progress: bool,
+) -> TrainResult:
+    """What every ``train_*`` function does: join the process group, build the trainer with
+    ``make(data, run_dir, config, info)``, restore the checkpoint to resume (of the trainer's
+    ``kind``), and run one session up to ``stop_at`` (default: the end of the schedule)."""
     data, run_dir = Path(data), Path(run_dir)
     info = init_distributed(device)
     start_from = checkpoint_to_resume(run_dir, resume)
-    trainer = _Trainer(data, run_dir, config, info)
+    trainer = make(data, run_dir, config, info)
     if start_from is not None:
-        trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device))
+        state = ckpt.load_checkpoint(start_from, map_location=info.device, kind=trainer.kind)
+        trainer.restore(state)
     end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
     return run_session(trainer, end, progress)
 

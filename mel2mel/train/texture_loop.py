@@ -37,7 +37,7 @@ from mel2mel.data.dataset import _crop, read_manifest, roll_path
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
 from mel2mel.models.acoustic import Mel2Mel, UnknownInstrumentError, resolve_instrument
-from mel2mel.models.io import export_paths, load_acoustic
+from mel2mel.models.io import PRETRAINED_DIR, export_paths, load_acoustic
 from mel2mel.models.texture import (
     MEL_CENTER,
     MEL_SCALE,
@@ -48,15 +48,14 @@ from mel2mel.models.texture import (
 )
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.data import SeededCrops
-from mel2mel.train.distributed import DistInfo, all_reduce_sum, init_distributed
+from mel2mel.train.distributed import DistInfo, all_reduce_sum
 from mel2mel.train.logger import RunLogger
 from mel2mel.train.loop import (
     ThroughputWindow,
     TrainerBase,
     TrainResult,
-    checkpoint_to_resume,
     lr_lambda,
-    run_session,
+    train_session,
 )
 from mel2mel.train.texture import TextureRunConfig
 
@@ -185,14 +184,6 @@ def band_change(mel: torch.Tensor, active: torch.Tensor, bands: int = 8) -> torc
     return per / (both.sum((1, 2)) * (f // bands)).clamp_min(1).unsqueeze(1)
 
 
-def frame_change(mel: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Mean absolute change of a mel bin from one frame to the next, over pairs of active
-    frames: ``mel`` Tensor[B x F x T], ``active`` bool Tensor[B x T] -> scalar (nats)."""
-    both = (active[:, 1:] & active[:, :-1]).unsqueeze(1)
-    diff = (mel[..., 1:] - mel[..., :-1]).abs() * both
-    return diff.sum() / (both.sum() * mel.shape[1]).clamp_min(1)
-
-
 # -- the trainer ------------------------------------------------------------------------------
 
 
@@ -204,7 +195,7 @@ class _TextureTrainer(TrainerBase):
     def __init__(self, data: Path, run_dir: Path, config: TextureRunConfig, info: DistInfo):
         self.data, self.run_dir, self.info = data, run_dir, info
         t = config.train
-        source = t.acoustic or str(export_paths(Path(__file__).parents[1] / "pretrained")[0])
+        source = t.acoustic or str(export_paths(PRETRAINED_DIR)[0])
         acoustic = load_acoustic(source, device=info.device)
         self.acoustic_weights = export_paths(source)[0]
         self.acoustic_digest = weights_digest(self.acoustic_weights)
@@ -228,7 +219,6 @@ class _TextureTrainer(TrainerBase):
 
         torch.manual_seed(t.seed)
         self.model = TexturePostnet(config.model_config()).to(info.device)
-        self.model.metadata = {"acoustic": str(source)}
         if t.init_from:
             self.model.load_state_dict(ckpt.load_checkpoint(t.init_from, kind=KIND)["model"])
         self.disc = Discriminator(len(self.rows), channels=t.disc_channels).to(info.device)
@@ -343,7 +333,7 @@ class _TextureTrainer(TrainerBase):
             fake = self.model(pred.to(dev), self.table[k][None], noise.to(dev)).cpu()
             active = item["roll"][None, : C.N_KEYS].sum(1) > 0
             mask = active.unsqueeze(1).expand_as(true)
-            vals = [frame_change(m, active) for m in (true, pred, fake)]
+            vals = [band_change(m, active, bands=1)[0, 0] for m in (true, pred, fake)]
             vals += [((fake - pred)[mask]).mean(), (fake - true).abs().mean(), 1.0]
             sums[k] += torch.tensor([float(v) for v in vals], dtype=torch.float64)
         self.model.train()
@@ -378,14 +368,7 @@ def train_texture(
 ) -> TrainResult:
     """Train (or continue training) a texture post-net; arguments as in
     :func:`mel2mel.train.loop.train_acoustic`."""
-    data, run_dir = Path(data), Path(run_dir)
-    info = init_distributed(device)
-    start_from = checkpoint_to_resume(run_dir, resume)
-    trainer = _TextureTrainer(data, run_dir, config, info)
-    if start_from is not None:
-        trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device, kind=KIND))
-    end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
-    return run_session(trainer, end, progress)
+    return train_session(_TextureTrainer, data, run_dir, config, resume, stop_at, device, progress)
 
 
 def export_texture_checkpoint(

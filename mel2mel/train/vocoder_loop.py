@@ -22,15 +22,13 @@ from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import (
     DistInfo,
     all_reduce_sum,
-    init_distributed,
 )
 from mel2mel.train.logger import RunLogger
 from mel2mel.train.loop import (
     TrainerBase,
     TrainResult,
-    checkpoint_to_resume,
     lr_lambda,
-    run_session,
+    train_session,
 )
 from mel2mel.train.vocoder import DB_PER_NEPER, VocoderRunConfig
 from mel2mel.vocoders import io as vocoder_io
@@ -171,14 +169,7 @@ def train_vocoder(
 ) -> TrainResult:
     """Train (or continue training) a vocoder; arguments as in
     :func:`mel2mel.train.loop.train_acoustic`."""
-    data, run_dir = Path(data), Path(run_dir)
-    info = init_distributed(device)
-    start_from = checkpoint_to_resume(run_dir, resume)
-    trainer = _VocoderTrainer(data, run_dir, config, info)
-    if start_from is not None:
-        trainer.restore(ckpt.load_checkpoint(start_from, map_location=info.device, kind=KIND))
-    end = config.train.steps if stop_at is None else min(stop_at, config.train.steps)
-    return run_session(trainer, end, progress)
+    return train_session(_VocoderTrainer, data, run_dir, config, resume, stop_at, device, progress)
 
 
 def export_vocoder_checkpoint(
