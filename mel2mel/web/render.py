@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -75,32 +76,35 @@ def segment_plan(first: int, stop: int) -> list[tuple[int, int]]:
 
 
 class _Parts(threading.local):
-    """Per-thread synthesizer variants and vocoder copies."""
+    """Per-thread synthesizer variants and vocoder copies, keyed by the objects they derive
+    from (weakly: an ``id()`` key could be reused by a later object and return the variant of
+    another model)."""
 
     def __init__(self) -> None:
-        self.synths: dict[tuple[int, str], Synthesizer] = {}
-        self.vocoders: dict[int, Vocoder] = {}
+        self.synths: weakref.WeakKeyDictionary[Synthesizer, dict[str, Synthesizer]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.vocoders: weakref.WeakKeyDictionary[Vocoder, Vocoder] = weakref.WeakKeyDictionary()
 
 
 _parts = _Parts()
 
 
 def _variant(synth: Synthesizer, which: str) -> Synthesizer:
-    key = (id(synth), which)
-    if key not in _parts.synths:
+    variants = _parts.synths.setdefault(synth, {})
+    if which not in variants:
         kwargs = QUICK if which == "quick" else MEDIUM
-        _parts.synths[key] = Synthesizer(
+        variants[which] = Synthesizer(
             synth.acoustic, synth.vocoder, device=synth.device, texture=synth.texture,
             texture_strength=synth.texture_strength, seed=synth.seed, **kwargs,
         )  # fmt: skip
-    return _parts.synths[key]
+    return variants[which]
 
 
 def _vocoder(template: Vocoder) -> Vocoder:
-    key = id(template)  # templates live as long as the app
-    if key not in _parts.vocoders:
-        _parts.vocoders[key] = copy.deepcopy(template)
-    return _parts.vocoders[key]
+    if template not in _parts.vocoders:
+        _parts.vocoders[template] = copy.deepcopy(template)
+    return _parts.vocoders[template]
 
 
 def equal_power(n: int) -> tuple[np.ndarray, np.ndarray]:
