@@ -181,6 +181,9 @@ def run_render(args: argparse.Namespace) -> int:
     with TwoPassWriter(out) as writer:
         synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=args.seed)
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
+        if args.texture is not None and synth.texture is None:
+            msg = "this model has no texture post-net; --texture has no effect"
+            warnings.warn(msg, stacklevel=2)
         chunks = synth.stream(
             src, timbre, start=start, duration=duration, tracks=tracks, tail=tail,
             progress=not args.quiet and sys.stderr.isatty(), texture=args.texture,

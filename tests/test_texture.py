@@ -176,6 +176,9 @@ def test_render_cli_texture_option(exported, tmp_path):
         outs.append(out.read_bytes())
     assert len(set(outs)) == 3
     assert main(["render", str(midi), "-o", str(tmp_path / "x.wav"), "--texture", "9"]) == 2
+    with pytest.warns(UserWarning, match="no texture post-net"):
+        args = ["render", str(midi), "-o", str(tmp_path / "p.wav"), "--model", "paper", "-q"]
+        assert main([*args, "--vocoder", "griffinlim", "--texture", "1"]) == 0
 
 
 # -- training ---------------------------------------------------------------------------------
