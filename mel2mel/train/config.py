@@ -16,7 +16,6 @@ YAML file does not need to know how many instruments a dataset holds. Unknown ke
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from mel2mel.errors import UserError
 from mel2mel.models.config import AcousticConfig, _from_dict
 from mel2mel.train.losses import LOSSES, TANH_OFFSET, TANH_SCALE
-from mel2mel.train.settings import check_train_settings
+from mel2mel.train.settings import check_train_settings, settings_dict
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` of the fields (tuples become lists, for YAML/JSON)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        d["instruments"] = None if self.instruments is None else list(self.instruments)
-        return d
+        return settings_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

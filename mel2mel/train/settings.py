@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,3 +28,10 @@ def check_train_settings(train: Any, positive: Iterable[str]) -> None:
         raise ValueError("train.min_lr must be in [0, lr]")
     if len(train.betas) != 2:
         raise ValueError("train.betas must have two values")
+
+
+def settings_dict(train: Any) -> dict[str, Any]:
+    """A ``train`` dataclass as a plain dict for YAML/JSON: its tuples (betas, instrument
+    lists) become lists."""
+    d = dataclasses.asdict(train)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -10,14 +10,13 @@ checkpoint), ``metrics.jsonl`` + TensorBoard and ``torchrun``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mel2mel.errors import UserError
-from mel2mel.train.settings import check_train_settings
+from mel2mel.train.settings import check_train_settings, settings_dict
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,7 @@ class TextureTrainConfig:
         check_train_settings(self, (*positive, "mean_frames", "disc_channels"))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+        return settings_dict(self)
 
 
 @dataclass(frozen=True)

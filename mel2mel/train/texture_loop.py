@@ -205,6 +205,7 @@ class _TextureTrainer(TrainerBase):
                          manifest["instruments"]]  # fmt: skip
         except UnknownInstrumentError as err:
             raise UserError(f"the dataset's instruments do not fit {source}: {err}") from err
+        self.names = [i["name"] for i in manifest["instruments"]]
         self.table = acoustic.embedding.weight.detach()[torch.tensor(self.rows)].to(info.device)
         model = {**config.model, "embedding_dim": acoustic.embedding_dim}
         self.config = config = dataclasses.replace(config, model=model)
@@ -350,9 +351,8 @@ class _TextureTrainer(TrainerBase):
             "valid/level_shift_db": float(mean[3]),
             "valid/mae_db": float(mean[4]),
         }
-        names = [i["name"] for i in read_manifest(self.data)["instruments"]]
         for k, row in zip(torch.nonzero(seen).flatten().tolist(), per, strict=True):
-            out[f"valid/ratio_{slugify(names[k])}"] = float(row[2] / row[0])
+            out[f"valid/ratio_{slugify(self.names[k])}"] = float(row[2] / row[0])
         return out
 
 

@@ -19,7 +19,6 @@ how a CPU run continues a model trained elsewhere.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mel2mel.errors import UserError
-from mel2mel.train.settings import check_train_settings
+from mel2mel.train.settings import check_train_settings, settings_dict
 
 DB_PER_NEPER = 20.0 / math.log(10.0)
 
@@ -62,9 +61,7 @@ class VocoderTrainConfig:
         check_train_settings(self, positive)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+        return settings_dict(self)
 
 
 @dataclass(frozen=True)
