@@ -9,7 +9,9 @@ its ``Retry-After``. Meanwhile the server's resident memory is sampled every 0.2
     python benchmarks/bench_web_load.py [--clients 20] [--rounds 2] [--vocoder fast]
         [--stand-in-fast]
 
-Target: no failed request other than deliberate 503s; bounded server memory.
+Target: no failed request other than deliberate 503s; bounded server memory; ``/api/health``
+answering within a second at the median while renders run (the tests only check that it
+answers during a render; how fast is a claim about this machine's load, so it lives here).
 """
 
 from __future__ import annotations

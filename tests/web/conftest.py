@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mido
@@ -119,6 +119,23 @@ TEST_CONFIG = WebConfig(
 )
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 120.0) -> object:
+    """Poll ``condition`` until it returns something truthy, and return that; after
+    ``timeout`` seconds fail saying ``what`` never happened.
+
+    The deadline is generous on purpose: it only bounds a hang, it is not a speed claim (those
+    live in ``benchmarks/``), and the suite may share the CPU with a training run.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -138,11 +155,8 @@ def live_server(web_parts: dict) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
+    wait_until(lambda: server.started or not thread.is_alive(), "the test server to start")
+    assert server.started, "the test server stopped before it started (see its log above)"
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
