@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from conftest import piano_trumpet_model
 
 from mel2mel import constants as C
+from mel2mel.audio import log_mel
 from mel2mel.cli import main
 from mel2mel.examples import chorale, write_example
 from mel2mel.midi import read_notes
-from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
+from mel2mel.models import save_pretrained
 from mel2mel.render_cli import TwoPassWriter, output_gain
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -26,13 +28,10 @@ NOTES = [(60, 0.0, 0.5, 90), (64, 0.25, 0.5, 80), (67, 0.5, 0.75, 100), (48, 0.0
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = Mel2Mel(
-        AcousticConfig.preset("debug", n_instruments=2),
-        [Instrument("Grand Piano", 0), Instrument("Trumpet", 56)],
-    )
+    """A debug model whose two instruments sound apart (a fresh Mel2Mel's FiLM is the
+    identity, so every timbre option would give the same audio)."""
     folder = tmp_path_factory.mktemp("model")
-    save_pretrained(model, folder)
+    save_pretrained(piano_trumpet_model(), folder)
     return folder
 
 
@@ -75,9 +74,38 @@ def test_flac_normalize_range_and_timbres(model_dir, song, tmp_path):
     audio, _ = sf.read(str(out), dtype="float32")
     assert sf.info(str(out)).format == "FLAC" and len(audio) == 64 * C.HOP_LENGTH
     assert np.abs(audio).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)  # -1 dBFS
-    out2 = tmp_path / "morph.wav"
-    assert render(song, "-o", out2, "--morph", "piano@0s,trumpet@1s", model_dir=model_dir) == 0
-    assert render(song, "-o", tmp_path / "x.wav", "--timbre=-0.3,1.1", model_dir=model_dir) == 0
+
+
+def test_timbre_options_choose_the_sound(model_dir, song, tmp_path):
+    """Each timbre option gives its own audio; options that mean the same give the same."""
+
+    def wav(*args: str) -> np.ndarray:
+        out = tmp_path / "out.wav"
+        assert render(song, "-o", out, "-f", "--quiet", *args, model_dir=model_dir) == 0
+        return sf.read(str(out), dtype="float32")[0]
+
+    piano = wav("-i", "piano")
+    np.testing.assert_array_equal(wav("-i", "piano"), piano)  # deterministic
+    np.testing.assert_array_equal(wav("--mix", "piano=1,trumpet=0"), piano)
+    renders = {
+        "piano": piano,
+        "trumpet": wav("-i", "trumpet"),
+        "timbre": wav("--timbre=-0.3,1.1"),
+        "mix": wav("--mix", "piano=1,trumpet=3"),
+        "track": wav("--track", "0=0.5,-0.5"),
+        "morph": wav("--morph", "piano@0s,trumpet@1s"),
+    }
+    np.testing.assert_array_equal(wav("--track", "0=trumpet"), renders["trumpet"])
+    for (a, x), (b, y) in itertools.combinations(renders.items(), 2):
+        assert np.abs(x - y).max() > 0.1 * np.abs(x).max(), f"{a} and {b} sound the same"
+    # the morph starts as the piano and, once it has reached the trumpet, is the trumpet
+    mels = {k: log_mel(renders[k]) for k in ("piano", "trumpet", "morph")}
+    apart = np.abs(mels["piano"] - mels["trumpet"]).mean()
+    early, late = slice(0, 40), slice(round(1.25 * C.FRAME_RATE), None)  # 0-0.32 s, 1.25 s-
+    to_piano, to_trumpet = (np.abs(mels["morph"][:, early] - mels[k][:, early]).mean()
+                            for k in ("piano", "trumpet"))  # fmt: skip
+    assert to_piano < 0.5 * to_trumpet
+    assert np.abs(mels["morph"][:, late] - mels["trumpet"][:, late]).mean() < 0.05 * apart
 
 
 def test_no_overwrite_without_force(model_dir, song, tmp_path, capsys):
