@@ -4,15 +4,19 @@ report, WaveNet through the same loop and a two-process run."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import state_max_diff, train_two_ranks
 
+from mel2mel.audio import log_mel
 from mel2mel.cli import main
 from mel2mel.errors import UserError
 from mel2mel.train.checkpoint import load_checkpoint
+from mel2mel.train.data import SeededCrops
 from mel2mel.train.vocoder import (
     VocoderRunConfig,
     VocoderTrainConfig,
@@ -75,7 +79,17 @@ def test_resume_equals_uninterrupted(real_dataset, tmp_path):
         load_checkpoint(tmp_path / "b")
     metrics = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     valid = [m["valid/log_mel_db"] for m in metrics if "valid/log_mel_db" in m]
-    assert len(valid) == 2 and all(0 < v < 100 for v in valid)
+    assert len(valid) == 2 and valid[-1] == whole.valid["valid/log_mel_db"]
+    # the logged error is the copy-synthesis log-mel error of the final weights on the first
+    # valid_crops crops of the valid split, in dB, recomputed here
+    crops = SeededCrops(real_dataset, "valid", 40, random_crops=False, audio=True, seed=0)
+    model, errors = whole.model.eval(), []
+    with torch.no_grad():
+        for i in range(2):
+            mel, roll = crops[i]["mel"], crops[i]["roll"]
+            audio = model.vocode(mel[None], roll[None])[0]
+            errors.append(np.abs(log_mel(audio)[:, : mel.shape[-1]] - mel.numpy()).mean())
+    assert valid[-1] == pytest.approx(20 / math.log(10) * np.mean(errors), rel=1e-4)
 
 
 def test_cli_train_export_evaluate(real_dataset, tmp_path, capsys):
@@ -113,12 +127,17 @@ def test_cli_train_export_evaluate(real_dataset, tmp_path, capsys):
 
 
 def test_wavenet_trains_in_the_same_loop(real_dataset, tmp_path):
-    result = train_vocoder(
-        real_dataset, tmp_path / "wn", tiny("wavenet", steps=2, valid_every=2), progress=False
-    )
-    assert result.step == 2
-    ce = result.valid["valid/cross_entropy"]
-    assert 0 < ce < 6.0  # log(256) = 5.55 is the uniform guess
+    """100 steps (a few seconds) take the tiny WaveNet's valid cross-entropy (nats per sample)
+    well below the uniform guess over 256 mu-law classes, ln 256 = 5.55, and below what a
+    WaveNet blind to its past samples and mel reaches by learning the class histogram alone.
+
+    Measured (seed 0): untrained 5.54, blind 4.96 (inputs zeroed), this run 4.60.
+    """
+    config = tiny("wavenet", steps=100, lr=1e-2, warmup_steps=5, log_every=50, valid_every=100,
+                  checkpoint_every=100)  # fmt: skip
+    result = train_vocoder(real_dataset, tmp_path / "wn", config, progress=False)
+    assert result.step == 100
+    assert result.valid["valid/cross_entropy"] < 4.8
 
 
 def _train_tiny(data: str, run: Path) -> torch.nn.Module:
