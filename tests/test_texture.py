@@ -157,9 +157,22 @@ def test_synthesizer_texture_stage(exported, tmp_path, monkeypatch):
     # chunking: small texture chunks (with the receptive field as context) change nothing
     monkeypatch.setattr(S, "TEXTURE_CHUNK_FRAMES", 37)
     np.testing.assert_allclose(synth.mel(midi, "Synth 1"), textured, atol=1e-5)
-    # a morph drives the post-net's embedding frame by frame, like the acoustic model's
-    morph = synth.mel(midi, "Synth 0@0s,Synth 1@2s", texture=1)
-    assert morph.shape == textured.shape
+    # a morph drives the post-net's embedding frame by frame, like the acoustic model's: its
+    # mel is the post-net, run once over the whole steady mel, with the morph's embedding at
+    # each frame (not one fixed embedding)
+    spec = "Synth 0@0s,Synth 1@2s"
+    morph, morph_steady = synth.mel(midi, spec, texture=1), synth.mel(midi, spec, texture=0)
+    frames, timbre = morph.shape[1], synth.timbre(spec)
+    noise = texture_noise(synth.seed, 0, frames, synth.texture.config.noise_channels)[None]
+    per_frame, fixed = (
+        torch.from_numpy(e[None]) for e in (timbre.at_frames(0, frames), timbre.vector())
+    )
+    with torch.no_grad():
+        steady_t = torch.from_numpy(morph_steady)[None]
+        expected = synth.texture(steady_t, per_frame, noise, 1.0)[0].numpy()
+        one_embedding = synth.texture(steady_t, fixed, noise, 1.0)[0].numpy()
+    np.testing.assert_allclose(morph, expected, rtol=0, atol=1e-4)
+    assert np.abs(one_embedding - expected).max() > 0.05
     audio = synth.render(midi, "Synth 1", texture=0.5)
     assert np.array_equal(np.concatenate(list(synth.stream(midi, "Synth 1", texture=0.5))), audio)
     with pytest.raises(UserError, match="between 0 and 4"):
@@ -277,3 +290,17 @@ def test_shipped_postnet_restores_organ_texture(tmp_path):
     change = [np.abs(np.diff(m[:, loud], axis=1)).mean() for m in (textured, steady)]
     assert change[0] > 2 * change[1]
     assert abs(float((textured - steady)[:, loud].mean())) < 0.06  # nats, ~0.5 dB
+
+
+def test_init_from_an_exported_post_net(synthetic_dataset, acoustic_export, tmp_path):
+    run = train_texture(
+        synthetic_dataset, tmp_path / "a", tiny_run(acoustic_export), progress=False
+    )
+    save_texture(run.model, tmp_path / "export" / "other", acoustic_digest="0" * 16)
+    desc = tmp_path / "export" / "other_texture.json"
+    started = train_texture(
+        synthetic_dataset, tmp_path / "b", tiny_run(acoustic_export, init_from=str(desc)),
+        stop_at=0, progress=False,
+    )  # fmt: skip
+    assert state_max_diff(started.model.state_dict(), run.model.state_dict()) == 0
+    assert (started.model.output.weight != 0).any()
