@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from mel2mel.cli import main
+from mel2mel.data.dataset import load_item
+from mel2mel.errors import UserError
 from mel2mel.evaluate import BinStats, evaluate_acoustic, load_model, write_report
 from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
 
@@ -52,7 +54,11 @@ def model_for(dataset_instruments: int = 2, embedding_dim: int = 2) -> Mel2Mel:
         "debug", n_instruments=dataset_instruments, embedding_dim=embedding_dim
     )
     names = [Instrument(f"Synth {k}", 80 + k) for k in range(dataset_instruments)]
-    return Mel2Mel(cfg, names).eval()
+    model = Mel2Mel(cfg, names).eval()
+    with torch.no_grad():  # FiLM starts as the identity: randomize it so instruments differ
+        for p in (*model.film_in.parameters(), *model.film_out.parameters()):
+            p.normal_(0, 0.5)
+    return model
 
 
 def test_evaluate_writes_tables_and_plots(synthetic_dataset, tmp_path):
@@ -60,11 +66,18 @@ def test_evaluate_writes_tables_and_plots(synthetic_dataset, tmp_path):
     report = evaluate_acoustic(model, synthetic_dataset, progress=False)
     assert report["split"] == "test"
     assert [p["name"] for p in report["instruments"]] == ["Synth 0", "Synth 1"]
-    for p in report["instruments"]:
+    for k, p in enumerate(report["instruments"]):
         assert p["items"] == 1 and p["frames"] == 300  # one whole test piece each, not crops
-        assert len(p["correlation"]) == 80
-        assert all(v is None or -1 <= v <= 1 for v in p["correlation"])
-        assert 0 < p["mae_db"] < 200
+        # recomputed here: the model's forward on the whole test piece against its mel
+        item = load_item(synthetic_dataset, f"piece5/synth_{k}")
+        with torch.no_grad():
+            pred = model(torch.from_numpy(item["roll"])[None], instrument=k)[0].numpy()
+        true, db = item["mel"], 20 / math.log(10)
+        assert p["mae_db"] == pytest.approx(np.abs(pred - true).mean() * db, rel=1e-4)
+        r = [np.corrcoef(pred[b], true[b])[0, 1] for b in range(80)]
+        np.testing.assert_allclose(
+            [np.nan if v is None else v for v in p["correlation"]], r, atol=1e-4
+        )
     assert len(report["mel_frequencies_hz"]) == 80
     assert report["mel_frequencies_hz"][0] < report["mel_frequencies_hz"][-1] < 8000
     paths = write_report(report, tmp_path / "eval", model)
@@ -73,6 +86,7 @@ def test_evaluate_writes_tables_and_plots(synthetic_dataset, tmp_path):
         "metrics.json",
         "metrics.csv",
         "correlation.csv",
+        "groups.csv",
         "correlation.png",
         "embedding.png",
     }
@@ -149,3 +163,42 @@ def test_real_data_training_improves_the_evaluation(real_dataset, tmp_path):
     assert {p["name"] for p in after["instruments"]} == {"Grand Piano", "Trumpet"}
     assert after["overall"]["mae_db"] < 0.85 * before["overall"]["mae_db"]
     assert -1 <= after["overall"]["mean_correlation"] <= 1
+
+
+def test_frames_are_grouped_by_velocity_band_and_register():
+    from mel2mel.evaluate import frame_groups
+    from mel2mel.midi import Note, piano_roll
+
+    notes = [
+        Note(30, 0.0, 0.4, 20, 0, 0),  # pp, low
+        Note(60, 0.5, 0.9, 64, 0, 0),  # mf, middle
+        Note(62, 0.5, 0.9, 100, 0, 0),  # ff wins: the loudest sounding note
+        Note(90, 1.0, 1.4, 127, 0, 0),  # ff, high
+    ]
+    g = frame_groups(piano_roll(notes, 200), 250)  # frames past the roll: no group
+    frames = {name: set(np.flatnonzero(mask)) for name, mask in g.items()}
+    assert frames["pp"] == set(range(0, 50)) == frames["low (A0-B2)"]
+    assert frames["ff"] == set(range(63, 113)) | set(range(125, 175))
+    assert frames["mf"] == set()
+    assert frames["middle (C3-B4)"] == set(range(63, 113))
+    assert frames["high (C5-C8)"] == set(range(125, 175))
+
+
+def test_evaluate_reports_groups_and_piece_sets(synthetic_dataset):
+    from mel2mel.data.dataset import load_item, read_manifest
+    from mel2mel.evaluate import frame_groups
+
+    report = evaluate_acoustic(model_for(), synthetic_dataset, progress=False)
+    assert report["pieces"] == "all"
+    expected: dict[str, int] = {}
+    for it in read_manifest(synthetic_dataset)["items"]:
+        if it["split"] == "test":
+            item = load_item(synthetic_dataset, it["id"])
+            for name, mask in frame_groups(item["roll"], item["mel"].shape[1]).items():
+                expected[name] = expected.get(name, 0) + int(mask.sum())
+    got = {name: g["frames"] for name, g in report["groups"].items()}
+    assert got == {name: n for name, n in expected.items() if n} and got
+    for g in report["groups"].values():
+        assert g["instruments"] == 2 and g["mae_db"] > 0
+    with pytest.raises(UserError, match="no performed items"):
+        evaluate_acoustic(model_for(), synthetic_dataset, pieces="performed", progress=False)
