@@ -8,7 +8,8 @@
   corrupt MIDI file that the builder skips (the data-builder tests);
 * :func:`piano_trumpet_model`: a debug-size Mel2Mel with two instruments that sound apart;
 * :func:`train_two_ranks` and :func:`state_max_diff`: a training function run by 2 CPU
-  processes on gloo, and the comparison of their weights (the distributed tests).
+  processes on gloo, and the comparison of their weights (the distributed tests);
+* under CI (``CI=true``) a skipped test fails, unless :data:`CI_ALLOWED_SKIPS` names it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,72 @@ requires_fluidsynth = pytest.mark.skipif(
     reason="needs the fluidsynth program and MuseScore General (Debian packages "
     "fluidsynth, musescore-general-soundfont)",
 )
+
+# -- CI: a skipped test is a test that did not run ------------------------------------------
+
+# CI installs every optional part (scripts/install.sh: FluidSynth and the SoundFonts, the
+# [dev] extra with [data,train,web], chromium), so there a skip means a check silently did not
+# run: under CI=true it fails instead, with its reason. Only the tests named here may skip in
+# CI, each for the reason beside it (a node id, or the start of one before "[" or "::").
+CI_ALLOWED_SKIPS: dict[str, str] = {}
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+class CiSkipGuard:
+    """Under CI, fails the run on any skip outside :data:`CI_ALLOWED_SKIPS`.
+
+    A skipped test is reported as failed (or as an error at setup), with its reason. A skip at
+    collection (``importorskip`` in a test file or a conftest skips whole files) is listed at
+    the end and fails the session: turning it into a collection error would stop the run.
+    Registered as a plugin, not as conftest hooks, so that it also sees the collection of a
+    folder whose conftest skipped.
+    """
+
+    def __init__(self, allowed: dict[str, str]) -> None:
+        self.allowed = allowed
+        self.collect_skips: list[str] = []
+
+    def message(self, report: pytest.CollectReport | pytest.TestReport) -> str | None:
+        """Why this report fails the run, or None when it may stand."""
+        if not report.skipped or hasattr(report, "wasxfail"):
+            return None
+        node = report.nodeid
+        if any(node == k or node.startswith((f"{k}[", f"{k}::")) for k in self.allowed):
+            return None
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return (
+            f"skipped under CI=true ({why}); install what it needs, or name it with the "
+            "reason in CI_ALLOWED_SKIPS (tests/conftest.py)"
+        )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        message = self.message(report)
+        if message:
+            report.outcome, report.longrepr = "failed", message
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        message = self.message(report)
+        if message:
+            self.collect_skips.append(f"{report.nodeid or '.'}: {message}")
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.collect_skips:
+            terminalreporter.section("files skipped under CI=true (the run fails)", red=True)
+            for line in self.collect_skips:
+                terminalreporter.line(line, red=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.collect_skips and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_CI:
+        config.pluginmanager.register(CiSkipGuard(CI_ALLOWED_SKIPS), "mel2mel-ci-skip-guard")
+
 
 # -- synthetic dataset (no rendering) ---------------------------------------------------------
 

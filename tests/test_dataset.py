@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import requires_fluidsynth
 from torch.utils.data import DataLoader
 
 from mel2mel import constants as C
 from mel2mel.audio import LogMel
 from mel2mel.data import CropDataset, load_item, read_manifest
 from mel2mel.errors import UserError
-
-pytestmark = requires_fluidsynth
 
 
 def test_crop_shapes_and_types(tiny_dataset):
