@@ -87,9 +87,15 @@ from mel2mel.vocoders import io as vocoder_io
 # -- inputs --------------------------------------------------------------------------------
 
 
-def select_pieces(manifest: dict[str, Any], count: int, chosen: list[str]) -> list[dict]:
-    """The pieces to render: ``chosen`` ids, else ``count`` test pieces spread evenly over the
-    test pieces that the dataset has rendered (all test pieces if it has none)."""
+def select_pieces(
+    manifest: dict[str, Any], count: int, chosen: list[str], kind: str = "all"
+) -> list[dict]:
+    """The pieces to render: ``chosen`` ids, else ``count`` test pieces of ``kind`` (``plain``
+    scores, ``performed``: performances and textures, or ``all``; see
+    :func:`mel2mel.evaluate.piece_kind`) spread evenly over the test pieces that the dataset
+    has rendered (all test pieces if it has none)."""
+    from mel2mel.evaluate import piece_kind
+
     by_id = {p["id"]: p for p in manifest["pieces"]}
     if chosen:
         missing = [c for c in chosen if c not in by_id]
@@ -98,6 +104,7 @@ def select_pieces(manifest: dict[str, Any], count: int, chosen: list[str]) -> li
         return [by_id[c] for c in chosen]
     rendered = {it["piece"] for it in manifest["items"]}
     test = [p for p in manifest["pieces"] if p["split"] == "test"]
+    test = [p for p in test if kind in ("all", piece_kind(p))]
     test = [p for p in test if p["id"] in rendered] or test
     if count >= len(test):
         return test
@@ -281,7 +288,7 @@ def run(args: argparse.Namespace) -> None:
     manifest = read_manifest(data)
     instruments = manifest["instruments"]
     names = [i["name"] for i in instruments]
-    pieces = select_pieces(manifest, args.pieces, args.piece)
+    pieces = select_pieces(manifest, args.pieces, args.piece, args.kind)
     soundfont = check_soundfont(args.soundfont or manifest.get("soundfont"))
 
     res = Results()
@@ -409,6 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", required=True, help="dataset folder (manifest.json, items/)")
     ap.add_argument("--pieces", type=int, default=8, help="test pieces, spread over the split")
     ap.add_argument("--piece", action="append", default=[], help="a piece id (repeatable)")
+    ap.add_argument(
+        "--kind",
+        choices=["all", "plain", "performed"],
+        default="all",
+        help="test pieces to pick from: scores as written, performances and textures, or all",
+    )
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds rendered per piece")
     ap.add_argument(
         "--vocoder", action="append", help="fast, griffinlim, wavenet or PATH (repeatable)"

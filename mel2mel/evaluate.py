@@ -138,17 +138,66 @@ def predict_piece(
     return [pred[i, :, :t] for i, t in enumerate(frames)]
 
 
+#: Velocity bands of a frame, by the loudest sounding note: pp < 40, mf 40-89, ff >= 90.
+VELOCITY_BANDS: dict[str, tuple[int, int]] = {"pp": (1, 39), "mf": (40, 89), "ff": (90, 127)}
+#: Registers of a frame (the mean MIDI pitch of its sounding notes).
+REGISTERS: dict[str, tuple[int, int]] = {
+    "low (A0-B2)": (21, 47),
+    "middle (C3-B4)": (48, 71),
+    "high (C5-C8)": (72, 108),
+}
+PIECE_SETS = ("all", "plain", "performed")
+
+
+def frame_groups(roll: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Boolean masks ``bool[frames]`` of the velocity band and register of every frame.
+
+    ``roll`` is ``float32[176 x T_roll]`` (velocity / 127); frames where no note sounds (before,
+    between and after notes: release tails) belong to no group. Keys are the names of
+    :data:`VELOCITY_BANDS` and :data:`REGISTERS`.
+    """
+    sounding = np.zeros((C.N_KEYS, frames), dtype=np.float32)
+    n = min(frames, roll.shape[1])
+    sounding[:, :n] = roll[: C.N_KEYS, :n]
+    loudest = np.round(sounding.max(axis=0) * 127.0)
+    on = sounding > 0
+    count = on.sum(axis=0)
+    pitch = np.arange(C.MIDI_MIN, C.MIDI_MAX + 1, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pitch = (on * pitch).sum(axis=0) / count
+    out = {name: (loudest >= lo) & (loudest <= hi) for name, (lo, hi) in VELOCITY_BANDS.items()}
+    for name, (lo, hi) in REGISTERS.items():
+        out[name] = (count > 0) & (mean_pitch >= lo) & (mean_pitch < hi + 1)
+    return out
+
+
+def piece_kind(piece: dict[str, Any]) -> str:
+    """``"performed"`` for performances and generated textures, else ``"plain"``."""
+    kind = (piece.get("augment") or {}).get("kind")
+    return "performed" if kind in ("perform", "texture") else "plain"
+
+
 def evaluate_acoustic(
-    model: Mel2Mel, data: str | os.PathLike, *, split: str = "test", progress: bool = True
+    model: Mel2Mel,
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    pieces: str = "all",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on every full piece of ``split``.
+
+    ``pieces`` selects the scores as written (``"plain"``), the performances and generated
+    textures of the builder (``"performed"``, see docs/DATA.md) or ``"all"``.
 
     Returns
     -------
     dict
-        ``{"split", "frames", "instruments": [{"name", "program", "items", "frames", "mae_db",
-        "mean_correlation", "correlation": [M floats or None]}], "overall": {...},
-        "mel_frequencies_hz": [M]}``
+        ``{"split", "pieces", "frames", "instruments": [{"name", "program", "items", "frames",
+        "mae_db", "mean_correlation", "correlation": [M floats or None]}], "overall": {...},
+        "groups": {band or register: {"frames", "mae_db", "mean_correlation"}},
+        "mel_frequencies_hz": [M]}``; a group's correlation is the mean over instruments of
+        their mean per-bin r on the group's frames.
     """
     from tqdm import tqdm
 
@@ -158,9 +207,16 @@ def evaluate_acoustic(
     manifest = read_manifest(data)
     names = [i["name"] for i in manifest["instruments"]]
     programs = [i.get("program") for i in manifest["instruments"]]
-    items = [it for it in manifest["items"] if it["split"] == split]
+    if pieces not in PIECE_SETS:
+        raise UserError(f"pieces must be one of {', '.join(PIECE_SETS)}, got {pieces!r}")
+    kinds = {p["id"]: piece_kind(p) for p in manifest["pieces"]}
+    items = [
+        it
+        for it in manifest["items"]
+        if it["split"] == split and pieces in ("all", kinds.get(it["piece"]))
+    ]
     if not items:
-        raise UserError(f"{data}: no items in the {split!r} split")
+        raise UserError(f"{data}: no {pieces} items in the {split!r} split")
     rows: dict[int, int | None] = {}
     for k, name in enumerate(names):
         try:
@@ -172,6 +228,7 @@ def evaluate_acoustic(
     for it in items:
         by_piece.setdefault(it["piece"], []).append(it)
     stats: dict[int, BinStats] = {}
+    group_stats: dict[tuple[str, int], BinStats] = {}
     for piece_items in tqdm(list(by_piece.values()), disable=not progress, unit="piece"):
         loaded = [load_item(data, it["id"]) for it in piece_items]
         loaded = [d for d in loaded if rows.get(int(d["instrument"])) is not None]
@@ -184,8 +241,38 @@ def evaluate_acoustic(
             [d["mel"].shape[1] for d in loaded],
         )
         for d, pred in zip(loaded, preds, strict=True):
-            stats.setdefault(int(d["instrument"]), BinStats(pred.shape[0])).update(pred, d["mel"])
-    return _report(stats, names, programs, split)
+            k = int(d["instrument"])
+            stats.setdefault(k, BinStats(pred.shape[0])).update(pred, d["mel"])
+            for group, mask in frame_groups(d["roll"], pred.shape[1]).items():
+                if mask.any():
+                    bins = group_stats.setdefault((group, k), BinStats(pred.shape[0]))
+                    bins.update(pred[:, mask], d["mel"][:, mask])
+    report = _report(stats, names, programs, split)
+    report["pieces"] = pieces
+    report["groups"] = _group_report(group_stats)
+    return report
+
+
+def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dict[str, Any]]:
+    """Per band/register: frames, MAE over all of them, mean over instruments of mean r."""
+    out = {}
+    for group in [*VELOCITY_BANDS, *REGISTERS]:
+        parts = [s for (g, _), s in group_stats.items() if g == group]
+        if not parts:
+            continue
+        total = BinStats()
+        for s in parts:
+            total.n += s.n
+            total.sums += s.sums
+        r = [_nanmean(s.correlation()) for s in parts]
+        r = [x for x in r if x is not None]
+        out[group] = {
+            "frames": total.n,
+            "instruments": len(parts),
+            "mae_db": round(total.mae_db(), 4),
+            "mean_correlation": round(float(np.mean(r)), 6) if r else None,
+        }
+    return out
 
 
 def _nanmean(values: np.ndarray) -> float | None:
@@ -268,6 +355,14 @@ def write_report(report: dict[str, Any], out: Path, model: Mel2Mel | None = None
     for p in report["instruments"]:
         w.writerow([p["name"]] + ["" if v is None else v for v in p["correlation"]])
     _atomic_text(paths[2], buf.getvalue())
+    if report.get("groups"):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["group", "frames", "instruments", "mae_db", "mean_correlation"])
+        for name, g in report["groups"].items():
+            w.writerow([name, g["frames"], g["instruments"], g["mae_db"], g["mean_correlation"]])
+        paths.append(out / "groups.csv")
+        _atomic_text(paths[-1], buf.getvalue())
     paths.append(plot_correlation(report, out / "correlation.png"))
     if model is not None and model.embedding_dim == 2:
         paths.append(plot_embedding(model, out / "embedding.png"))
@@ -351,6 +446,13 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument(
+        "--pieces",
+        default="all",
+        choices=PIECE_SETS,
+        help="plain: the scores as written; performed: the builder's performances and "
+        "generated textures (default: all)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -363,7 +465,9 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
     if not (args.data / "manifest.json").is_file():
         raise UserError(f"{args.data} is not a dataset (no manifest.json)")
     model = load_model(args.model, args.device)
-    report = evaluate_acoustic(model, args.data, split=args.split, progress=not args.no_progress)
+    report = evaluate_acoustic(
+        model, args.data, split=args.split, pieces=args.pieces, progress=not args.no_progress
+    )
     report["model"] = str(args.model)
     report["loss"] = model.metadata.get("loss")
     write_report(report, args.out, model)
@@ -374,5 +478,8 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
     o = report["overall"]
     r = "n/a" if o["mean_correlation"] is None else f"{o['mean_correlation']:.3f}"
     print(f"{'ALL':<24} {o['mae_db']:>8.2f} {r:>8}")
+    for name, g in report["groups"].items():
+        r = "n/a" if g["mean_correlation"] is None else f"{g['mean_correlation']:.3f}"
+        print(f"{name:<24} {g['mae_db']:>8.2f} {r:>8}  ({g['frames']} frames)")
     print(f"wrote {args.out}")
     return 0

@@ -11,7 +11,13 @@ play, keeping the roll and the rendered audio aligned to the frame:
 * "all notes off"/"all sound off" (CC123/CC120) end every note of the channel and
   "reset all controllers" (CC121) lifts the pedal;
 * the drum channel (MIDI channel 10, index 9) is excluded, and notes outside A0..C8 are
-  dropped and counted.
+  dropped and counted;
+* channel volume and expression (CC7, CC11) are read as FluidSynth applies them: its default
+  modulators attenuate a voice by ``-400 log10(v / 127)`` centibels for each, i.e. an amplitude
+  factor ``(v / 127) ** 2``, at once and also during the release; relative to FluidSynth's
+  defaults (CC7 = 100, CC11 = 127) a channel's gain is ``(cc7 / 100 * cc11 / 127) ** 2``. The
+  roll does not carry it (velocity changes timbre, volume does not); :func:`log_gain` turns it
+  into a per-frame gain on the log-mel.
 
 The roll is ``float32[ROLL_CHANNELS x T]``: rows ``0..87`` mark every frame in which a key
 sounds, rows ``88..175`` mark only its onset frame, both carrying ``velocity / 127``. A time
@@ -37,6 +43,9 @@ from mel2mel import constants as C
 
 DRUM_CHANNEL = 9
 SUSTAIN_CC = 64
+VOLUME_CC, EXPRESSION_CC = 7, 11
+DEFAULT_VOLUME, DEFAULT_EXPRESSION = 100, 127  # FluidSynth's channel defaults
+RELEASE_SECONDS = 0.5  # how long a released note still weighs in its channel's gain
 
 
 class MidiError(ValueError):
@@ -65,6 +74,9 @@ class NoteSequence:
     dropped_out_of_range: int = 0
     dropped_drums: int = 0
     channels: set[int] = field(default_factory=set)
+    #: Channel -> ``[(time, gain)]``: amplitude gain of CC7 x CC11 relative to FluidSynth's
+    #: defaults from ``time`` on, for the channels whose volume or expression ever differ.
+    volume: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
 
     def num_frames(self) -> int:
         """Frames needed to hold every note: up to the last note end, plus one frame."""
@@ -142,7 +154,19 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
     held: dict[int, set[int]] = {}  # channel -> keys released while the pedal was down
     pedal: dict[int, bool] = {}
     program: dict[int, int] = {}
+    cc7: dict[int, int] = {}
+    cc11: dict[int, int] = {}
+    volume: dict[int, list[tuple[float, float]]] = {}
     dropped_range = dropped_drums = 0
+
+    def set_gain(ch: int, t: float) -> None:
+        v, e = cc7.get(ch, DEFAULT_VOLUME), cc11.get(ch, DEFAULT_EXPRESSION)
+        gain = (v / DEFAULT_VOLUME * e / DEFAULT_EXPRESSION) ** 2
+        points = volume.setdefault(ch, [(0.0, 1.0)])
+        if points[-1][0] == t:
+            points.pop()
+        points.append((t, gain))
+
     end_time = 0.0
 
     def close(ch: int, key: int, t: float) -> None:
@@ -166,7 +190,13 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
             elif msg.control in (120, 123):
                 for c, key in [k for k in active if k[0] == ch]:
                     close(c, key, t)
+            elif msg.control in (VOLUME_CC, EXPRESSION_CC):
+                (cc7 if msg.control == VOLUME_CC else cc11)[ch] = msg.value
+                set_gain(ch, t)
             elif msg.control == 121:
+                if ch in cc11:  # reset all controllers resets expression, not volume
+                    cc11[ch] = DEFAULT_EXPRESSION
+                    set_gain(ch, t)
                 if pedal.get(ch, False):
                     for key in sorted(held.get(ch, set())):
                         close(ch, key, t)
@@ -207,7 +237,48 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
         dropped_out_of_range=dropped_range,
         dropped_drums=dropped_drums,
         channels={n.channel for n in notes},
+        volume={ch: pts for ch, pts in volume.items() if any(g != 1.0 for _, g in pts)},
     )
+
+
+def log_gain(
+    notes: Iterable[Note], volume: dict[int, list[tuple[float, float]]], num_frames: int
+) -> np.ndarray | None:
+    """Per-frame natural-log amplitude gain of CC7/CC11 on the mix of ``notes``.
+
+    FluidSynth scales each channel's voices by its gain (module docstring); the mel of a mix of
+    channels with different gains is approximated by their power-weighted mean: each channel
+    weighs by the squared amplitude (``velocity ** 4``, the default velocity curve) of its notes
+    sounding in the frame or released less than :data:`RELEASE_SECONDS` before it. With one
+    channel, or equal gains, it is exact. Frames where no note weighs take the previous frame's
+    gain. Returns ``float32[num_frames]`` (add it to the log-mel), or ``None`` when no channel
+    of ``notes`` changes its volume.
+    """
+    notes = list(notes)
+    chans = sorted({n.channel for n in notes} & set(volume))
+    if not chans:
+        return None
+    frames = np.arange(num_frames) / C.FRAME_RATE
+    weights = np.zeros((len(chans) + 1, num_frames), dtype=np.float64)  # last row: unit gain
+    rows = {ch: i for i, ch in enumerate(chans)}
+    release = round(RELEASE_SECONDS * C.FRAME_RATE)
+    for n in notes:
+        row = rows.get(n.channel, len(chans))
+        on = min(time_to_frame(n.start), num_frames)
+        off = min(max(time_to_frame(n.end), on + 1) + release, num_frames)
+        weights[row, on:off] += (n.velocity / 127.0) ** 4
+    power = np.ones_like(weights)
+    for ch, i in rows.items():
+        times, gains = zip(*volume[ch], strict=True)
+        idx = np.searchsorted(np.asarray(times), frames, side="right") - 1
+        power[i] = np.asarray(gains)[np.maximum(idx, 0)] ** 2
+    total = weights.sum(axis=0)
+    mean = np.full(num_frames, np.nan)
+    heard = total > 0
+    mean[heard] = (weights * power).sum(axis=0)[heard] / total[heard]
+    last = np.maximum.accumulate(np.where(heard, np.arange(num_frames), -1))
+    mean = np.where(last >= 0, mean[np.maximum(last, 0)], power[:, 0].mean())
+    return (0.5 * np.log(np.maximum(mean, 1e-12))).astype(np.float32)
 
 
 def piano_roll(notes: Iterable[Note], num_frames: int) -> np.ndarray:

@@ -54,7 +54,7 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
-from mel2mel.midi import MidiSource, Note, NoteSequence, read_notes, time_to_frame
+from mel2mel.midi import MidiSource, Note, NoteSequence, log_gain, read_notes, time_to_frame
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.io import export_paths, load_acoustic
 from mel2mel.models.texture import TexturePostnet, load_texture, texture_noise
@@ -88,9 +88,15 @@ class NoteRoll:
         The notes (any order).
     num_frames:
         Frames of the whole roll; notes are cut there.
+    log_gain:
+        ``float32[num_frames]``: the channel volume/expression gain of these notes
+        (:func:`mel2mel.midi.log_gain`), added to their log-mel; ``None`` for none.
     """
 
-    def __init__(self, notes: Sequence[Note], num_frames: int) -> None:
+    def __init__(
+        self, notes: Sequence[Note], num_frames: int, log_gain: np.ndarray | None = None
+    ) -> None:
+        self.log_gain = None if log_gain is None else torch.from_numpy(log_gain)
         ordered = sorted(notes, key=lambda n: n.start)  # piano_roll's write order
         on = np.array([time_to_frame(n.start) for n in ordered], dtype=np.int64)
         end = np.array([time_to_frame(n.end) for n in ordered], dtype=np.int64)
@@ -203,6 +209,19 @@ def vocode_frames(voc: Vocoder, frames: _Frames, lo: int, hi: int) -> Iterator[n
         voc, frames, lo, hi, VOCODER_CHUNK_FRAMES,
         voc.stream_context_frames, voc.stream_crossfade_frames, voc.stream_crossfade_shape,
     )  # fmt: skip
+
+
+def _apply_gain(
+    chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], log_gain: torch.Tensor, lo: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Add the channel-volume gain (frames from ``lo`` on) to each mel chunk, floored at
+    silence."""
+    a = lo
+    for mel, roll in chunks:
+        b = a + mel.shape[1]
+        gain = log_gain[a:b].to(mel)
+        yield torch.clamp_min(mel + gain, C.LOG_SILENCE), roll
+        a = b
 
 
 def _check_strength(value: float) -> float:
@@ -436,7 +455,7 @@ class Synthesizer:
             groups = [(rest, main)] if rest else []
             groups += [(parts[k], t) for k, t in sorted(chosen.items())]
         strength = self.texture_strength if texture is None else _check_strength(texture)
-        rolls = [(NoteRoll(n, total), t) for n, t in groups]
+        rolls = [(NoteRoll(n, total, log_gain(n, seq.volume, total)), t) for n, t in groups]
         return _Plan(rolls, total, first, stop, strength)
 
     def _mel_stream(
@@ -451,9 +470,11 @@ class Synthesizer:
         ``n`` frames, on the device.
         """
         chunks = self._acoustic_stream(roll, timbre, lo, hi)
-        if self.texture is None or strength == 0:
+        if self.texture is not None and strength != 0:
+            chunks = self._texture_stream(chunks, timbre, lo, hi, strength, seed)
+        if roll.log_gain is None:
             return chunks
-        return self._texture_stream(chunks, timbre, lo, hi, strength, seed)
+        return _apply_gain(chunks, roll.log_gain, lo)
 
     def _texture_stream(
         self, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], timbre: Timbre, lo: int,

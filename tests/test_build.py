@@ -300,14 +300,15 @@ def test_convert_a_curated_chorale():
 def test_default_corpus_build_caches_the_conversion(tmp_path):
     pytest.importorskip("music21")
     out = tmp_path / "out"
-    report = build_dataset(out, instruments="Vibraphone", limit=1, progress=False)
+    scores_only = {"variants": 0, "textures": 0}  # test_perform.py builds the derived pieces
+    report = build_dataset(out, instruments="Vibraphone", limit=1, progress=False, **scores_only)
     assert report.items_built == 1 and report.pieces_prepared == 1
     m = manifest_of(out)
     assert m["pieces"][0]["source"] == "music21:bach/bwv1.6"
     assert m["items"][0]["id"] == "bach-bwv1_6/vibraphone"
     assert (out / "sources" / "bach-bwv1_6.mid").is_file()
     (out / "items" / "bach-bwv1_6" / "vibraphone.json").unlink()
-    again = build_dataset(out, instruments="Vibraphone", limit=1, progress=False)
+    again = build_dataset(out, instruments="Vibraphone", limit=1, progress=False, **scores_only)
     assert again.items_built == 1 and again.pieces_prepared == 0  # roll and MIDI reused
 
 

@@ -37,6 +37,7 @@ from mel2mel.data.corpus import (
     Instrument,
     Piece,
     convert_music21,
+    derived_pieces,
     discover_midi,
     music21_pieces,
     parse_shard,
@@ -141,27 +142,58 @@ def log_mel(audio: np.ndarray, chunk_frames: int = MEL_CHUNK_FRAMES) -> np.ndarr
     return out
 
 
-def _prepare_piece(piece: Piece, cached: str | None) -> tuple[np.ndarray, bytes | None, dict]:
-    """Roll ``uint8[176 x T_roll]``, new MIDI bytes (music21 only) and note statistics."""
-    midi_bytes, seq = None, None
+def _source_midi(piece: Piece, cached: str | None) -> tuple[str | bytes, bool]:
+    """The piece's source MIDI (a path, or converted bytes) and whether it was converted."""
     source = cached or (str(piece.path) if piece.path else None)
     if source is not None:
         try:
-            seq = read_notes(source, warn=False)
+            read_notes(source, warn=False)
+            return source, False
         except MidiError:
             if piece.music21_name is None:
                 raise  # a damaged conversion cache (music21) is converted again below
-    if seq is None:
-        midi_bytes = convert_music21(str(piece.music21_name))
-        seq = read_notes(midi_bytes, warn=False)
+    return convert_music21(str(piece.music21_name)), True
+
+
+def _prepare_piece(
+    piece: Piece, cached: str | None, base_cache: str | None = None
+) -> tuple[np.ndarray, bytes | None, dict]:
+    """Roll ``uint8[176 x T_roll]``, MIDI bytes to cache (or None) and the piece's sidecar facts.
+
+    ``cached`` is the piece's own MIDI cache, ``base_cache`` that of the score a derived piece
+    (a recipe, see :class:`~mel2mel.data.corpus.Piece`) is made from, when they exist.
+    """
+    from mel2mel.data.perform import excerpt_midi, perform
+    from mel2mel.data.textures import texture_piece
+
+    facts: dict[str, Any] = {}
+    source: str | bytes
+    midi_bytes: bytes | None
+    if piece.recipe is None:
+        source, converted = _source_midi(piece, cached)
+        midi_bytes = source if isinstance(source, bytes) and converted else None
+    else:  # regenerated each time: deterministic, and its facts are recorded
+        kind, seed, seconds = piece.recipe
+        if kind == "texture":
+            midi_bytes, facts["augment"] = texture_piece(seed, float(seconds or 20.0))
+        elif kind == "perform":
+            base, _ = _source_midi(piece, base_cache)
+            midi_bytes, facts["augment"] = perform(base, seed, max_seconds=seconds)
+        else:
+            base, _ = _source_midi(piece, base_cache)
+            midi_bytes, facts["augment"] = excerpt_midi(base, seconds)
+        source = midi_bytes
+    seq = read_notes(source, warn=False)
     roll = np.round(piano_roll(seq.notes, seq.num_frames()) * 127.0).astype(np.uint8)
-    stats = {
+    facts |= {
         "notes": len(seq.notes),
         "duration": round(seq.duration, 3),
         "dropped_out_of_range": seq.dropped_out_of_range,
         "dropped_drums": seq.dropped_drums,
     }
-    return roll, midi_bytes, stats
+    if piece.recipe is not None:
+        facts["recipe"] = list(piece.recipe)
+    return roll, midi_bytes, facts
 
 
 @dataclass(frozen=True)
@@ -309,7 +341,8 @@ def _plan(
     plans, finished, removed, mismatch = [], 0, 0, []
     for piece in pieces:
         cache = root / D.SOURCES / f"{piece.id}.mid"
-        midi_path = str(piece.path) if piece.path else (str(cache) if cache.is_file() else None)
+        own = piece.path is not None and piece.recipe is None
+        midi_path = str(piece.path) if own else (str(cache) if cache.is_file() else None)
         if not root.is_dir():
             plans.append(_PiecePlan(piece, midi_path, False, list(instruments)))
             continue
@@ -323,11 +356,16 @@ def _plan(
                 mismatch.append(meta["id"])
             else:
                 finished += 1
-        ready = midi_path is not None and D.finished_piece(root, piece.id) is not None
+        piece_meta = D.finished_piece(root, piece.id)
+        recipe = list(piece.recipe) if piece.recipe is not None else None
+        if piece_meta is not None and piece_meta.get("recipe") != recipe:
+            mismatch.append(piece.id)
+        ready = midi_path is not None and piece_meta is not None
         plans.append(_PiecePlan(piece, midi_path, ready, todo))
     if mismatch:
         raise UserError(
-            f"{root} holds {len(mismatch)} item(s) rendered with other settings (e.g. "
+            f"{root} holds {len(mismatch)} item(s) rendered with other settings or piece(s) "
+            f"made with another --seed or --max-seconds (e.g. "
             f"{mismatch[0]}); build into a new folder or delete them first"
         )
     return plans, finished, removed
@@ -357,6 +395,12 @@ def build_dataset(
     workers: int | None = None,
     shard: str | tuple[int, int] = (0, 1),
     limit: int | None = None,
+    variants: int | None = None,
+    textures: int | None = None,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    plain: bool = True,
+    split: str | None = None,
     progress: bool = True,
 ) -> BuildReport:
     """Build (or resume, or extend) a dataset in ``out``; see docs/DATA.md.
@@ -383,7 +427,24 @@ def build_dataset(
     shard:
         ``(i, N)`` or ``"i/N"``: build only the pieces whose stable hash falls in shard ``i``.
     limit:
-        Use only the first ``limit`` pieces of the input.
+        Use only the first ``limit`` pieces (scores) of the input.
+    variants:
+        Seeded performances (:mod:`mel2mel.data.perform`: dynamics, pedal, rubato,
+        transposition) of each score, built as pieces of their own in the score's split;
+        ``None``: 2 for the default corpus, 0 with ``midi_dir``.
+    textures:
+        Generated piano-texture pieces (:mod:`mel2mel.data.textures`); ``None``: 300 for the
+        default corpus, 0 with ``midi_dir``.
+    seed:
+        Seed of the performances and textures (recorded per piece in the manifest).
+    max_seconds:
+        Cut every score to its first ``max_seconds``, and take performances and textures of at
+        most that length (default: whole scores, 30 s performances, 20 s textures).
+    plain:
+        Build the scores as written too (``False``: only their performances and textures).
+    split:
+        Build only the pieces of this split (``"train"``, ``"valid"`` or ``"test"``), e.g. an
+        evaluation set; ``None`` for all.
     progress:
         Show a tqdm progress bar (on a terminal).
 
@@ -417,7 +478,25 @@ def build_dataset(
         pieces = music21_pieces()
     else:
         pieces = discover_midi(midi_dir)
-    pieces = [p for p in pieces[:limit] if shard_of(p.id, shard_n) == shard_i]
+    default = (2, 300) if midi_dir is None else (0, 0)
+    variants = default[0] if variants is None else variants
+    textures = default[1] if textures is None else textures
+    if variants < 0 or textures < 0:
+        raise UserError("--variants and --textures must be at least 0")
+    if max_seconds is not None and not max_seconds >= 2:
+        raise UserError(f"--max-seconds must be at least 2, got {max_seconds:g}")
+    pieces = derived_pieces(
+        pieces[:limit], variants=variants, textures=textures, seed=seed, max_seconds=max_seconds
+    )
+    if not plain:
+        pieces = [p for p in pieces if p.recipe is not None and p.recipe[0] != "excerpt"]
+    if split is not None:
+        if split not in D.SPLITS:
+            raise UserError(f"--split must be one of {', '.join(D.SPLITS)}, got {split!r}")
+        pieces = [p for p in pieces if p.split == split]
+    pieces = [p for p in pieces if shard_of(p.group or p.id, shard_n) == shard_i]
+    if not pieces:
+        raise UserError("nothing to build: no piece is left after --no-plain/--split/--shard")
     check_output_dir(root)
 
     plans, finished, removed = _plan(root, pieces, insts, settings)
@@ -493,7 +572,9 @@ def _run(
     try:
         for plan in plans:
             if not plan.ready:
-                futures[pool.submit(_prepare_piece, plan.piece, plan.midi_path)] = (
+                base = root / D.SOURCES / f"{plan.piece.group}.mid"
+                base_cache = str(base) if plan.piece.group and base.is_file() else None
+                futures[pool.submit(_prepare_piece, plan.piece, plan.midi_path, base_cache)] = (
                     "prepare", plan, None
                 )  # fmt: skip
             elif plan.todo:
@@ -550,6 +631,8 @@ def _finish_prepare(root: Path, fut: cf.Future, plan: _PiecePlan, report: BuildR
         plan.midi_path = str(cache)
     save_npy(D.roll_path(root, piece.id), roll)
     meta = {"id": piece.id, "source": piece.source, "split": piece.split}
+    if piece.group is not None:
+        meta["group"] = piece.group
     save_json(root / D.ROLLS / f"{piece.id}.json", {**meta, "frames": roll.shape[1], **stats})
     report.pieces_prepared += 1
     report.dropped_notes += stats["dropped_out_of_range"] + stats["dropped_drums"]
@@ -597,8 +680,8 @@ def index_dataset(
     for path in sorted((root / D.ROLLS).glob("*.json")):
         meta = D.finished_piece(root, path.stem)
         if meta is not None:
-            keys = ("id", "source", "split", "frames")
-            pieces[path.stem] = {k: meta[k] for k in keys}
+            keys = ("id", "source", "split", "frames", "group", "augment")
+            pieces[path.stem] = {k: meta[k] for k in keys if k in meta}
     metas = []
     for piece in pieces:
         for path in sorted((root / D.ITEMS / piece).glob("[!.]*.json")):

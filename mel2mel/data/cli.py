@@ -66,7 +66,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--shard", default="0/1", help="build only shard i of N, as i/N (default: 0/1)"
     )
-    build.add_argument("--limit", type=int, help="use only the first K pieces")
+    build.add_argument("--limit", type=int, help="use only the first K pieces (scores)")
+    build.add_argument(
+        "--variants",
+        type=int,
+        help="seeded performances of each score (dynamics pp..ff, pedal, rubato, "
+        "transposition; default: 2 for the music21 corpus, 0 with --midi-dir)",
+    )
+    build.add_argument(
+        "--textures",
+        type=int,
+        help="generated piano-texture pieces (Alberti, arpeggios, runs, trills, octaves, wide "
+        "chords, ...; default: 300 for the music21 corpus, 0 with --midi-dir)",
+    )
+    build.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="leave out the scores as written: build only their performances and the textures",
+    )
+    build.add_argument(
+        "--split",
+        choices=["train", "valid", "test"],
+        help="build only the pieces of one split (e.g. an evaluation set)",
+    )
+    build.add_argument(
+        "--seed", type=int, default=0, help="seed of performances and textures (default: 0)"
+    )
+    build.add_argument(
+        "--max-seconds",
+        type=float,
+        help="cut scores to their first S seconds and make performances and textures at most "
+        "S s long (default: whole scores, 30 s performances, 20 s textures)",
+    )
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)
 
@@ -129,6 +160,12 @@ def _build(args: argparse.Namespace) -> int:
         workers=args.workers,
         shard=args.shard,
         limit=args.limit,
+        variants=args.variants,
+        textures=args.textures,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        plain=not args.no_plain,
+        split=args.split,
         progress=not args.no_progress,
     )
     for line in report.summary():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mel2mel import constants as C
@@ -76,17 +76,27 @@ class Piece:
         The MIDI file, or ``None`` for a music21 score that still has to be converted.
     music21_name:
         music21 corpus name (``"bach/bwv66.6"``) for corpus pieces, else ``None``.
+    group:
+        Id of the score a derived piece comes from (a performance of it); the piece shares that
+        score's split, so no performance of a test piece is ever trained on. ``None``: its own.
+    recipe:
+        How the piece's MIDI is made from its source, ``None`` to use it as it is:
+        ``("perform", seed, max_seconds)`` (:func:`mel2mel.data.perform.perform`),
+        ``("texture", seed, seconds)`` (:func:`mel2mel.data.textures.texture_piece`, no source)
+        or ``("excerpt", 0, max_seconds)`` (the first ``max_seconds``).
     """
 
     id: str
     source: str
     path: Path | None = None
     music21_name: str | None = None
+    group: str | None = None
+    recipe: tuple[str, int, float | None] | None = None
 
     @property
     def split(self) -> str:
-        """``"train"``, ``"valid"`` or ``"test"``, from the id alone."""
-        return split_of(self.id)
+        """``"train"``, ``"valid"`` or ``"test"``, from the id of the piece's group alone."""
+        return split_of(self.group or self.id)
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,38 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
 def music21_pieces(names: Sequence[str] = CURATED_PIECES) -> list[Piece]:
     """The default corpus as pieces (no music21 import: conversion happens later)."""
     return [Piece(id=music21_id(n), source=f"music21:{n}", music21_name=n) for n in names]
+
+
+def derived_pieces(
+    scores: Sequence[Piece],
+    *,
+    variants: int,
+    textures: int,
+    seed: int = 0,
+    max_seconds: float | None = None,
+) -> list[Piece]:
+    """The scores, ``variants`` seeded performances of each, and ``textures`` generated pieces.
+
+    With ``max_seconds`` the scores are cut to their first ``max_seconds`` (an ``"excerpt"``
+    recipe) and performances take a seeded window of that length (30 s without it). Seeds are
+    functions of ``seed`` and the piece id, so a piece is the same whatever else is built.
+    Textures are ``texture-NNNN`` and split by their own id.
+    """
+    out: list[Piece] = []
+    for p in scores:
+        out.append(p if max_seconds is None else replace(p, recipe=("excerpt", 0, max_seconds)))
+    for p in scores:
+        for k in range(1, variants + 1):
+            s = stable_hash(f"mel2mel-perform:{seed}:{p.id}:{k}") % 2**31
+            recipe = ("perform", s, max_seconds or 30.0)
+            out.append(replace(p, id=f"{p.id}-perf{k}", source=f"{p.source}#perform-{k}",
+                               group=p.id, recipe=recipe))  # fmt: skip
+    for i in range(textures):
+        s = stable_hash(f"mel2mel-texture:{seed}:{i}") % 2**31
+        name = f"texture-{i:04d}"
+        recipe = ("texture", s, min(20.0, max_seconds or 20.0))
+        out.append(Piece(id=name, source=f"generated:{name}", recipe=recipe))
+    return out
 
 
 def music21_id(name: str) -> str:

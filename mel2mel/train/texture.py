@@ -34,8 +34,9 @@ class TextureTrainConfig:
     modulation statistic in the spirit of the global-variance and modulation-spectrum
     post-filters of speech synthesis): it holds the amount of texture to the instrument's,
     where the adversarial loss alone over-textured steady instruments. ``disc_channels``
-    sizes the discriminator. ``init_from``: a texture checkpoint (or run directory) whose
-    post-net weights start the run; its discriminator and optimizers start afresh (to
+    sizes the discriminator. ``init_from``: a texture checkpoint (or run directory), or an exported
+    post-net (``.safetensors``/``.json``, e.g. to adapt the shipped one to a retrained acoustic
+    model), whose post-net weights start the run; its discriminator and optimizers start afresh (to
     continue a run with all its state, resume it instead).
     """
 

@@ -136,6 +136,21 @@ class Discriminator(nn.Module):
 # -- data -------------------------------------------------------------------------------------
 
 
+def initial_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """Post-net weights to start from: a texture checkpoint or run directory, or an exported
+    post-net (its ``.safetensors`` or ``.json``, e.g. ``mel2mel/pretrained/acoustic_texture.json``)
+    whatever acoustic model it was exported for."""
+    path = Path(source)
+    if path.suffix in (".safetensors", ".json"):
+        from safetensors.torch import load_file
+
+        weights = path.with_suffix(".safetensors")
+        if not weights.is_file():
+            raise UserError(f"train.init_from: no exported post-net weights at {weights}")
+        return load_file(str(weights))
+    return ckpt.load_checkpoint(path, kind=KIND)["model"]
+
+
 def prediction_path(cache: Path, item_id: str) -> Path:
     return cache / f"{item_id}.pred.npy"
 
@@ -221,7 +236,7 @@ class _TextureTrainer(TrainerBase):
         torch.manual_seed(t.seed)
         self.model = TexturePostnet(config.model_config()).to(info.device)
         if t.init_from:
-            self.model.load_state_dict(ckpt.load_checkpoint(t.init_from, kind=KIND)["model"])
+            self.model.load_state_dict(initial_weights(t.init_from))
         self.disc = Discriminator(len(self.rows), channels=t.disc_channels).to(info.device)
         self.gen: nn.Module = self.model
         self.dnet: nn.Module = self.disc

@@ -1,0 +1,185 @@
+"""Procedurally generated piano textures: the figures chorales lack, in every register.
+
+A texture piece (:func:`texture_piece`) is a sequence of sections of a few seconds, each one
+figure from :data:`FIGURES` over a chord progression in a seeded key, placed in a seeded
+register (from the bottom octave of the piano to its top), at a seeded tempo (50-180 bpm), with
+a seeded articulation (staccato to legato). The notes then get dynamics and sustain pedal from
+:mod:`mel2mel.data.perform`, so textures come at every loudness, pedalled or dry. Everything is
+a function of the seed; the choices are returned for the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mel2mel import constants as C
+from mel2mel.data.perform import PNote, dynamics, pedal_events, write_midi
+
+# Scale degrees of the major and harmonic-minor scales and a few chord progressions (degrees).
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 11)}
+PROGRESSIONS = ((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 3), (1, 4, 0, 0), (0, 3, 1, 4), (5, 3, 0, 4))
+
+
+def _chord(key: int, mode: str, degree: int) -> list[int]:
+    """Pitch classes (as semitones above C, may exceed 11) of the triad on ``degree``."""
+    scale = SCALES[mode]
+    return [key + scale[(degree + k) % 7] + 12 * ((degree + k) // 7) for k in (0, 2, 4)]
+
+
+def _place(pcs: list[int], low: int, count: int) -> list[int]:
+    """``count`` chord tones ascending from the first at or above ``low``."""
+    out, octave = [], (low // 12) * 12
+    while len(out) < count:
+        for pc in sorted(p % 12 for p in pcs):
+            p = octave + pc
+            if p >= low and len(out) < count:
+                out.append(p)
+        octave += 12
+    return out
+
+
+# Each figure returns (pitch, beat offset, length in beats) for one chord lasting ``beats``.
+Figure = Callable[[list[int], int, int, np.random.Generator], list[tuple[int, float, float]]]
+
+
+def _alberti(pcs, low, beats, rng):
+    a, b, c = _place(pcs, low, 3)
+    step = 0.25 if rng.random() < 0.6 else 0.5
+    pattern = [a, c, b, c]
+    return [(pattern[i % 4], i * step, step) for i in range(int(beats / step))]
+
+
+def _arpeggio(pcs, low, beats, rng):
+    tones = _place(pcs, low, int(rng.integers(4, 11)))
+    if rng.random() < 0.5:
+        tones = tones + tones[-2:0:-1]  # up and down
+    step = beats / len(tones)
+    return [(p, i * step, step) for i, p in enumerate(tones)]
+
+
+def _broken(pcs, low, beats, rng):
+    tones = _place(pcs, low, 4)
+    step = 0.5
+    order = [0, 2, 1, 3] if rng.random() < 0.5 else [3, 1, 2, 0]
+    return [(tones[order[i % 4]], i * step, step) for i in range(int(beats / step))]
+
+
+def _scale_run(pcs, low, beats, rng):
+    step = float(rng.choice([0.125, 0.25]))
+    n = int(beats / step)
+    chromatic = rng.random() < 0.25
+    start, out, p = pcs[0], [], _place(pcs, low, 1)[0]
+    direction = 1 if rng.random() < 0.5 else -1
+    diatonic = sorted({(start + s) % 12 for s in SCALES["major"]})
+    for i in range(n):
+        out.append((p, i * step, step))
+        p += direction
+        while not chromatic and p % 12 not in diatonic:
+            p += direction
+    return out
+
+
+def _repeated(pcs, low, beats, rng):
+    p = _place(pcs, low, 1)[0]
+    step = float(rng.choice([0.25, 1 / 3, 0.5]))
+    return [(p, i * step, step) for i in range(round(beats / step))]
+
+
+def _trill(pcs, low, beats, rng):
+    p = _place(pcs, low, 1)[0]
+    q = p + int(rng.choice([1, 2]))
+    step = 0.125
+    return [((p, q)[i % 2], i * step, step) for i in range(int(beats / step))]
+
+
+def _octaves(pcs, low, beats, rng):
+    tones = _place(pcs, low, 3)
+    out = []
+    for i, p in enumerate(tones):
+        t = i * beats / 3
+        out += [(p, t, beats / 3), (p + 12, t, beats / 3)]
+    return out
+
+
+def _wide_chord(pcs, low, beats, rng):
+    tones = _place(pcs, low, int(rng.integers(5, 9)))
+    spread = [p + 12 * (i // 3) for i, p in enumerate(tones)]
+    hits = int(rng.integers(1, 3))
+    return [(p, k * beats / hits, beats / hits) for k in range(hits) for p in spread]
+
+
+def _pedal_point(pcs, low, beats, rng):
+    bass = _place(pcs, low, 1)[0]
+    upper = _place(pcs, low + 12, 3)
+    step = beats / 4
+    return [(bass, 0.0, beats)] + [(upper[i % 3], i * step, step) for i in range(4)]
+
+
+FIGURES: dict[str, Figure] = {
+    "alberti": _alberti,
+    "arpeggio": _arpeggio,
+    "broken-chords": _broken,
+    "scale-run": _scale_run,
+    "repeated-notes": _repeated,
+    "trill": _trill,
+    "octaves": _octaves,
+    "wide-chords": _wide_chord,
+    "pedal-point": _pedal_point,
+}
+
+
+def texture_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[str, Any]]:
+    """The notes of one generated texture piece and the choices made, before dynamics."""
+    rng = np.random.default_rng(seed)
+    key, mode = int(rng.integers(12)), str(rng.choice(list(SCALES)))
+    notes: list[PNote] = []
+    sections = []
+    t = 0.5
+    while t < seconds:
+        name = str(rng.choice(list(FIGURES)))
+        bpm = float(rng.uniform(50, 180))
+        beat = 60.0 / bpm
+        beats = int(rng.choice([2, 4]))
+        low = int(rng.integers(C.MIDI_MIN, C.MIDI_MAX - 30))  # any register with room above
+        articulation = float(rng.choice([rng.uniform(0.3, 0.6), rng.uniform(0.9, 1.2)]))
+        progression = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+        section_seconds = float(rng.uniform(3.0, 7.0))
+        end = min(t + section_seconds, seconds)
+        while t < end:
+            for degree in progression:
+                figure = FIGURES[name](_chord(key, mode, degree), low, beats, rng)
+                for pitch, offset, length in figure:
+                    if C.MIDI_MIN <= pitch <= C.MIDI_MAX:
+                        start = t + offset * beat
+                        dur = max(0.03, length * beat * articulation)
+                        notes.append(PNote(int(pitch), start, start + dur, 64, 0))
+                t += beats * beat
+                if t >= end:
+                    break
+        section = {"figure": name, "bpm": round(bpm, 1), "low": low}
+        sections.append({**section, "articulation": round(articulation, 3)})
+    notes.sort(key=lambda n: (n.start, n.pitch))
+    return notes, {"key": key, "mode": mode, "sections": sections}
+
+
+def texture_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
+    """MIDI bytes of generated texture number ``seed`` and its recorded choices."""
+    notes, params = texture_notes(seed, seconds)
+    rng = np.random.default_rng([seed, 1])
+    lo = float(rng.uniform(5, 60))
+    level_range = (lo, float(rng.uniform(lo + 20, 127)))
+    notes, dyn = dynamics(notes, rng, level_range=level_range)
+    mode = str(rng.choice(["none", "harmonic", "long"]))
+    pedals = pedal_events(notes, rng, mode)
+    params = {
+        "kind": "texture",
+        "seed": seed,
+        "seconds": seconds,
+        **params,
+        "dynamics": {"range": [round(x, 3) for x in level_range], **dyn},
+        "pedal": mode,
+    }
+    return write_midi(notes, pedals), params
