@@ -52,8 +52,16 @@ def test_force_program_rewrites_channels_and_keeps_times(tmp_path):
     notes = [m for m in msgs if m.type in ("note_on", "note_off")]
     assert all(m.channel != 9 and C.MIDI_MIN <= m.note <= C.MIDI_MAX for m in notes)
     # Every kept message keeps its absolute tick; the input is untouched.
-    kept = [e for e in absolute(original.tracks[1]) if e in absolute(forced.tracks[1])]
-    assert kept == absolute(forced.tracks[1])
+    track = absolute(forced.tracks[1])
+    end = track[-1][0]
+    assert track[-5:-1] == [  # at the end: pedal up and all notes off on every channel
+        (end, f"control_change channel={ch} control={cc} value=0 time=0")
+        for ch in (0, 3)
+        for cc in (64, 123)
+    ]
+    track = track[:-5] + track[-1:]
+    kept = [e for e in absolute(original.tracks[1]) if e in track]
+    assert kept == track
     assert (1152, "control_change channel=0 control=64 value=127 time=0") in kept
     assert any(m.type == "program_change" and m.program == 33 for m in original.tracks[1])
     # The forced file holds exactly the notes the roll is made of.
@@ -61,6 +69,23 @@ def test_force_program_rewrites_channels_and_keeps_times(tmp_path):
     strip = [(n.pitch, n.start, n.end, n.velocity, n.channel) for n in a.notes]
     assert strip == [(n.pitch, n.start, n.end, n.velocity, n.channel) for n in b.notes]
     assert b.dropped_out_of_range == 0 and b.dropped_drums == 0
+
+
+@requires_fluidsynth
+def test_notes_left_on_end_with_the_file(tmp_path):
+    # An organ note without note-off, and one held by the pedal to the end: FluidSynth would
+    # sustain their looped samples forever; both end with the file, as the roll says.
+    extra = [
+        (0.2, mido.Message("note_on", note=60, velocity=90)),
+        (0.5, mido.Message("control_change", control=64, value=127)),
+    ]
+    path = write_midi(tmp_path / "hang.mid", [(67, 0.6, 0.9, 90)], extra=extra)
+    forced, _ = force_program(load_midi(path), 19)  # church organ: looped samples
+    audio = render_midi(forced, RenderSettings(str(SOUNDFONT)), work_dir=tmp_path)
+    seq = read_notes(path)
+    assert [round(n.end, 3) for n in seq.notes] == [1.5, 1.5]
+    assert 1.5 * C.SAMPLE_RATE < len(audio) < 6 * C.SAMPLE_RATE  # release and reverb only
+    assert np.abs(audio[-C.SAMPLE_RATE // 10 :]).max() < 1e-3
 
 
 def _pitch_bin(pitch: int) -> int:

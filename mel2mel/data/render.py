@@ -40,6 +40,7 @@ DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf3/MuseScore_General.sf3")
 SOUNDFONT_PACKAGE = "musescore-general-soundfont"
 FLUIDSYNTH_PACKAGE = "fluidsynth"
 DRUM_CHANNEL = 9
+SUSTAIN_CC, ALL_NOTES_OFF_CC = 64, 123
 BANK_SELECT_CCS = (0, 32)  # bank select MSB and LSB: dropped so every channel uses bank 0
 INT16_SCALE = 32767.0
 # FluidSynth's file renderer applies MIDI events only at 64-sample block boundaries, one block
@@ -201,7 +202,29 @@ def force_program(midi: mido.MidiFile, program: int) -> tuple[mido.MidiFile, For
     out.tracks[0][0:0] = [
         mido.Message("program_change", channel=ch, program=program) for ch in sorted(channels)
     ]
+    _release_at_end(out, sorted(channels))
     return out, ForceStats(drums, out_of_range, tuple(sorted(channels)))
+
+
+def _release_at_end(midi: mido.MidiFile, channels: list[int]) -> None:
+    """Lift the sustain pedal and send "all notes off" on ``channels`` at the file's last tick.
+
+    FluidSynth's file renderer runs until every voice has ended, so a note left on (or held by
+    the pedal) with a looped sample would render forever; :func:`mel2mel.midi.read_notes` ends
+    such notes at the end of the file, and so does this.
+    """
+    if not channels:
+        return
+    ends = [sum(m.time for m in t) for t in midi.tracks]
+    track = midi.tracks[int(np.argmax(ends))]
+    delta = 0
+    if track and track[-1].type == "end_of_track":
+        delta = track.pop().time
+    for i, ch in enumerate(channels):
+        for control in (SUSTAIN_CC, ALL_NOTES_OFF_CC):
+            msg = mido.Message("control_change", channel=ch, control=control, value=0)
+            track.append(msg.copy(time=delta if i == 0 and control == SUSTAIN_CC else 0))
+    track.append(mido.MetaMessage("end_of_track", time=0))
 
 
 def temp_path(final: Path) -> Path:
