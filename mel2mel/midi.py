@@ -10,6 +10,9 @@ play, keeping the roll and the rendered audio aligned to the frame:
   onset (FluidSynth releases the earlier voice);
 * "all notes off"/"all sound off" (CC123/CC120) end every note of the channel and
   "reset all controllers" (CC121) lifts the pedal;
+* a note still sounding when the file ends (its longest track, end-of-track included) ends
+  there (:func:`mel2mel.data.render.force_program` sends "all notes off" there, so FluidSynth
+  agrees);
 * the drum channel (MIDI channel 10, index 9) is excluded, and notes outside A0..C8 are
   dropped and counted;
 * channel volume and expression (CC7, CC11) are read as FluidSynth applies them: its default
@@ -148,6 +151,10 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
     ticks = np.array([e[0] for e in events], dtype=np.int64)
     idx = np.searchsorted(bp_ticks, ticks, side="right") - 1
     times = bp_secs[idx] + (ticks - bp_ticks[idx]) * bp_spt[idx] if len(events) else ticks
+    # The file ends with its longest track, end-of-track included: notes still on end there.
+    last_tick = max((sum(m.time for m in t) for t in midi.tracks), default=0)
+    k = int(np.searchsorted(bp_ticks, last_tick, side="right")) - 1
+    file_end = float(bp_secs[k] + (last_tick - bp_ticks[k]) * bp_spt[k])
 
     notes: list[Note] = []
     active: dict[tuple[int, int], tuple[float, int, int, int]] = {}  # (ch, key) -> start info
@@ -167,7 +174,7 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
             points.pop()
         points.append((t, gain))
 
-    end_time = 0.0
+    end_time = file_end
 
     def close(ch: int, key: int, t: float) -> None:
         start, vel, trk, prog = active.pop((ch, key))

@@ -163,3 +163,19 @@ def test_empty_and_drum_only_files() -> None:
         read_notes(_file([on(0, 38, ch=9), off(5, 38, ch=9)]))
     with pytest.raises(MidiError, match="no such file"):
         read_notes("/nonexistent/song.mid")
+
+
+def test_a_note_left_on_ends_with_the_file(tmp_path):
+    # FluidSynth holds a note without note-off to the end of the file, end-of-track included.
+    midi = mido.MidiFile(type=1, ticks_per_beat=480)
+    track = mido.MidiTrack(
+        [
+            mido.Message("note_on", note=60, velocity=80, time=480),  # 0.5 s
+            mido.Message("note_on", note=64, velocity=80, time=0),
+            mido.Message("note_off", note=64, time=480),  # 1.0 s
+            mido.MetaMessage("end_of_track", time=4800),  # 6.0 s
+        ]
+    )
+    midi.tracks.append(track)
+    seq = read_notes(midi)
+    assert [(n.pitch, n.start, n.end) for n in seq.notes] == [(60, 0.5, 6.0), (64, 0.5, 1.0)]
