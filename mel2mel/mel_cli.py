@@ -13,10 +13,12 @@ default model is the shipped one in ``mel2mel/pretrained/acoustic.{safetensors,j
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
 
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
 
@@ -32,9 +34,12 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 def _parse_embedding(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError as err:
-        raise UserError(f"--embedding {text!r}: expected numbers like 0.5,-1.2") from err
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UserError(f"--embedding {text[:60]!r}: expected finite numbers like 0.5,-1.2")
+    return values
 
 
 def midi_log_mel(
@@ -58,23 +63,24 @@ def midi_log_mel(
                 "from 'mel2mel export acoustic' (or train one: 'mel2mel train acoustic')"
             )
         raise UserError(f"no exported acoustic model at {model_path}")
+    from mel2mel.timbre import TimbreSpace
+
     model = load_acoustic(path)
+    space = TimbreSpace.from_model(model)
+    if embedding is not None:
+        if len(embedding) != model.embedding_dim:
+            raise UserError(
+                f"--embedding has {len(embedding)} values; the model's embedding has "
+                f"{model.embedding_dim}"
+            )
+        vector = space.check_vector(embedding, "--embedding")
+    else:
+        # Names, aliases ("organ", "rhodes"), GM names and programs, as render takes them.
+        vector, _ = space.embedding(str(instrument))
     roll = torch.from_numpy(midi_to_roll(midi)).unsqueeze(0)
     with torch.inference_mode():
-        if embedding is not None:
-            if len(embedding) != model.embedding_dim:
-                raise UserError(
-                    f"--embedding has {len(embedding)} values; the model's embedding has "
-                    f"{model.embedding_dim}"
-                )
-            mel = model(roll, embedding=torch.tensor([embedding], dtype=torch.float32))
-        else:
-            from mel2mel.timbre import TimbreSpace
-
-            # Names, aliases ("organ", "rhodes"), GM names and programs, as render takes them.
-            vector, _ = TimbreSpace.from_model(model).embedding(str(instrument))
-            mel = model(roll, embedding=torch.from_numpy(vector)[None])
-    return mel[0].numpy().astype(np.float32)
+        mel = model(roll, embedding=torch.from_numpy(vector)[None])
+    return validate.check_mel(mel[0].numpy().astype(np.float32), "the predicted mel")
 
 
 def audio_log_mel(path: Path) -> np.ndarray:
@@ -118,6 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_mel(args: argparse.Namespace) -> int:
     src: Path = args.input
     out: Path = args.out if args.out is not None else Path(src.name).with_suffix(".npy")
+    if src.is_dir():
+        raise UserError(f"{src} is a folder, not a file")
     if not src.is_file():
         raise UserError(f"{src}: no such file")
     if out.suffix != ".npy":

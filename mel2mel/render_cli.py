@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.vocode_cli import add_refine_argument, apply_refine
 
@@ -43,7 +44,9 @@ BLOCK_SAMPLES = 1 << 18  # second-pass block: 1 MB of float32
 
 
 def db(gain: float) -> float:
-    """Amplitude ratio in decibels (``-inf`` for 0)."""
+    """Amplitude ratio in decibels (``-inf`` for 0, ``nan`` for NaN)."""
+    if math.isnan(gain):
+        return math.nan
     return 20.0 * math.log10(gain) if gain > 0 else -math.inf
 
 
@@ -90,15 +93,23 @@ class TwoPassWriter:
                 path.unlink(missing_ok=True)
 
     def write(self, chunks: Iterable[np.ndarray]) -> None:
-        """First pass: every chunk as float32, tracking the number of samples and the peak."""
+        """First pass: every chunk as float32, tracking the number of samples and the peak.
+
+        Raises
+        ------
+        UserError
+            If the audio is not sane (:class:`~mel2mel.validate.AudioCheck`: NaN, DC,
+            full-scale noise); nothing is then written under the output's name.
+        """
         import soundfile as sf
 
+        check = validate.AudioCheck("the rendering")
         with sf.SoundFile(self.raw, "w", C.SAMPLE_RATE, 1, "FLOAT", format="WAV") as f:
             for chunk in chunks:
-                f.write(chunk)
+                f.write(check.check(chunk))
                 self.samples += len(chunk)
-                if len(chunk):
-                    self.peak = max(self.peak, float(np.max(np.abs(chunk))))
+            check.finish()
+        self.peak = check.peak
 
     def commit(self, gain: float) -> None:
         """Second pass: scale by ``gain``, convert to 16-bit PCM, move into place."""
@@ -158,6 +169,8 @@ def run_render(args: argparse.Namespace) -> int:
     out: Path = args.output if args.output is not None else Path(src.name).with_suffix(".wav")
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"{out}: the output must end in .wav or .flac")
+    if src.is_dir():
+        raise UserError(f"{src} is a folder, not a MIDI file")
     if not src.is_file():
         raise UserError(f"{src}: no such file")
     if out.is_dir():
@@ -170,16 +183,19 @@ def run_render(args: argparse.Namespace) -> int:
     tracks = parse_track_specs(args.track)
     start = None if args.start is None else parse_time(args.start)
     duration = None if args.duration is None else parse_time(args.duration)
-    tail = parse_time(args.tail)
+    tail = validate.seconds(parse_time(args.tail), "--tail", validate.MAX_TAIL_SECONDS)
+    seed = validate.seed(args.seed)
+    if args.texture is not None:
+        validate.number(args.texture, "--texture", 0.0, 4.0)
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(validate.threads(args.threads))
 
     from mel2mel.synthesizer import Synthesizer
 
     with TwoPassWriter(out) as writer:
-        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=args.seed)
+        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=seed)
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
         if args.texture is not None and synth.texture is None:
             msg = "this model has no texture post-net; --texture has no effect"
@@ -257,16 +273,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "acoustic model's steady mel) to 4; default: the model's (0.85 for the shipped one). "
         "No effect on a model without a post-net",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the texture's noise (0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help=f"texture noise seed, 0..{validate.MAX_SEED} (0)"
+    )
     p.add_argument("--start", metavar="S", help="start time, seconds or M:SS (default 0)")
     p.add_argument("--duration", metavar="S", help="seconds to render (default: to the end)")
-    p.add_argument("--tail", default="1", metavar="S", help="seconds after the last note (1)")
+    p.add_argument(
+        "--tail",
+        default="1",
+        metavar="S",
+        help=f"seconds after the last note, up to {validate.MAX_TAIL_SECONDS:g} (1)",
+    )
     p.add_argument(
         "--normalize", action="store_true", help=f"peak-normalize to {NORMALIZE_PEAK_DB:g} dBFS"
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--model", type=Path, help="exported model, or 'paper' (default: pretrained)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (1..cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on a terminal")
     p.set_defaults(func=run_render)
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mel2mel.errors import UserError, require
+from mel2mel import validate
+from mel2mel.errors import require
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Execute ``mel2mel serve``; returns the exit status."""
     for module in ("fastapi", "uvicorn", "python_multipart"):
         require(module, "web")
-    if not 0 < args.port < 65536:
-        raise UserError(f"--port must be 1..65535, got {args.port}")
-    if min(args.workers, args.threads, args.max_upload_kb) < 1 or args.queue < 0:
-        raise UserError("--workers, --threads and --max-upload-kb must be >= 1, --queue >= 0")
-    if args.max_render_seconds <= 0 or args.map_resolution < 2:
-        raise UserError("--max-render-seconds must be > 0 and --map-resolution >= 2")
+    validate.integer(args.port, "--port", 1, 65535)
+    validate.integer(args.workers, "--workers", 1, 64)
+    validate.integer(args.queue, "--queue", 0, 10_000)
+    validate.threads(args.threads)
+    validate.integer(args.max_upload_kb, "--max-upload-kb", 1, 1 << 20)
+    validate.number(args.max_render_seconds, "--max-render-seconds", 1.0, validate.MAX_SECONDS)
+    validate.integer(args.map_resolution, "--map-resolution", 2, 401)
     import torch
     import uvicorn
 
@@ -30,7 +32,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from mel2mel.web.config import WebConfig
     from mel2mel.web.maps import Space
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     config = WebConfig(
         max_concurrent_renders=args.workers,
         max_queued_renders=args.queue,

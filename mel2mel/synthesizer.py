@@ -59,6 +59,7 @@ from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.io import export_paths, load_acoustic
 from mel2mel.models.texture import TexturePostnet, load_texture, texture_noise
 from mel2mel.timbre import InstrumentInfo, Timbre, TimbreSpace, TimbreSpec, parse_time
+from mel2mel.validate import AudioCheck
 from mel2mel.vocoders import io as vocoder_io
 from mel2mel.vocoders.base import Vocoder, crossfade_curves
 from mel2mel.vocoders.fast import FastVocoder
@@ -606,6 +607,7 @@ class Synthesizer:
             streams.append(vocode_frames(voc, _Frames(mels, lo), lo, plan.stop))
         skip = (plan.first - lo) * C.HOP_LENGTH
         seconds = (plan.stop - plan.first) / C.FRAME_RATE
+        check = AudioCheck("the audio")  # never hand out NaN, DC or full-scale noise
         with tqdm(
             total=round(seconds, 2), unit="s", desc="rendering", disable=not progress,
             file=sys.stderr, bar_format=PROGRESS_FORMAT, delay=1.0,
@@ -615,7 +617,8 @@ class Synthesizer:
                 skip = max(0, skip - len(parts[0]))
                 if len(y):
                     bar.update(len(y) / C.SAMPLE_RATE)
-                    yield y.astype(np.float32, copy=False)
+                    yield check.check(y.astype(np.float32, copy=False))
+            check.finish()
 
     def render(
         self,

@@ -43,6 +43,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Instrument, UnknownInstrumentError
 
@@ -81,7 +82,8 @@ def parse_time(text: str | float) -> float:
     Raises
     ------
     UserError
-        If the text is not one of those forms or the time is negative.
+        If the text is not one of those forms or the time is not in 0 ..
+        :data:`~mel2mel.validate.MAX_SECONDS` (a day).
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
         value = float(text)
@@ -90,16 +92,19 @@ def parse_time(text: str | float) -> float:
         try:
             if ":" in s:
                 minutes, seconds = s.split(":")
-                value = 60.0 * int(minutes) + float(seconds)
+                value = 60.0 * validate.integer(minutes, "minutes", 0, 10**6) + float(seconds)
             elif s.endswith("ms"):
                 value = float(s[:-2]) / 1000.0
             else:
                 value = float(s.removesuffix("s"))
-        except ValueError:
-            msg = f"bad time {text!r}: expected seconds like 12.5, 12.5s or 1:30"
+        except (ValueError, UserError):
+            msg = f"bad time {str(text)[:40]!r}: expected seconds like 12.5, 12.5s or 1:30"
             raise UserError(msg) from None
-    if not math.isfinite(value) or value < 0:
-        raise UserError(f"bad time {text!r}: must be a finite number of seconds >= 0")
+    if not (math.isfinite(value) and 0 <= value <= validate.MAX_SECONDS):
+        raise UserError(
+            f"bad time {str(text)[:40]!r}: must be a finite number of seconds in "
+            f"0 .. {validate.MAX_SECONDS:g}"
+        )
     return value
 
 
@@ -331,7 +336,7 @@ class TimbreSpace:
                 f"({entry.model}; this one is {self.fingerprint}): fit it again for this model "
                 "with 'mel2mel timbre learn'"
             )
-        return np.asarray(entry.vector, dtype=np.float32), entry.name
+        return self.check_vector(entry.vector, f"user timbre {entry.name!r}"), entry.name
 
     def named(self, query: str | int) -> tuple[np.ndarray, str]:
         """``(float32[E], label)`` of an instrument (as :meth:`index`) or a user timbre."""
@@ -346,8 +351,9 @@ class TimbreSpace:
             stored = [e.name for e in self.library.list(model=self.fingerprint)]
             if not stored:
                 raise
-            msg = f"{err}; in the timbre library: {', '.join(stored)}"
-            raise UnknownInstrumentError(msg) from None
+            error = UnknownInstrumentError(f"{err}; in the timbre library: {', '.join(stored)}")
+            error.public = str(err)  # the library's names are the operator's
+            raise error from None
         return self.table[k], self.instruments[k].name
 
     @property
@@ -392,7 +398,7 @@ class TimbreSpace:
         """
         if isinstance(query, int | np.integer) and not isinstance(query, bool):
             program = int(query)
-        elif isinstance(query, str) and query.strip().isdigit():
+        elif isinstance(query, str) and validate.program_number(query) is not None:
             program = int(query.strip())
         else:
             key = normalize_name(str(query))
@@ -413,7 +419,7 @@ class TimbreSpace:
             text = spec.strip()
             if "=" in text:
                 return self._mix(parse_mix(text), text)
-            coords = None if text.isdigit() else parse_coordinates(text)
+            coords = None if validate.program_number(text) is not None else parse_coordinates(text)
             if coords is not None:
                 return self._coordinates(coords, text), f"({text})"
             return self.named(text)
@@ -431,21 +437,32 @@ class TimbreSpace:
             )
         return self._coordinates(values, str(spec)), f"({', '.join(f'{v:g}' for v in values)})"
 
+    @functools.cached_property
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)`` per axis of the coordinates accepted as a timbre: the instruments'
+        bounding box widened by :data:`~mel2mel.validate.COORD_MARGIN` of its size."""
+        return validate.coordinate_box(self.table)
+
+    def check_vector(self, vector: Any, what: str = "timbre coordinates") -> np.ndarray:
+        """``vector`` as ``float32[E]`` if it lies in :attr:`box`, else a UserError."""
+        return validate.within_box(vector, self.box, what)
+
     def _coordinates(self, values: Sequence[float], text: str) -> np.ndarray:
         if len(values) != self.dim or not all(math.isfinite(v) for v in values):
             raise UserError(
-                f"timbre coordinates {text!r}: expected {self.dim} finite numbers "
+                f"timbre coordinates {text[:60]!r}: expected {self.dim} finite numbers "
                 f"(the model's embedding has {self.dim} dimensions)"
             )
-        return np.asarray(values, dtype=np.float32)
+        return self.check_vector(values)
 
     def _mix(self, weights: dict[Any, float], text: str) -> tuple[np.ndarray, str]:
         if not weights:
             raise UserError("an empty mix")
         values = np.array([float(w) for w in weights.values()], dtype=np.float64)
-        if not np.all(np.isfinite(values)) or np.any(values < 0) or values.sum() <= 0:
+        if not np.all(np.isfinite(values)) or np.any(values < 0) or values.max() <= 0:
             raise UserError(f"mix {text!r}: weights must be >= 0 and not all zero")
         named = [self.named(name) for name in weights]
+        values = values / values.max()  # 1e308 + 1e308 would overflow the sum
         values /= values.sum()
         points = np.stack([v for v, _ in named]).astype(np.float64)
         vector = (values[:, None] * points).sum(axis=0)
@@ -486,9 +503,9 @@ def parse_track_specs(items: Sequence[str]) -> dict[int, str]:
     tracks: dict[int, str] = {}
     for item in items:
         key, sep, spec = item.partition("=")
-        if not sep or not key.strip().isdigit() or not spec.strip():
-            raise UserError(f"bad --track {item!r}: expected N=TIMBRE, e.g. 1=trumpet")
-        n = int(key)
+        n = validate.program_number(key)
+        if not sep or n is None or not spec.strip():
+            raise UserError(f"bad --track {item[:60]!r}: expected N=TIMBRE, e.g. 1=trumpet")
         if n in tracks:
             raise UserError(f"--track {n} is given twice")
         tracks[n] = spec.strip()

@@ -35,21 +35,25 @@ def _model(args: argparse.Namespace):  # -> Mel2Mel
 
 def run_learn(args: argparse.Namespace) -> int:
     """Execute ``mel2mel timbre learn``."""
+    import math
     import sys
 
     import numpy as np
 
     from mel2mel import constants as C
+    from mel2mel import validate
     from mel2mel.audio import load_audio
     from mel2mel.midi import read_notes
     from mel2mel.models.acoustic import UnknownInstrumentError
-    from mel2mel.timbre import parse_coordinates, parse_time
+    from mel2mel.timbre import parse_time
     from mel2mel.timbre_learn import learn_timbre
     from mel2mel.timbre_library import UserTimbre, check_name, model_fingerprint
 
     name = check_name(args.name)
     library = _library(args)
     for path in (args.audio, args.midi):
+        if path.is_dir():
+            raise UserError(f"{path} is a folder, not a file")
         if not path.is_file():
             raise UserError(f"{path}: no such file")
     if library.find(name) is not None and not args.force:
@@ -61,7 +65,8 @@ def run_learn(args: argparse.Namespace) -> int:
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(validate.threads(args.threads))
+    library.check_writable()  # before the fit, not after it
     synth = _model(args)
     try:  # the model's own names cannot be shadowed: they are resolved first
         synth.timbres.index(name)
@@ -70,10 +75,12 @@ def run_learn(args: argparse.Namespace) -> int:
     else:
         raise UserError(f"{name!r} already names an instrument of the model; choose another")
     init = args.init
-    if init is not None and parse_coordinates(init) is None:
-        synth.timbre(init)  # a clear error for an unknown name, before any work
+    if init is not None:
+        synth.timbre(init)  # a clear error for an unknown name or bad coordinates, before work
     notes = read_notes(args.midi)
     audio = load_audio(args.audio)
+    if not np.all(np.isfinite(audio)):
+        raise UserError(f"{args.audio}: the recording contains NaN or infinite samples")
     print(f"fitting {name!r}: {args.audio} against {args.midi}", file=sys.stderr)
     result = learn_timbre(
         synth, audio, notes, steps=args.steps, init=init, restarts=args.restarts,
@@ -82,6 +89,9 @@ def run_learn(args: argparse.Namespace) -> int:
     for label, loss in result.starts[: max(3, args.restarts)]:
         print(f"  start {label}: loss {loss:.5f}")
     seconds = result.frames / C.FRAME_RATE
+    synth.timbres.check_vector(result.vector, "the fitted timbre")  # never save NaN
+    if not math.isfinite(result.mel_error_db):
+        raise UserError("the fit did not converge (its mel error is not finite); nothing saved")
     entry = UserTimbre(
         name=name,
         vector=tuple(round(float(v), 6) for v in result.vector),

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -148,8 +149,11 @@ class TimbreLibrary:
     def _read(self, path: Path) -> UserTimbre:
         try:
             return UserTimbre.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError, UserError) as err:
-            raise UserError(f"unreadable user timbre {path}: {err}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                UserError) as err:  # fmt: skip
+            error = UserError(f"unreadable user timbre {path}: {err}")
+            error.public = f"the user timbre {path.stem!r} is unreadable"
+            raise error from None
 
     def list(self, model: str | None = None) -> list[UserTimbre]:
         """Every readable entry, by name; only those fitted on ``model`` (a fingerprint) if
@@ -181,6 +185,18 @@ class TimbreLibrary:
         if not path.is_file():
             raise UserError(f"no user timbre named {name!r} in {self.root}")
         return self._read(path)
+
+    def check_writable(self) -> None:
+        """Create the folder if needed and make sure entries can be written to it, so that a
+        long fit does not end in an unwritable library."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as err:
+            raise UserError(
+                f"cannot write to the timbre library {self.root}: {err.strerror or err}"
+            ) from None
 
     def save(self, timbre: UserTimbre, overwrite: bool = False) -> Path:
         """Write ``timbre`` atomically; refuses to replace an entry unless ``overwrite``."""

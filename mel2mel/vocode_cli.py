@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 from mel2mel import constants as C
-from mel2mel.errors import UserError
+from mel2mel import validate
+from mel2mel.errors import UserError, one_line
 
 DEFAULT_CHUNK_FRAMES = 1000  # 8 s per chunk keeps memory flat for any length
+FORMATS = (".wav", ".flac")
+MAX_MEL_BYTES = 4 << 30  # 4 GB of float32 mel: 37 hours
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthesize 16 kHz audio from a float32 [80, T] natural-log mel (.npy).",
     )
     p.add_argument("mel", type=Path, help="input .npy file, float32 [80, T]")
-    p.add_argument("-o", "--output", type=Path, help="output .wav (default: MEL with .wav)")
+    p.add_argument(
+        "-o", "--output", type=Path, help="output .wav or .flac (default: MEL with .wav)"
+    )
     p.add_argument(
         "--vocoder",
         choices=("fast", "wavenet", "griffinlim"),
@@ -80,14 +85,19 @@ def read_mel(path: Path) -> np.ndarray:
     Raises
     ------
     UserError
-        If the file is missing, unreadable, or not a finite ``[80, T]`` array.
+        If the file is missing, unreadable, or not a finite ``[80, T]`` array whose values
+        stay below :data:`~mel2mel.validate.MEL_MAX`; a header claiming more data than the
+        file holds is refused before anything is allocated.
     """
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a .npy file")
     if not path.is_file():
         raise UserError(f"mel file not found: {path}")
+    validate.npy_header(path, MAX_MEL_BYTES)
     try:
         mel = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise UserError(f"cannot read {path} as a .npy array: {err}") from err
+        raise UserError(f"cannot read {path} as a .npy array: {one_line(err)}") from err
     if mel.ndim == 3 and mel.shape[0] == 1:
         mel = mel[0]
     if mel.ndim != 2 or mel.shape[0] != C.N_MELS or mel.shape[1] < 1:
@@ -99,6 +109,11 @@ def read_mel(path: Path) -> np.ndarray:
     mel = mel.astype(np.float32)
     if not np.isfinite(mel).all():
         raise UserError(f"{path}: the mel contains NaN or infinite values")
+    if float(mel.max()) > validate.MEL_MAX:
+        raise UserError(
+            f"{path}: the mel reaches {float(mel.max()):.3g}, far above full scale (natural-log "
+            f"magnitudes of audio in [-1, 1] stay below about 3; the limit is {validate.MEL_MAX:g})"
+        )
     return mel
 
 
@@ -109,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from mel2mel.vocoders.io import load_pretrained, load_vocoder
 
     output = args.output or args.mel.with_suffix(".wav")
+    if output.suffix.lower() not in FORMATS:
+        raise UserError(f"{output}: the output must end in .wav or .flac")
+    if output.is_dir():
+        raise UserError(f"{output} is a folder")
+    seed = validate.seed(args.seed)
     if output.exists() and not args.force:
         raise UserError(f"{output} exists; pass -f to overwrite it")
     if not output.parent.is_dir():
@@ -141,9 +161,12 @@ def run(args: argparse.Namespace) -> int:
     if vocoder.kind == "wavenet":
         from mel2mel.vocoders.wavenet_generate import generate_batched
 
-        audio = generate_batched(vocoder, mel, seed=args.seed).cpu().numpy()
+        audio = generate_batched(vocoder, mel, seed=seed).cpu().numpy()
     else:
         audio = vocoder.vocode_long(mel, roll, chunk_frames=DEFAULT_CHUNK_FRAMES)
+    check = validate.AudioCheck("the vocoded audio")
+    check.check(audio)
+    check.finish()
     write_audio(output, audio)
     seconds = len(audio) / C.SAMPLE_RATE
     print(f"wrote {output} ({seconds:.2f} s, {vocoder.kind} vocoder)")

@@ -93,16 +93,16 @@ def test_fingerprint_follows_the_weights(tmp_path):
 
 def test_space_resolves_user_timbres_in_names_mixes_and_morphs(library):
     model = piano_trumpet_model()
-    library.save(entry("my-cello", model_fingerprint(model), (1.0, 3.0)))
+    library.save(entry("my-cello", model_fingerprint(model), (1.0, 0.9)))
     space = TimbreSpace.from_model(model, library=library)
     table = space.table
     t = space.resolve("My Cello")
-    np.testing.assert_allclose(t.vector(), [1.0, 3.0])
+    np.testing.assert_allclose(t.vector(), [1.0, 0.9])
     assert t.label == "my-cello"
     mix = space.resolve("my-cello=0.5,trumpet=0.5").vector()
-    np.testing.assert_allclose(mix, 0.5 * np.array([1.0, 3.0]) + 0.5 * table[1], rtol=1e-6)
+    np.testing.assert_allclose(mix, 0.5 * np.array([1.0, 0.9]) + 0.5 * table[1], rtol=1e-6)
     morph = space.resolve("piano@0s,my-cello@2s")
-    np.testing.assert_allclose(morph.points, [table[0], [1.0, 3.0]])
+    np.testing.assert_allclose(morph.points, [table[0], [1.0, 0.9]])
     with pytest.raises(UnknownInstrumentError, match="in the timbre library: my-cello"):
         space.resolve("tuba")
     assert space.resolve("trumpet").label == "Trumpet"  # the model's names come first
