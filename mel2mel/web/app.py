@@ -2,15 +2,19 @@
 
 Every error is ``{"error": "one line"}`` with a status code: 400 bad parameters, 404 unknown
 ids, 409 audio not ready, 411/413 uploads without a length or too big, 422 unusable MIDI, 503
-busy (with ``Retry-After``), 504 a preview that timed out. Work that takes CPU time (reading
-MIDI, previews, renders, the map) runs in worker threads, so the event loop keeps answering.
+busy (with ``Retry-After``), 504 a preview that timed out, and 500 (``"internal error"``, the
+details only in the server's log). Framework errors (validation, multipart, unknown routes)
+get the same shape. Messages never hold server paths or the timbre library's names. Work that
+takes CPU time (reading MIDI, previews, renders, the map) runs in worker threads, so the event
+loop keeps answering.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import math
+import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,9 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mel2mel import constants as C
-from mel2mel.errors import UserError
+from mel2mel import validate
+from mel2mel.errors import UserError, one_line
 from mel2mel.midi import time_to_frame
 from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
 from mel2mel.vocoders.base import Vocoder
@@ -38,8 +44,9 @@ from mel2mel.web.uploads import UploadStore, parse_midi
 
 STATIC = Path(__file__).resolve().parent / "static"
 VOCODER_KINDS = ("fast", "wavenet", "griffinlim")
-COORD_LIMIT = 1e3  # |x|, |y| accepted for a timbre point
 STREAM_POLL_S = 5.0
+MAX_JSON_BYTES = 16 * 1024  # a render request is a few hundred bytes
+log = logging.getLogger("mel2mel.web")
 
 
 class RenderBody(BaseModel):
@@ -151,13 +158,21 @@ def create_app(
         where = ".".join(str(p) for p in first["loc"]) or "request"
         return _error(400, f"bad request: {where}: {first['msg']}")
 
-    @app.exception_handler(404)
-    async def not_found(request: Request, err: Exception) -> JSONResponse:
-        return _error(404, f"no such page: {request.url.path}")
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        path = request.url.path[:80]
+        if err.status_code == 404:
+            message = f"no such page: {path}"
+        elif err.status_code == 405:
+            message = f"{request.method} is not allowed on {path}"
+        else:  # multipart parsing and the like: starlette's detail is one line
+            message = one_line(Exception(err.detail))[:200]
+        return _error(err.status_code, message, dict(err.headers or {}))
 
-    @app.exception_handler(405)
-    async def bad_method(request: Request, err: Exception) -> JSONResponse:
-        return _error(405, f"{request.method} is not allowed on {request.url.path}")
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=err)
+        return _error(500, "internal error (the server's log has the details)")
 
     async def off_loop(fn: Any, *args: Any, timeout: float, what: str) -> Any:
         try:
@@ -209,8 +224,19 @@ def create_app(
         if future is None or not future.done():
             raise ApiError(503, "the timbre map is still being computed", {"Retry-After": "2"})
         if future.exception() is not None:
-            raise ApiError(500, f"the timbre map could not be computed: {future.exception()}")
+            log.error("the timbre map failed", exc_info=future.exception())
+            raise ApiError(500, "the timbre map could not be computed")
         return future.result()
+
+    def _coordinates(x: Any, y: Any) -> tuple[float, float]:
+        """Finite ``(x, y)`` within the timbre space's box (instruments plus a margin)."""
+        try:
+            px = validate.number(x, "x")
+            py = validate.number(y, "y")
+            synth.timbres.check_vector([px, py], "the point")
+        except UserError as err:
+            raise ApiError(400, f"bad coordinates: {err}") from None
+        return px, py
 
     @app.get("/api/preview")
     async def preview(x: str, y: str) -> Response:
@@ -238,13 +264,11 @@ def create_app(
     @app.post("/api/render", status_code=202)
     async def render(request: Request) -> dict[str, Any]:
         try:
-            body = RenderBody.model_validate(await request.json())
+            body = RenderBody.model_validate(await _read_json(request))
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise ApiError(400, f"bad request: {where}: {first['msg']}") from None
-        except ValueError:
-            raise ApiError(400, "the request body must be a JSON object") from None
         spec, label = _render_spec(body)
         return jobs.submit(spec, label).info()
 
@@ -266,9 +290,8 @@ def create_app(
             try:
                 target = space.synth()
             except (UserError, OSError, ValueError) as err:
-                raise ApiError(
-                    500, f"the 100-instrument model could not be loaded: {err}"
-                ) from None
+                log.error("the 100-instrument model could not be loaded: %s", err)
+                raise ApiError(500, "the 100-instrument model could not be loaded") from None
             timbre = target.timbre(space.embedding(body.space_index))
             label = space.instruments[body.space_index]["name"]
             seq = seq or maps.reference
@@ -284,8 +307,8 @@ def create_app(
                 spec_text = body.timbre or synth.instruments()[0].name
             try:
                 timbre = synth.timbre(spec_text)
-            except UserError as err:
-                raise ApiError(400, str(err)) from None
+            except UserError as err:  # public_message: no library names or server paths
+                raise ApiError(400, err.public_message()[:400]) from None
             label = body.label or timbre.label
             start, end = body.start, body.end
         return _frames(target, seq, timbre, vocoder, start, end), str(label)[:120]
@@ -293,13 +316,17 @@ def create_app(
     def _frames(target: Synthesizer, seq: Any, timbre: Any, vocoder: str, start: float,
                 end: float | None) -> RenderSpec:  # fmt: skip
         total = seq.num_frames() + round(TAIL_SECONDS * C.FRAME_RATE)
-        if not math.isfinite(start) or start < 0:
-            raise ApiError(400, f"start must be a time >= 0 in seconds, got {start}")
+        piece = total / C.FRAME_RATE
+        try:
+            start = validate.seconds(start, "start")
+            end = None if end is None else validate.seconds(end, "end")
+        except UserError as err:
+            raise ApiError(400, str(err)) from None
         first = time_to_frame(start)
         if first >= total - 1:
-            raise ApiError(400, f"start {start:g} s is past the end ({total / C.FRAME_RATE:.2f} s)")
-        if end is not None and (not math.isfinite(end) or end <= start):
-            raise ApiError(400, f"end must be after start ({start:g} s), got {end}")
+            raise ApiError(400, f"start {start:g} s is past the end ({piece:.2f} s)")
+        if end is not None and end <= start:
+            raise ApiError(400, f"end must be after start ({start:g} s), got {end:g}")
         stop = total if end is None else min(total, time_to_frame(end))
         seconds = (stop - first) / C.FRAME_RATE
         if seconds > cfg.max_render_seconds:
@@ -349,21 +376,32 @@ def create_app(
             raise ApiError(409, f"the audio is not ready: {why}")
         data = await asyncio.get_running_loop().run_in_executor(light, wav_bytes, job.chunks)
         name = "".join(c if c.isalnum() else "_" for c in job.label)[:40] or "render"
-        headers = {"Content-Disposition": f'attachment; filename="mel2mel_{name}.wav"'}
+        headers = {"Content-Disposition": validate.content_disposition(f"mel2mel_{name}.wav")}
         return Response(data, media_type="audio/wav", headers=headers)
 
     return app
 
 
-def _coordinates(x: Any, y: Any) -> tuple[float, float]:
-    """Finite ``(x, y)`` within ``COORD_LIMIT``, else a 400."""
+async def _read_json(request: Request) -> Any:
+    """The JSON of a request body, refused (413/400) when over ``MAX_JSON_BYTES`` or nested
+    deeper than ``MAX_JSON_DEPTH``, before it is parsed."""
+    declared = request.headers.get("content-length", "")
+    too_big = f"the request body is over {MAX_JSON_BYTES} bytes"
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, too_big)
+    buf = bytearray()
+    async for piece in request.stream():
+        buf += piece
+        if len(buf) > MAX_JSON_BYTES:
+            raise ApiError(413, too_big)
     try:
-        px, py = float(x), float(y)
-    except (TypeError, ValueError):
-        raise ApiError(400, f"bad coordinates {str(x)[:20]!r}, {str(y)[:20]!r}: numbers") from None
-    if not (math.isfinite(px) and math.isfinite(py)) or max(abs(px), abs(py)) > COORD_LIMIT:
-        raise ApiError(400, f"bad coordinates ({px}, {py}): finite, within +-{COORD_LIMIT:g}")
-    return px, py
+        validate.json_depth(bytes(buf))
+        data = json.loads(bytes(buf))
+    except UserError as err:
+        raise ApiError(400, str(err)) from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body must be a JSON object") from None
+    return data
 
 
 async def _read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[bytes, str]:
@@ -372,7 +410,7 @@ async def _read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[byt
     limit = cfg.max_upload_bytes
     too_big = f"file too big: the limit is {limit} bytes"
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        if declared is None:
+        if declared is None or not (declared.isascii() and declared.isdigit()):
             raise ApiError(411, "a multipart upload needs a Content-Length")
         if int(declared) > limit + 64 * 1024:
             raise ApiError(413, too_big)
@@ -383,7 +421,11 @@ async def _read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[byt
         data = await item.read(limit + 1)
         name = item.filename or name
     else:
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and validate.program_number(declared) is not None
+            and (int(declared) > limit)
+        ):
             raise ApiError(413, too_big)
         buf = bytearray()
         async for piece in request.stream():

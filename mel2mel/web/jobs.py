@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import secrets
 import threading
@@ -31,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel.errors import UserError
 from mel2mel.web.config import WebConfig
 from mel2mel.web.errors import ApiError
 from mel2mel.web.render import RenderSpec, render_segments
 
 RUNNING_STATES = ("queued", "running")
+log = logging.getLogger("mel2mel.web")
 
 
 class JobStopped(Exception):
@@ -210,8 +213,11 @@ class JobManager:
                 job.add(audio)
         except JobStopped as stop:
             job.finish("cancelled" if job.cancelled else "failed", str(stop))
-        except Exception as err:  # reported to the page; the server goes on
-            job.finish("failed", f"render failed: {type(err).__name__}: {err}")
+        except UserError as err:  # bad audio (NaN, DC, full scale) and the like
+            job.finish("failed", f"render failed: {err.public_message()}")
+        except Exception as err:  # reported to the page without details; the server goes on
+            log.error("render %s failed", job.id, exc_info=err)
+            job.finish("failed", f"render failed: internal error ({type(err).__name__})")
         else:
             job.finish("done")
             rate = (time.monotonic() - job.started) / max(job.spec.seconds, 0.1)

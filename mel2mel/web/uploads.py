@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from mel2mel.errors import one_line
 from mel2mel.midi import MidiError, NoteSequence, read_notes
 from mel2mel.web.config import WebConfig
 from mel2mel.web.errors import ApiError
@@ -72,7 +73,7 @@ def parse_midi(data: bytes, config: WebConfig) -> NoteSequence:
     try:
         seq = read_notes(data, warn=False)
     except MidiError as err:
-        raise ApiError(422, str(err).removeprefix("<bytes>: ")) from None
+        raise ApiError(422, one_line(err).removeprefix("<bytes>: ")) from None
     except Exception as err:  # a parser bug must not become a 500 with a traceback
         raise ApiError(422, f"not a readable MIDI file ({type(err).__name__})") from None
     if seq.duration > config.max_piece_seconds:
