@@ -119,6 +119,8 @@ def _tick_to_seconds(midi: mido.MidiFile) -> tuple[np.ndarray, np.ndarray, np.nd
         for msg in track:
             tick += msg.time
             if msg.type == "set_tempo":
+                if msg.tempo <= 0:  # every later event would fall at one instant
+                    raise MidiError(f"tempo of 0 microseconds per beat at tick {tick}")
                 changes[tick] = msg.tempo
     ticks = np.array(sorted(changes), dtype=np.int64)
     spt = np.array([changes[t] for t in ticks], dtype=np.float64) * 1e-6 / midi.ticks_per_beat

@@ -179,3 +179,12 @@ def test_a_note_left_on_ends_with_the_file(tmp_path):
     midi.tracks.append(track)
     seq = read_notes(midi)
     assert [(n.pitch, n.start, n.end) for n in seq.notes] == [(60, 0.5, 6.0), (64, 0.5, 1.0)]
+
+
+def test_a_tempo_of_zero_is_refused():
+    midi = mido.MidiFile(type=1, ticks_per_beat=480)
+    midi.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=0, time=960)]))
+    notes = [mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", time=960)]
+    midi.tracks.append(mido.MidiTrack(notes))
+    with pytest.raises(MidiError, match="tempo of 0 microseconds per beat at tick 960"):
+        read_notes(midi)
