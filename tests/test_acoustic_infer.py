@@ -189,10 +189,15 @@ def test_shipped_model_fast_paths_stay_close_to_exact():
     with torch.inference_mode():
         ref = model(roll, instrument=8)
         exact = model.infer(roll, instrument=8, workers=2)
-        chunked = model.infer(roll, instrument=8, chunk_frames=500, context_frames=250)
+        # the synthesizer's default context (4 s), twice that, and none
+        chunked = model.infer(roll, instrument=8, chunk_frames=500, context_frames=500)
+        longer = model.infer(roll, instrument=8, chunk_frames=500, context_frames=1000)
         blind = model.infer(roll, instrument=8, chunk_frames=500, context_frames=0)
     assert (exact - ref).abs().max() < 1e-4
-    err, blind_err = ((x - ref).abs() * DB_PER_NAT for x in (chunked, blind))
-    # measured: 3.5e-5 dB mean, 0.02 dB max; without context 0.057 dB mean, 16 dB max
-    assert err.mean() < 1e-3 and err.max() < 0.2
+    err, long_err, blind_err = ((x - ref).abs() * DB_PER_NAT for x in (chunked, longer, blind))
+    # measured on the model trained on performances (pedal, long notes: a longer memory than
+    # the chorale-only model's, which was within 0.001 dB at 2 s): 0.0095 dB mean, 0.29 dB
+    # max with 4 s of context, 0.0003 / 0.006 dB with 8 s
+    assert err.mean() < 0.02 and err.max() < 0.5
+    assert long_err.mean() < 1e-3 and long_err.max() < 0.05
     assert blind_err.mean() > 0.01
