@@ -1,10 +1,10 @@
 """The shipped acoustic model against FluidSynth on what chorales never had: dynamics.
 
 A chord struck at velocities 10, 20, ..., 120, 127 should come out monotonic in loudness and
-within 2 dB of FluidSynth's own level at every step, for each of the paper's ten instruments
-(issue 13's target: met for Trumpet, expected to fail for the others until a model meets it,
-strictly, so that a model that meets it turns the marker red); what the shipped model does
-achieve is a regression bound. A channel volume (CC7) must scale the level as FluidSynth does.
+within 2 dB of FluidSynth's own level at every step, for each of the paper's ten instruments.
+That is issue 13's target: met for Church Organ and Trumpet, a strict expected failure for the
+others (a model that meets it turns the marker red); what the shipped model does achieve is a
+regression bound. A channel volume (CC7) must scale the level as FluidSynth does.
 """
 
 from __future__ import annotations
@@ -69,13 +69,17 @@ def test_velocity_ramp_stays_near_fluidsynth(ramp, synth, name, tmp_path):
     assert got[-1] - got[0] > 0.5 * (want[-1] - want[0])  # follows most of the dynamic range
 
 
+MEETS_TARGET = ("Church Organ", "Trumpet")  # the instruments the shipped model gets right
+
+
 @requires_fluidsynth
 @pytest.mark.xfail(
     strict=True,
     reason="issue 13's target, not met yet by the shipped model: monotonic and within 2 dB "
-    "at every step (it is for Trumpet only; worst steps 2.7-6.2 dB, docs/MODELS.md)",
+    "at every step (it is for Church Organ and Trumpet only; worst steps 3.0-6.6 dB for the "
+    "others, docs/MODELS.md)",
 )
-@pytest.mark.parametrize("name", [n for n in C.PAPER_INSTRUMENTS if n != "Trumpet"])
+@pytest.mark.parametrize("name", [n for n in C.PAPER_INSTRUMENTS if n not in MEETS_TARGET])
 def test_velocity_ramp_follows_fluidsynth(ramp, synth, name, tmp_path):
     want, got = ramp_levels(ramp, synth, name, tmp_path)
     assert np.all(np.diff(got) > 0), f"not monotonic: {np.round(got, 1)}"
@@ -84,8 +88,9 @@ def test_velocity_ramp_follows_fluidsynth(ramp, synth, name, tmp_path):
 
 
 @requires_fluidsynth
-def test_velocity_ramp_follows_fluidsynth_for_trumpet(ramp, synth, tmp_path):
-    want, got = ramp_levels(ramp, synth, "Trumpet", tmp_path)
+@pytest.mark.parametrize("name", MEETS_TARGET)
+def test_velocity_ramp_meets_the_target(ramp, synth, name, tmp_path):
+    want, got = ramp_levels(ramp, synth, name, tmp_path)
     assert np.all(np.diff(got) > 0), f"not monotonic: {np.round(got, 1)}"
     assert np.abs(got - want).max() <= 2.0, f"level error per step (dB): {np.round(got - want, 1)}"
 
