@@ -240,10 +240,12 @@ def evaluate_acoustic(
             [rows[int(d["instrument"])] for d in loaded],
             [d["mel"].shape[1] for d in loaded],
         )
+        groups = frame_groups(loaded[0]["roll"], max(p.shape[1] for p in preds))  # one roll
         for d, pred in zip(loaded, preds, strict=True):
             k = int(d["instrument"])
             stats.setdefault(k, BinStats(pred.shape[0])).update(pred, d["mel"])
-            for group, mask in frame_groups(d["roll"], pred.shape[1]).items():
+            for group, whole in groups.items():
+                mask = whole[: pred.shape[1]]
                 if mask.any():
                     bins = group_stats.setdefault((group, k), BinStats(pred.shape[0]))
                     bins.update(pred[:, mask], d["mel"][:, mask])

@@ -46,6 +46,7 @@ from mel2mel import constants as C
 
 DRUM_CHANNEL = 9
 SUSTAIN_CC = 64
+ALL_SOUND_OFF_CC, RESET_CONTROLLERS_CC, ALL_NOTES_OFF_CC = 120, 121, 123
 VOLUME_CC, EXPRESSION_CC = 7, 11
 DEFAULT_VOLUME, DEFAULT_EXPRESSION = 100, 127  # FluidSynth's channel defaults
 RELEASE_SECONDS = 0.5  # how long a released note still weighs in its channel's gain
@@ -196,13 +197,13 @@ def read_notes(source: MidiSource, *, warn: bool = True) -> NoteSequence:
                     for key in sorted(held.get(ch, set())):
                         close(ch, key, t)
                 pedal[ch] = down
-            elif msg.control in (120, 123):
+            elif msg.control in (ALL_SOUND_OFF_CC, ALL_NOTES_OFF_CC):
                 for c, key in [k for k in active if k[0] == ch]:
                     close(c, key, t)
             elif msg.control in (VOLUME_CC, EXPRESSION_CC):
                 (cc7 if msg.control == VOLUME_CC else cc11)[ch] = msg.value
                 set_gain(ch, t)
-            elif msg.control == 121:
+            elif msg.control == RESET_CONTROLLERS_CC:
                 if ch in cc11:  # reset all controllers resets expression, not volume
                     cc11[ch] = DEFAULT_EXPRESSION
                     set_gain(ch, t)

@@ -23,9 +23,8 @@ from mel2mel.data.build import build_dataset, log_mel
 from mel2mel.data.perform import PNote, dynamics, pedal_events, perform, write_midi
 from mel2mel.data.render import RenderSettings, render_midi
 from mel2mel.data.textures import FIGURES, texture_notes, texture_piece
+from mel2mel.evaluate import DB_PER_NEPER
 from mel2mel.midi import log_gain, read_notes
-
-DB_PER_NEPER = 20 / np.log(10)
 
 
 def score(midi_writer, tmp_path: Path) -> Path:

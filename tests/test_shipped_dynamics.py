@@ -20,11 +20,11 @@ from mel2mel import Synthesizer
 from mel2mel import constants as C
 from mel2mel.data.build import log_mel
 from mel2mel.data.render import RenderSettings, force_program, render_midi
+from mel2mel.evaluate import DB_PER_NEPER
 
 VELOCITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 127)
 CHORD = (48, 55, 60, 64)
 STEP, HOLD = 1.5, 1.0  # seconds between strikes, seconds held
-DB = 20 / np.log(10)
 
 
 def level_db(mel: np.ndarray, k: int) -> float:
@@ -104,4 +104,5 @@ def test_channel_volume_scales_the_predicted_level(synth, tmp_path):
     plain = synth.mel(write_midi(tmp_path / "a.mid", chord), timbre="trumpet", texture=0)
     quiet = synth.mel(write_midi(tmp_path / "b.mid", chord, extra=cc), timbre="trumpet", texture=0)
     loud = plain > plain.max() - 3  # within 26 dB of the peak: far above the floor
-    assert (quiet - plain)[loud].mean() * DB == pytest.approx(40 * np.log10(0.5), abs=0.01)
+    gain_db = (quiet - plain)[loud].mean() * DB_PER_NEPER
+    assert gain_db == pytest.approx(40 * np.log10(0.5), abs=0.01)

@@ -57,7 +57,7 @@ from mel2mel.data.render import (
     to_int16,
 )
 from mel2mel.errors import UserError, require
-from mel2mel.midi import MidiError, load_midi, piano_roll, read_notes
+from mel2mel.midi import MidiError, NoteSequence, load_midi, piano_roll, read_notes
 
 MEL_CHUNK_FRAMES = 4096  # bounds the STFT's memory to ~20 MB whatever the piece's length
 
@@ -142,17 +142,18 @@ def log_mel(audio: np.ndarray, chunk_frames: int = MEL_CHUNK_FRAMES) -> np.ndarr
     return out
 
 
-def _source_midi(piece: Piece, cached: str | None) -> tuple[str | bytes, bool]:
-    """The piece's source MIDI (a path, or converted bytes) and whether it was converted."""
+def _source_midi(piece: Piece, cached: str | None) -> tuple[str | bytes, bool, NoteSequence]:
+    """The piece's source MIDI (a path, or converted bytes), whether it was converted, and its
+    notes."""
     source = cached or (str(piece.path) if piece.path else None)
     if source is not None:
         try:
-            read_notes(source, warn=False)
-            return source, False
+            return source, False, read_notes(source, warn=False)
         except MidiError:
             if piece.music21_name is None:
                 raise  # a damaged conversion cache (music21) is converted again below
-    return convert_music21(str(piece.music21_name)), True
+    converted = convert_music21(str(piece.music21_name))
+    return converted, True, read_notes(converted, warn=False)
 
 
 def _prepare_piece(
@@ -167,23 +168,21 @@ def _prepare_piece(
     from mel2mel.data.textures import texture_piece
 
     facts: dict[str, Any] = {}
-    source: str | bytes
     midi_bytes: bytes | None
     if piece.recipe is None:
-        source, converted = _source_midi(piece, cached)
+        source, converted, seq = _source_midi(piece, cached)
         midi_bytes = source if isinstance(source, bytes) and converted else None
     else:  # regenerated each time: deterministic, and its facts are recorded
         kind, seed, seconds = piece.recipe
         if kind == "texture":
             midi_bytes, facts["augment"] = texture_piece(seed, float(seconds or 20.0))
-        elif kind == "perform":
-            base, _ = _source_midi(piece, base_cache)
-            midi_bytes, facts["augment"] = perform(base, seed, max_seconds=seconds)
         else:
-            base, _ = _source_midi(piece, base_cache)
-            midi_bytes, facts["augment"] = excerpt_midi(base, seconds)
-        source = midi_bytes
-    seq = read_notes(source, warn=False)
+            base, _, _ = _source_midi(piece, base_cache)
+            if kind == "perform":
+                midi_bytes, facts["augment"] = perform(base, seed, max_seconds=seconds)
+            else:
+                midi_bytes, facts["augment"] = excerpt_midi(base, seconds)
+        seq = read_notes(midi_bytes, warn=False)
     roll = np.round(piano_roll(seq.notes, seq.num_frames()) * 127.0).astype(np.uint8)
     facts |= {
         "notes": len(seq.notes),

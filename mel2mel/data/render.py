@@ -35,12 +35,12 @@ import numpy as np
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.midi import ALL_NOTES_OFF_CC, SUSTAIN_CC
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf3/MuseScore_General.sf3")
 SOUNDFONT_PACKAGE = "musescore-general-soundfont"
 FLUIDSYNTH_PACKAGE = "fluidsynth"
 DRUM_CHANNEL = 9
-SUSTAIN_CC, ALL_NOTES_OFF_CC = 64, 123
 BANK_SELECT_CCS = (0, 32)  # bank select MSB and LSB: dropped so every channel uses bank 0
 INT16_SCALE = 32767.0
 # FluidSynth's file renderer applies MIDI events only at 64-sample block boundaries, one block
