@@ -77,7 +77,7 @@ class EmbeddingSweep:
         if not self.fast:
             return
         with torch.no_grad():
-            u = model.frontend(model.input(self.rolls))  # W x C x T
+            u = model.frontend(model.input(model.code_roll(self.rolls)))  # W x C x T
             film, lstm = model.film_in, model.lstm
             # FiLM input = A_0 + sum_j e_j A_j, with A: W x (E+1) x C x T
             a0 = (1.0 + film.gamma.bias)[:, None] * u + film.beta.bias[:, None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mel2mel.models import (
     Instrument,
     Mel2Mel,
     build_acoustic,
+    code_velocity,
     count_parameters,
     load_acoustic,
     save_pretrained,
@@ -144,6 +146,34 @@ def test_config_round_trip_and_validation():
         AcousticConfig(frontend_kernel=4)
     with pytest.raises(ValueError, match="unknown acoustic preset"):
         AcousticConfig.preset("huge")
+
+
+def test_log_velocity_coding_is_affine_in_fluidsynth_decibels():
+    velocities = torch.arange(0, 128, dtype=torch.float32)
+    roll = (velocities / 127).expand(C.ROLL_CHANNELS, 128)[None]
+    assert torch.equal(code_velocity(roll, "linear"), roll)
+    coded = code_velocity(roll, "log")[0, 0]
+    assert coded[0] == 0  # no note stays no note
+    assert coded[1] == pytest.approx(0.2) and coded[127] == pytest.approx(1.0)
+    assert bool((coded[2:] > coded[1:-1]).all())  # louder is always larger
+    # equal velocity ratios (equal steps of FluidSynth's 40 log10(v / 127) dB) are equal steps
+    assert coded[20] - coded[10] == pytest.approx(coded[120] - coded[60], abs=1e-6)
+    with pytest.raises(ValueError, match="velocity_coding"):
+        AcousticConfig(velocity_coding="sqrt")
+
+
+def test_log_coded_model_sees_velocity_through_its_coding(tmp_path):
+    model = tiny(velocity_coding="log")
+    randomize_film(model)
+    roll = torch.rand(1, C.ROLL_CHANNELS, 12) * (torch.rand(1, C.ROLL_CHANNELS, 12) > 0.7)
+    linear = Mel2Mel(dataclasses.replace(model.config, velocity_coding="linear"), NAMES)
+    linear.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        want = linear(code_velocity(roll, "log"), instrument=1)
+        assert torch.allclose(model(roll, instrument=1), want, atol=1e-6)
+        assert not torch.allclose(linear(roll, instrument=1), want, atol=1e-3)
+        save_pretrained(model, f"{tmp_path}/")
+        assert torch.equal(load_acoustic(tmp_path)(roll, instrument=1), model(roll, instrument=1))
 
 
 def test_resolve_instrument():

@@ -87,8 +87,9 @@ def test_context_counts_only_frames_with_notes():
         check_windows(one_sided_windows(3000, 600, context, active), 3000, 600, context)
 
 
-def test_exact_fast_forward_matches_forward():
-    model = tiny()
+@pytest.mark.parametrize("coding", ["linear", "log"])
+def test_exact_fast_forward_matches_forward(coding):
+    model = tiny(velocity_coding=coding)
     roll = sparse_roll(2, 700)
     with torch.inference_mode():
         for kw in ({"instrument": 1}, {"instrument": torch.tensor([0, 2])}):  # folded, unfolded

@@ -59,11 +59,13 @@ def test_reference_passage_is_fixed_and_polyphonic():
     assert min(n.pitch for n in a.notes) >= 41 and max(n.pitch for n in a.notes) <= 79
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_sweep_equals_the_model_forward(layers):
-    model = tiny_model(lstm_layers=layers)
+@pytest.mark.parametrize(("layers", "coding"), [(1, "linear"), (2, "linear"), (1, "log")])
+def test_sweep_equals_the_model_forward(layers, coding):
+    model = tiny_model(lstm_layers=layers, velocity_coding=coding)
     rng = np.random.default_rng(0)
-    rolls = torch.from_numpy((rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9).astype(np.float32))
+    notes = rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9
+    velocities = rng.integers(1, 128, notes.shape) / 127.0
+    rolls = torch.from_numpy((notes * velocities).astype(np.float32))
     points = torch.randn(3, 2)
     with torch.inference_mode():
         got = EmbeddingSweep(model, rolls)(points)

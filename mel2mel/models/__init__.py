@@ -7,7 +7,13 @@ safetensors + JSON without any training code.
 
 from __future__ import annotations
 
-from mel2mel.models.acoustic import Instrument, Mel2Mel, build_acoustic, count_parameters
+from mel2mel.models.acoustic import (
+    Instrument,
+    Mel2Mel,
+    build_acoustic,
+    code_velocity,
+    count_parameters,
+)
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
 from mel2mel.models.io import load_acoustic, save_pretrained
@@ -18,6 +24,7 @@ __all__ = [
     "Instrument",
     "Mel2Mel",
     "build_acoustic",
+    "code_velocity",
     "count_parameters",
     "load_acoustic",
     "save_pretrained",

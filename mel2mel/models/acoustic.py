@@ -18,6 +18,7 @@ the usual variations; the defaults are the paper's network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,33 @@ class Instrument:
 
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
+
+
+def code_velocity(roll: torch.Tensor, coding: str) -> torch.Tensor:
+    """The network's view of a roll's velocities (see ``AcousticConfig.velocity_coding``).
+
+    Parameters
+    ----------
+    roll: Tensor[... x 176 x T]
+        Onset/frame roll carrying ``velocity / 127`` (0 where no note), as every part of the
+        package stores and passes it.
+    coding:
+        ``linear`` returns ``roll`` itself; ``log`` maps each nonzero entry ``x = v / 127`` to
+        ``0.2 + 0.8 (1 + ln(x) / ln(127))`` and keeps zeros at 0.
+
+    Returns
+    -------
+    Tensor of the same shape and dtype.
+    """
+    if coding == "linear":
+        return roll
+    if coding != "log":
+        raise ValueError(f"unknown velocity coding {coding!r}")
+    coded = 1.0 + LOG_VELOCITY_SLOPE * torch.log(roll.clamp_min(1.0 / 127.0))
+    return torch.where(roll > 0, coded, torch.zeros_like(roll))
+
+
+LOG_VELOCITY_SLOPE = 0.8 / math.log(127.0)  # ``log`` coding: 0.2 at velocity 1, 1 at 127
 
 
 class UnknownInstrumentError(UserError, ValueError):
@@ -136,6 +164,10 @@ class Mel2Mel(nn.Module):
         """Embedding row for an instrument name (case-insensitive) or GM program number."""
         return resolve_instrument(self.instruments, query)
 
+    def code_roll(self, roll: torch.Tensor) -> torch.Tensor:
+        """Tensor[B x 176 x T] roll (``velocity / 127``) -> the input of :attr:`input`."""
+        return code_velocity(roll, self.config.velocity_coding)
+
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
         idx = torch.as_tensor(instrument, dtype=torch.long, device=self.embedding.weight.device)
@@ -197,7 +229,7 @@ class Mel2Mel(nn.Module):
         """
         embedding = self.conditioning(roll, instrument, embedding)
         embedding = embedding.to(roll.dtype)
-        h = self.frontend(self.input(roll))  # B x C x T
+        h = self.frontend(self.input(self.code_roll(roll)))  # B x C x T
         h = self.film_in(h, embedding)
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H

@@ -313,7 +313,7 @@ def fast_forward(
     """
     if not supports_fast_path(model):
         raise ValueError("the fast path needs a single-layer BiLSTM")
-    roll = roll.to(model.input.weight.dtype)
+    roll = model.code_roll(roll.to(model.input.weight.dtype))
     batch, _, total = roll.shape
     notes = roll.ne(0)  # B x 176 x T
     run = functools.partial(

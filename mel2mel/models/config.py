@@ -21,6 +21,9 @@ from typing import Any
 from mel2mel import constants as C
 
 
+VELOCITY_CODINGS = ("linear", "log")
+
+
 @dataclass(frozen=True)
 class AcousticConfig:
     """Architecture of the Mel2Mel acoustic model (piano roll -> log-mel).
@@ -52,6 +55,12 @@ class AcousticConfig:
         Dropout between stacked LSTM layers (only used when ``lstm_layers > 1``).
     n_mels:
         Output mel bins.
+    velocity_coding:
+        How a note's velocity ``v`` enters the roll's nonzero entries (the paper says only
+        "normalized"): ``linear``, ``v / 127`` (every model before the performance corpus);
+        ``log``, ``0.2 + 0.8 ln(v) / ln(127)`` (0.2 at ``v = 1``, 1 at 127), affine in
+        FluidSynth's velocity gain in dB (40 log10(v / 127)), so the input projection can map
+        a note's velocity onto a log-mel level linearly. See :func:`mel2mel.models.code_velocity`.
     """
 
     n_instruments: int = 10
@@ -64,6 +73,7 @@ class AcousticConfig:
     frontend_kernel: int = 3
     dropout: float = 0.0
     n_mels: int = C.N_MELS
+    velocity_coding: str = "linear"
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -77,6 +87,8 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.frontend_kernel must be odd and >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("AcousticConfig.dropout must be in [0, 1)")
+        if self.velocity_coding not in VELOCITY_CODINGS:
+            raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` of the fields (JSON/YAML serializable)."""
