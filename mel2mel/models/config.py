@@ -20,7 +20,6 @@ from typing import Any
 
 from mel2mel import constants as C
 
-
 VELOCITY_CODINGS = ("linear", "log")
 
 
