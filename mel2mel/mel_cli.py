@@ -1,86 +1,71 @@
 """``mel2mel mel``: a log-mel spectrogram from a MIDI file (predicted) or an audio file (analysed).
 
-* ``mel2mel mel song.mid --instrument "Grand Piano" -o song.npy [--model PATH]`` runs the
-  acoustic model on the whole piece and writes its predicted log-mel;
+* ``mel2mel mel song.mid --instrument "Grand Piano" -o song.npy [--model PATH]`` writes the
+  log-mel that ``mel2mel render`` would give its vocoder: the acoustic model's prediction
+  with the texture post-net (``--texture 0`` leaves it out) and the file's channel volume and
+  expression, for any timbre ``render`` takes, over ``--start/--duration/--tail``. It goes
+  through :meth:`mel2mel.Synthesizer.mel_stream`, so a piece of any length takes bounded
+  memory: the ``.npy`` is written as the mel is made (Fortran order, one frame after another).
 * ``mel2mel mel recording.wav -o rec.npy`` writes the log-mel of any audio file soundfile can
   read, resampled to 16 kHz mono, computed with :class:`mel2mel.audio.LogMel`.
 
-Both write ``float32[80 x T]`` natural-log mel magnitudes (see :mod:`mel2mel.constants`) with
-``numpy.save``, atomically, and refuse to overwrite an existing file without ``-f``. The
-default model is the shipped one in ``mel2mel/pretrained/acoustic.{safetensors,json}``.
+Both write ``float32[80 x T]`` natural-log mel magnitudes (see :mod:`mel2mel.constants`),
+atomically, and refuse to overwrite an existing file without ``-f``. The default model is the
+shipped one in ``mel2mel/pretrained/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from mel2mel import validate
+from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
+from mel2mel.render_cli import (
+    add_range_arguments,
+    add_texture_arguments,
+    add_timbre_arguments,
+    check_common,
+    main_timbre,
+    warn_texture,
+)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-DEFAULT_MODEL = PRETRAINED_DIR / "acoustic.safetensors"
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """``numpy.save`` that leaves either the old file or the complete new one, never a part."""
-    atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
+def write_mel_npy(
+    f: BinaryIO, num_frames: int, chunks: Iterable[np.ndarray], progress: bool = False
+) -> None:
+    """Write ``float32[N_MELS x num_frames]`` as ``.npy`` from consecutive column chunks.
 
+    The array is stored in Fortran order, so each chunk ``float32[N_MELS x n]`` is appended
+    as it comes (``numpy.load`` gives the same array as a C-ordered file would).
 
-def _parse_embedding(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise UserError(f"--embedding {text[:60]!r}: expected finite numbers like 0.5,-1.2")
-    return values
+    Raises
+    ------
+    ValueError
+        If the chunks do not add up to ``num_frames`` frames of ``N_MELS`` bins.
+    """
+    from tqdm import tqdm
 
-
-def midi_log_mel(
-    midi: Path,
-    *,
-    instrument: str | None,
-    embedding: list[float] | None,
-    model_path: Path | None,
-) -> np.ndarray:
-    """Predicted ``float32[80 x T]`` log-mel of a MIDI file (T = the roll's frame count)."""
-    import torch
-
-    from mel2mel.midi import midi_to_roll
-    from mel2mel.models.io import export_paths, load_acoustic
-
-    path = DEFAULT_MODEL if model_path is None else model_path
-    if not export_paths(path)[1].is_file():
-        if model_path is None:
-            raise UserError(
-                f"no pretrained acoustic model in {PRETRAINED_DIR}; pass --model with an export "
-                "from 'mel2mel export acoustic' (or train one: 'mel2mel train acoustic')"
-            )
-        raise UserError(f"no exported acoustic model at {model_path}")
-    from mel2mel.timbre import TimbreSpace
-
-    model = load_acoustic(path)
-    space = TimbreSpace.from_model(model)
-    if embedding is not None:
-        if len(embedding) != model.embedding_dim:
-            raise UserError(
-                f"--embedding has {len(embedding)} values; the model's embedding has "
-                f"{model.embedding_dim}"
-            )
-        vector = space.check_vector(embedding, "--embedding")
-    else:
-        # Names, aliases ("organ", "rhodes"), GM names and programs, as render takes them.
-        vector, _ = space.embedding(str(instrument))
-    roll = torch.from_numpy(midi_to_roll(midi)).unsqueeze(0)
-    with torch.inference_mode():
-        mel = model(roll, embedding=torch.from_numpy(vector)[None])
-    return validate.check_mel(mel[0].numpy().astype(np.float32), "the predicted mel")
+    header = {"descr": "<f4", "fortran_order": True, "shape": (C.N_MELS, num_frames)}
+    np.lib.format.write_array_header_2_0(f, header)
+    written = 0
+    with tqdm(total=num_frames, unit="frame", disable=not progress, leave=False) as bar:
+        for chunk in chunks:
+            if chunk.ndim != 2 or chunk.shape[0] != C.N_MELS:
+                raise ValueError(f"a mel chunk must be ({C.N_MELS}, n), got {chunk.shape}")
+            f.write(np.ascontiguousarray(chunk.T, dtype="<f4").tobytes())
+            written += chunk.shape[1]
+            bar.update(chunk.shape[1])
+    if written != num_frames:
+        raise ValueError(f"{written} mel frames written, {num_frames} announced")
 
 
 def audio_log_mel(path: Path) -> np.ndarray:
@@ -99,50 +84,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "mel",
         help="write the log-mel of a MIDI file (predicted) or an audio file (analysed)",
-        description="MIDI input: predict the log-mel with the acoustic model for an instrument. "
-        "Audio input: compute its log-mel. Output: float32[80 x T] natural-log mel, .npy.",
+        description="MIDI input: the log-mel that 'mel2mel render' would vocode (acoustic "
+        "model, texture post-net, channel volume), for any timbre render takes. Audio input: "
+        "its log-mel. Output: float32[80 x T] natural-log mel, .npy.",
     )
     p.add_argument("input", type=Path, help="a MIDI file (.mid/.midi) or an audio file")
-    p.add_argument("-o", "--out", type=Path, help="output .npy (default: input name + .npy)")
-    p.add_argument(
-        "-i",
-        "--instrument",
-        help="instrument name, alias or GM program (as 'mel2mel render' takes them), or a mix "
-        "such as trumpet=0.3,vibes=0.7",
-    )
-    p.add_argument(
-        "--embedding",
-        metavar="E1,E2,...",
-        help="a free timbre vector instead of --instrument; write --embedding=-0.3,1.1 when "
-        "it starts with a minus sign",
-    )
+    p.add_argument("-o", "--output", type=Path, help="output .npy (default: input name + .npy)")
+    p.add_argument("--out", dest="output", type=Path, help=argparse.SUPPRESS)  # old spelling
+    g = add_timbre_arguments(p)
+    # the old spelling of --timbre for a free vector, kept for one release
+    g.add_argument("--embedding", dest="timbre", help=argparse.SUPPRESS)
+    add_texture_arguments(p)
+    add_range_arguments(p)
     p.add_argument("--model", type=Path, help="export, or 'paper' (default: pretrained)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (1..cores)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar on a terminal")
     p.set_defaults(func=run_mel)
+
+
+def _midi_options_given(args: argparse.Namespace) -> list[str]:
+    given = [f"--{k}" for k in ("instrument", "timbre", "mix", "morph", "model", "texture")]
+    given = [o for o in given if getattr(args, o[2:]) is not None]
+    given += [f"--{k}" for k in ("start", "duration") if getattr(args, k) is not None]
+    return given + (["--tail"] if args.tail != "1" else []) + (["--seed"] if args.seed else [])
 
 
 def run_mel(args: argparse.Namespace) -> int:
     src: Path = args.input
-    out: Path = args.out if args.out is not None else Path(src.name).with_suffix(".npy")
+    out: Path = args.output if args.output is not None else Path(src.name).with_suffix(".npy")
     if src.is_dir():
         raise UserError(f"{src} is a folder, not a file")
     if not src.is_file():
         raise UserError(f"{src}: no such file")
     if out.suffix != ".npy":
         raise UserError(f"{out}: the output must be a .npy file")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass -f to overwrite")
     if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such directory")
-    if src.suffix.lower() in MIDI_SUFFIXES:
-        if (args.instrument is None) == (args.embedding is None):
-            raise UserError("MIDI input needs exactly one of --instrument and --embedding")
-        emb = None if args.embedding is None else _parse_embedding(args.embedding)
-        mel = midi_log_mel(src, instrument=args.instrument, embedding=emb, model_path=args.model)
-    else:
-        if args.instrument is not None or args.embedding is not None or args.model is not None:
-            raise UserError("--instrument/--embedding/--model apply to MIDI input only")
+        raise UserError(f"output folder does not exist: {out.parent}")
+    if src.suffix.lower() not in MIDI_SUFFIXES:
+        if given := _midi_options_given(args):
+            raise UserError(f"{', '.join(given)}: for MIDI input only")
         mel = audio_log_mel(src)
-    save_npy(out, mel)
-    print(f"wrote {out}: log-mel {mel.shape[0]} x {mel.shape[1]} frames")
+        atomic_write(out, lambda tmp: np.save(tmp, mel), suffix=".npy")
+        print(f"wrote {out}: log-mel {mel.shape[0]} x {mel.shape[1]} frames")
+        return 0
+
+    timbre = main_timbre(args)
+    common = check_common(args)
+    from mel2mel.synthesizer import Synthesizer
+
+    synth = Synthesizer.from_pretrained(args.model, vocoder="griffinlim", seed=args.seed)
+    warn_texture(args, synth)
+    stream = synth.mel_stream(src, timbre, **common)
+    progress = not args.quiet and sys.stderr.isatty()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            write_mel_npy(f, stream.num_frames, stream.chunks, progress)
+
+    atomic_write(out, write, suffix=".npy")
+    print(f"wrote {out}: log-mel {C.N_MELS} x {stream.num_frames} frames")
     return 0

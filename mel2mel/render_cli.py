@@ -147,7 +147,7 @@ def output_gain(peak: float, normalize: bool) -> float:
     return 1.0
 
 
-def _main_timbre(args: argparse.Namespace) -> Any:
+def main_timbre(args: argparse.Namespace) -> Any:
     """The main timbre option, syntax-checked (names are resolved once the model is loaded)."""
     from mel2mel.timbre import Morph, parse_mix
 
@@ -161,9 +161,75 @@ def _main_timbre(args: argparse.Namespace) -> Any:
     return args.instrument  # None: the model's first instrument
 
 
+def add_timbre_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """The main timbre options shared by ``render`` and ``mel`` (read by :func:`main_timbre`)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-i", "--instrument", metavar="NAME", help="instrument name, alias or program")
+    g.add_argument("--timbre", metavar="X,Y", help="embedding coordinates (or any timbre)")
+    g.add_argument("--mix", metavar="A=W,B=W", help="weighted mix, e.g. trumpet=0.3,vibes=0.7")
+    g.add_argument("--morph", metavar="A@T,B@T", help="timbre path, e.g. trumpet@0s,vibes@30s")
+    return g
+
+
+def add_texture_arguments(p: argparse.ArgumentParser) -> None:
+    """``--texture`` and ``--seed``, shared by ``render`` and ``mel``."""
+    p.add_argument(
+        "--texture",
+        type=float,
+        metavar="S",
+        help="strength of the texture post-net's beating/chorus/modulation: 0 (none, the "
+        "acoustic model's steady mel) to 4; default: the model's own (docs/TEXTURE.md). "
+        "No effect on a model without a post-net",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help=f"texture noise seed, 0..{validate.MAX_SEED} (0)"
+    )
+
+
+def add_range_arguments(p: argparse.ArgumentParser) -> None:
+    """``--start``, ``--duration`` and ``--tail``, shared by ``render`` and ``mel``."""
+    p.add_argument("--start", metavar="S", help="start time, seconds or M:SS (default 0)")
+    p.add_argument("--duration", metavar="S", help="seconds to render (default: to the end)")
+    p.add_argument(
+        "--tail",
+        default="1",
+        metavar="S",
+        help=f"seconds after the last note, up to {validate.MAX_TAIL_SECONDS:g} (1)",
+    )
+
+
+def check_common(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the options of :func:`add_texture_arguments` and :func:`add_range_arguments`
+    and ``--threads`` (applied here) before any model is loaded.
+
+    Returns the keyword arguments ``start``, ``duration``, ``tail`` and ``texture`` of
+    ``Synthesizer.stream`` and ``Synthesizer.mel_stream``; ``args.seed`` is checked in place.
+    """
+    from mel2mel.timbre import parse_time
+
+    start = None if args.start is None else parse_time(args.start)
+    duration = None if args.duration is None else parse_time(args.duration)
+    tail = validate.seconds(parse_time(args.tail), "--tail", validate.MAX_TAIL_SECONDS)
+    args.seed = validate.seed(args.seed)
+    if args.texture is not None:
+        validate.number(args.texture, "--texture", 0.0, 4.0)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(validate.threads(args.threads))
+    return {"start": start, "duration": duration, "tail": tail, "texture": args.texture}
+
+
+def warn_texture(args: argparse.Namespace, synth: Any) -> None:
+    """Warn when ``--texture`` is given for a model without a texture post-net."""
+    if args.texture is not None and synth.texture is None:
+        msg = "this model has no texture post-net; --texture has no effect"
+        warnings.warn(msg, stacklevel=3)
+
+
 def run_render(args: argparse.Namespace) -> int:
     """Execute ``mel2mel render``; returns the exit status."""
-    from mel2mel.timbre import parse_time, parse_track_specs
+    from mel2mel.timbre import parse_track_specs
 
     src: Path = args.midi
     out: Path = args.output if args.output is not None else Path(src.name).with_suffix(".wav")
@@ -179,31 +245,18 @@ def run_render(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists; pass -f to overwrite")
     if not out.parent.is_dir():
         raise UserError(f"output folder does not exist: {out.parent}")
-    timbre = _main_timbre(args)
+    timbre = main_timbre(args)
     tracks = parse_track_specs(args.track)
-    start = None if args.start is None else parse_time(args.start)
-    duration = None if args.duration is None else parse_time(args.duration)
-    tail = validate.seconds(parse_time(args.tail), "--tail", validate.MAX_TAIL_SECONDS)
-    seed = validate.seed(args.seed)
-    if args.texture is not None:
-        validate.number(args.texture, "--texture", 0.0, 4.0)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(validate.threads(args.threads))
+    common = check_common(args)
 
     from mel2mel.synthesizer import Synthesizer
 
     with TwoPassWriter(out) as writer:
-        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=seed)
+        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=args.seed)
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
-        if args.texture is not None and synth.texture is None:
-            msg = "this model has no texture post-net; --texture has no effect"
-            warnings.warn(msg, stacklevel=2)
-        chunks = synth.stream(
-            src, timbre, start=start, duration=duration, tracks=tracks, tail=tail,
-            progress=not args.quiet and sys.stderr.isatty(), texture=args.texture,
-        )  # fmt: skip
+        warn_texture(args, synth)
+        progress = not args.quiet and sys.stderr.isatty()
+        chunks = synth.stream(src, timbre, tracks=tracks, progress=progress, **common)
         writer.write(chunks)
         gain = output_gain(writer.peak, args.normalize)
         writer.commit(gain)
@@ -245,11 +298,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("midi", type=Path, help="input MIDI file")
     p.add_argument("-o", "--output", type=Path, help="output .wav/.flac (default: MIDI name .wav)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-i", "--instrument", metavar="NAME", help="instrument name, alias or program")
-    g.add_argument("--timbre", metavar="X,Y", help="embedding coordinates (or any timbre)")
-    g.add_argument("--mix", metavar="A=W,B=W", help="weighted mix, e.g. trumpet=0.3,vibes=0.7")
-    g.add_argument("--morph", metavar="A@T,B@T", help="timbre path, e.g. trumpet@0s,vibes@30s")
+    add_timbre_arguments(p)
     p.add_argument(
         "--track",
         action="append",
@@ -265,25 +314,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default): the fast vocoder if installed, else Griffin-Lim",
     )
     add_refine_argument(p)
-    p.add_argument(
-        "--texture",
-        type=float,
-        metavar="S",
-        help="strength of the texture post-net's beating/chorus/modulation: 0 (none, the "
-        "acoustic model's steady mel) to 4; default: the model's (0.85 for the shipped one). "
-        "No effect on a model without a post-net",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help=f"texture noise seed, 0..{validate.MAX_SEED} (0)"
-    )
-    p.add_argument("--start", metavar="S", help="start time, seconds or M:SS (default 0)")
-    p.add_argument("--duration", metavar="S", help="seconds to render (default: to the end)")
-    p.add_argument(
-        "--tail",
-        default="1",
-        metavar="S",
-        help=f"seconds after the last note, up to {validate.MAX_TAIL_SECONDS:g} (1)",
-    )
+    add_texture_arguments(p)
+    add_range_arguments(p)
     p.add_argument(
         "--normalize", action="store_true", help=f"peak-normalize to {NORMALIZE_PEAK_DB:g} dBFS"
     )

@@ -47,12 +47,13 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from mel2mel import constants as C
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.midi import MidiSource, Note, NoteSequence, log_gain, read_notes, time_to_frame
 from mel2mel.models.acoustic import Mel2Mel
@@ -137,6 +138,13 @@ def split_parts(seq: NoteSequence) -> tuple[str, dict[int, list[Note]]]:
     for n in seq.notes:
         by_channel.setdefault(n.channel, []).append(n)
     return "channel", by_channel
+
+
+class MelStream(NamedTuple):
+    """A piece's log-mel as it is made: see :meth:`Synthesizer.mel_stream`."""
+
+    num_frames: int
+    chunks: Iterator[np.ndarray]
 
 
 @dataclass
@@ -548,6 +556,33 @@ class Synthesizer:
                 tail = mel[:, keep:] if out_end > end else None
                 yield mel[:, :keep], rolls[j, :, s - w : end - w]
 
+    def mel_stream(
+        self,
+        midi: MidiSource | NoteSequence,
+        timbre: TimbreSpec | None = None,
+        *,
+        start: float | str | None = None,
+        duration: float | str | None = None,
+        tail: float | str = TAIL_SECONDS,
+        texture: float | None = None,
+    ) -> MelStream:
+        """:meth:`mel` in pieces, with bounded memory whatever the length of the piece.
+
+        Everything is checked before this returns. Arguments as in :meth:`mel`.
+
+        Returns
+        -------
+        :class:`MelStream`: ``num_frames`` (known before any is made) and ``chunks``, an
+        iterator of ``float32[N_MELS x n]`` arrays (up to ``chunk_frames`` frames each),
+        each checked finite and below full scale, that concatenate to :meth:`mel`'s output.
+        """
+        plan = self._plan(midi, timbre, None, start, duration, tail, texture)
+        roll, t = plan.groups[0]
+        stream = self._mel_stream(roll, t, plan.first, plan.stop, plan.texture, self.seed)
+        what = "the predicted mel"
+        chunks = (validate.check_mel(m.float().cpu().numpy(), what) for m, _ in stream)
+        return MelStream(plan.stop - plan.first, chunks)
+
     def mel(
         self,
         midi: MidiSource | NoteSequence,
@@ -562,13 +597,12 @@ class Synthesizer:
 
         ``T`` covers ``start`` .. ``start + duration`` (default: the whole piece plus
         ``tail`` seconds). Arguments as in :meth:`render`; ``texture=0`` gives the acoustic
-        model's own prediction.
+        model's own prediction. Channel volume and expression (CC7, CC11) are applied.
         """
-        plan = self._plan(midi, timbre, None, start, duration, tail, texture)
-        roll, t = plan.groups[0]
-        stream = self._mel_stream(roll, t, plan.first, plan.stop, plan.texture, self.seed)
-        parts = [m.float().cpu().numpy() for m, _ in stream]
-        return np.concatenate(parts, axis=1)
+        stream = self.mel_stream(
+            midi, timbre, start=start, duration=duration, tail=tail, texture=texture
+        )
+        return np.concatenate(list(stream.chunks), axis=1)
 
     def stream(
         self,

@@ -109,13 +109,17 @@ def parse_time(text: str | float) -> float:
 
 
 def parse_coordinates(text: str) -> list[float] | None:
-    """``"0.5,-1.2"`` (commas/spaces, optional brackets) -> floats; ``None`` if not numbers."""
+    """``"0.5,-1.2"`` (commas/spaces, optional brackets) -> floats; ``None`` if not numbers.
+
+    ``nan`` and ``inf`` parse (as numbers that the callers then refuse as coordinates), so
+    that ``"nan,1"`` is reported as bad coordinates, not as an unknown name.
+    """
     parts = text.strip().strip("[]()").replace(",", " ").split()
     try:
         values = [float(p) for p in parts]
     except ValueError:
         return None
-    return values if values and all(math.isfinite(v) for v in values) else None
+    return values or None
 
 
 def parse_mix(text: str) -> dict[str, float]:
