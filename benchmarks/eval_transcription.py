@@ -6,6 +6,9 @@ the dataset has rendered; ``--piece ID`` picks them) and each of its instruments
 
 * **ours**: :class:`mel2mel.Synthesizer` (the shipped or ``--model`` acoustic model) with each
   ``--vocoder`` (``fast``, ``griffinlim``, ``wavenet`` or the path of an exported vocoder);
+* **copy** (with ``--copy``): each vocoder on the log-mel of FluidSynth's own audio, which
+  separates what the vocoder loses from what the acoustic model gets wrong (the paper's
+  "WaveNet on the ground-truth mel" column);
 * **FluidSynth**: the training data's renderer (:mod:`mel2mel.data.render`: same MIDI, same
   program forcing, MuseScore General, default gain), i.e. what the model was trained to imitate;
   where the dataset holds that item, its audio is read instead (the same samples, checked;
@@ -70,6 +73,7 @@ from transcription_report import (
 )
 
 from mel2mel import constants as C
+from mel2mel.audio import log_mel
 from mel2mel.data.dataset import read_manifest
 from mel2mel.data.render import (
     RenderSettings,
@@ -310,6 +314,7 @@ def run(args: argparse.Namespace) -> None:
             lab = vocoder_label(v) + (f" tex{st:g}" if len(strengths) > 1 else "")
             tex = f"tex{texture_id}x{st:g}" if st > 0 else "plain"
             renders[lab] = (v, st, f"ours-{acoustic_id}-{tex}-{voc_ids[v]}")
+    copies = {f"copy {vocoder_label(v)}": v for v in args.vocoder} if args.copy else {}
     for v in args.vocoder:
         lab = vocoder_label(v)
         stem = vocoder_io.pretrained_path(v) if v in vocoder_io.PRETRAINED_STEMS else None
@@ -322,7 +327,7 @@ def run(args: argparse.Namespace) -> None:
     if missing:
         sys.exit(f"error: the acoustic model lacks instrument(s) {', '.join(missing)}")
 
-    renderers = [REFERENCE, *renders]
+    renderers = [REFERENCE, *copies, *renders]
     for lab in renderers:
         res.counts[lab] = {n: Counts() for n in names}
         res.clips[lab] = {n: [] for n in names}
@@ -336,7 +341,10 @@ def run(args: argparse.Namespace) -> None:
         clips.append((piece, midi, seconds, ref))
     # Renderer by renderer, so that the reference (cached after the first run) comes first.
     for lab in renderers:
-        where = "fluidsynth" if lab == REFERENCE else renders[lab][2]
+        if lab in copies:
+            where = f"copy-{voc_ids[copies[lab]]}"
+        else:
+            where = "fluidsynth" if lab == REFERENCE else renders[lab][2]
         t_lab = time.perf_counter()
         for k, (piece, midi, seconds, ref) in enumerate(clips):
             for idx, inst in enumerate(instruments):
@@ -344,7 +352,12 @@ def run(args: argparse.Namespace) -> None:
                 wav = cache / where / f"{piece['id']}-{prog:03d}-{seconds:g}s.wav"
                 if not wav.is_file():
                     t = time.perf_counter()
-                    if lab != REFERENCE:
+                    if lab in copies:
+                        ref_wav = cache / "fluidsynth" / wav.name  # rendered first, above
+                        true, _ = sf.read(ref_wav, dtype="float32")
+                        voc = synth.load_vocoder(copies[lab])
+                        write_wav(wav, voc.vocode_long(log_mel(true))[: len(true)])
+                    elif lab != REFERENCE:
                         v, st, _ = renders[lab]
                         audio = synth.render(
                             midi, prog, vocoder=v, start=0, duration=seconds, texture=st
@@ -438,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-clips", type=int, default=6, help="training clips per item")
     ap.add_argument(
         "--rerender", action="store_true", help="run FluidSynth even where the dataset has audio"
+    )
+    ap.add_argument(
+        "--copy",
+        action="store_true",
+        help="also each vocoder on the log-mel of FluidSynth's audio (copy synthesis)",
     )
     ap.add_argument("--no-classifier", action="store_true", help="transcription only")
     ap.add_argument("--plot", help="PNG of the confusion matrices")
