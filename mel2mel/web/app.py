@@ -5,29 +5,29 @@ ids, 409 audio not ready, 411/413 uploads without a length or too big, 422 unusa
 busy (with ``Retry-After``), 504 a preview that timed out, and 500 (``"internal error"``, the
 details only in the server's log). Framework errors (validation, multipart, unknown routes)
 get the same shape. Messages never hold server paths or the timbre library's names. Work that
-takes CPU time (reading MIDI, previews, renders, the map) runs in worker threads, so the event
-loop keeps answering.
+takes CPU time runs off the event loop, in bounded pools that refuse (503) rather than queue
+without end: large MIDI files are read in worker processes, small ones, previews and renders
+in threads of their own (:mod:`mel2mel.web.pools`, :mod:`mel2mel.web.jobs`), so no kind of
+work starves another. A client that leaves in the middle of its request is logged in one line.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
-import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mel2mel import constants as C
 from mel2mel import validate
@@ -35,17 +35,18 @@ from mel2mel.errors import UserError, one_line
 from mel2mel.midi import time_to_frame
 from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
 from mel2mel.vocoders.base import Vocoder
+from mel2mel.web.bodies import read_json, read_upload, wav_bytes
 from mel2mel.web.config import WebConfig
 from mel2mel.web.errors import ApiError
 from mel2mel.web.jobs import Job, JobManager
 from mel2mel.web.maps import MapService, Space, plotly_js
+from mel2mel.web.pools import Lane, process_pool, thread_pool
 from mel2mel.web.render import RenderSpec
-from mel2mel.web.uploads import UploadStore, parse_midi
+from mel2mel.web.uploads import Upload, UploadStore, parse_piece
 
 STATIC = Path(__file__).resolve().parent / "static"
 VOCODER_KINDS = ("fast", "wavenet", "griffinlim")
 STREAM_POLL_S = 5.0
-MAX_JSON_BYTES = 16 * 1024  # a render request is a few hundred bytes
 log = logging.getLogger("mel2mel.web")
 
 
@@ -73,16 +74,6 @@ def available_vocoders(synth: Synthesizer) -> dict[str, Vocoder]:
         except (UserError, OSError, ValueError):
             continue
     return found
-
-
-def wav_bytes(chunks: list[bytes]) -> bytes:
-    """A 16-bit mono WAV file of the PCM chunks."""
-    import soundfile as sf
-
-    pcm = np.frombuffer(b"".join(chunks), dtype="<i2")
-    buf = io.BytesIO()
-    sf.write(buf, pcm, C.SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -131,8 +122,14 @@ def create_app(
     default_vocoder = next(
         (k for k in ("fast", "griffinlim") if k in vocoders), next(iter(vocoders))
     )
-    light = ThreadPoolExecutor(2, "mel2mel-light")  # MIDI parsing and previews
+    parse = Lane(process_pool(cfg.parse_workers), cfg.parse_workers,
+                 cfg.parse_workers + cfg.max_queued_parses, "reading a file")  # fmt: skip
+    quick = Lane(thread_pool(1, "mel2mel-parse"), 1, 1 + cfg.max_queued_parses, "reading a file")
+    light = Lane(thread_pool(cfg.preview_workers, "mel2mel-light"), cfg.preview_workers,
+                 cfg.preview_workers + cfg.max_queued_previews, "a preview")  # fmt: skip
+    lanes = {"parse": parse, "quick_parse": quick, "light": light}
     state: dict[str, Future[dict[str, Any]]] = {}
+    counters: Counter[str] = Counter()  # receiving uploads, clients gone mid-request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,11 +139,14 @@ def create_app(
             map_pool.submit(space.synth)
         yield
         jobs.shutdown()
-        light.shutdown(wait=False, cancel_futures=True)
+        for lane in lanes.values():
+            lane.shutdown()
         map_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="mel2mel", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs, app.state.uploads, app.state.config = jobs, uploads, cfg
+    app.state.lanes, app.state.counters = lanes, counters
+    app.state.close = jobs.close  # on SIGTERM, before connections drain (mel2mel.web.server)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -169,18 +169,16 @@ def create_app(
             message = one_line(Exception(err.detail))[:200]
         return _error(err.status_code, message, dict(err.headers or {}))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, err: ClientDisconnect) -> Response:
+        counters["client_disconnects"] += 1
+        log.info("client left during %s %s", request.method, request.url.path[:80])
+        return _error(400, "the client disconnected")  # nobody reads it
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, err: Exception) -> JSONResponse:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=err)
         return _error(500, "internal error (the server's log has the details)")
-
-    async def off_loop(fn: Any, *args: Any, timeout: float, what: str) -> Any:
-        try:
-            return await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(light, fn, *args), timeout
-            )
-        except TimeoutError:
-            raise ApiError(504, f"{what} took longer than {timeout:g} s") from None
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -216,7 +214,13 @@ def create_app(
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"ok": True, "active_renders": jobs.active(), "uploads": len(uploads)}
+        return {
+            "ok": True,
+            "active_renders": jobs.active(),
+            "uploads": len(uploads),
+            "held_notes": uploads.notes,
+            "parsing": parse.pending + quick.pending,
+        }
 
     @app.get("/api/map")
     async def timbre_map() -> dict[str, Any]:
@@ -241,9 +245,7 @@ def create_app(
     @app.get("/api/preview")
     async def preview(x: str, y: str) -> Response:
         px, py = _coordinates(x, y)
-        data, frames = await off_loop(
-            maps.preview, px, py, timeout=cfg.preview_timeout_s, what="the preview"
-        )
+        data, frames = await light.run(maps.preview, px, py, timeout=cfg.preview_timeout_s)
         headers = {"X-Mel-Bins": str(C.N_MELS), "X-Mel-Frames": str(frames)}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
@@ -252,33 +254,51 @@ def create_app(
         return space.public()
 
     @app.post("/api/uploads", status_code=201)
-    async def upload(request: Request, name: str = "upload.mid") -> dict[str, Any]:
-        data, name = await _read_upload(request, cfg, name)
-        seq = await off_loop(parse_midi, data, cfg, timeout=cfg.parse_timeout_s, what="reading")
-        return uploads.add(name, seq).summary(cfg.max_notes_shown)
+    async def upload(request: Request, name: str = "upload.mid") -> Response:
+        if counters["receiving"] >= cfg.max_receiving_uploads:
+            raise ApiError(503, "the server is busy (too many uploads at once); retry shortly",
+                           {"Retry-After": "2"})  # fmt: skip
+        counters["receiving"] += 1
+        try:
+            data, name = await read_upload(request, cfg, name)
+        finally:
+            counters["receiving"] -= 1
+        lane = quick if len(data) <= cfg.quick_parse_bytes else parse
+        piece, notes = await lane.run(parse_piece, data, cfg, timeout=cfg.parse_timeout_s)
+        del data
+        summary = uploads.add(name, piece).summary(notes, cfg.max_notes_shown)
+        return Response(summary, status_code=201, media_type="application/json")
 
     @app.get("/api/uploads/{upload_id}")
-    async def get_upload(upload_id: str) -> dict[str, Any]:
-        return uploads.get(upload_id).summary(cfg.max_notes_shown)
+    async def get_upload(upload_id: str) -> Response:
+        item = uploads.get(upload_id)
+        notes = await light.run(
+            item.piece.notes_json, cfg.max_notes_shown, timeout=cfg.preview_timeout_s
+        )
+        return Response(item.summary(notes, cfg.max_notes_shown), media_type="application/json")
 
     @app.post("/api/render", status_code=202)
     async def render(request: Request) -> dict[str, Any]:
         try:
-            body = RenderBody.model_validate(await _read_json(request))
+            body = RenderBody.model_validate(await read_json(request, cfg.max_json_bytes))
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise ApiError(400, f"bad request: {where}: {first['msg']}") from None
-        spec, label = _render_spec(body)
-        return jobs.submit(spec, label).info()
+        item = uploads.get(body.upload_id) if body.upload_id is not None else None
+        spec, label = _render_spec(body, item)
+        if item is None:
+            return jobs.submit(spec, label).info()
+        uploads.pin(item)  # kept, and counted, until the job ends
+        return jobs.submit(spec, label, lambda: uploads.unpin(item)).info()
 
-    def _render_spec(body: RenderBody) -> tuple[RenderSpec, str]:
+    def _render_spec(body: RenderBody, item: Upload | None) -> tuple[RenderSpec, str]:
         vocoder = body.vocoder or default_vocoder
         if vocoder not in vocoders:
             raise ApiError(
                 400, f"unknown or unavailable vocoder {vocoder[:40]!r}; use {', '.join(vocoders)}"
             )
-        seq = uploads.get(body.upload_id).seq if body.upload_id is not None else None
+        seq = item.piece if item is not None else None
         if body.space_index is not None:
             if not space.available:
                 raise ApiError(404, space.reason or "no 100-instrument space")
@@ -355,6 +375,7 @@ def create_app(
 
     async def _pcm(job: Job) -> AsyncIterator[bytes]:
         sent = 0
+        job.readers += 1
         try:
             while True:
                 if sent < len(job.chunks):
@@ -365,7 +386,8 @@ def create_app(
                 else:
                     await job.wait(sent, STREAM_POLL_S)
         finally:
-            if not job.done:  # the reader went away: free the worker
+            job.readers -= 1
+            if job.readers == 0 and not job.done:  # its last reader went away: free the worker
                 jobs.cancel(job)
 
     @app.get("/api/jobs/{job_id}/audio.wav")
@@ -374,65 +396,9 @@ def create_app(
         if job.state != "done":
             why = job.error or "it is still rendering"
             raise ApiError(409, f"the audio is not ready: {why}")
-        data = await asyncio.get_running_loop().run_in_executor(light, wav_bytes, job.chunks)
+        data = await light.run(wav_bytes, job.chunks, timeout=cfg.preview_timeout_s)
         name = "".join(c if c.isalnum() else "_" for c in job.label)[:40] or "render"
         headers = {"Content-Disposition": validate.content_disposition(f"mel2mel_{name}.wav")}
         return Response(data, media_type="audio/wav", headers=headers)
 
     return app
-
-
-async def _read_json(request: Request) -> Any:
-    """The JSON of a request body, refused (413/400) when over ``MAX_JSON_BYTES`` or nested
-    deeper than ``MAX_JSON_DEPTH``, before it is parsed."""
-    declared = request.headers.get("content-length", "")
-    too_big = f"the request body is over {MAX_JSON_BYTES} bytes"
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise ApiError(413, too_big)
-    buf = bytearray()
-    async for piece in request.stream():
-        buf += piece
-        if len(buf) > MAX_JSON_BYTES:
-            raise ApiError(413, too_big)
-    try:
-        validate.json_depth(bytes(buf))
-        data = json.loads(bytes(buf))
-    except UserError as err:
-        raise ApiError(400, str(err)) from None
-    except (ValueError, RecursionError):
-        raise ApiError(400, "the request body must be a JSON object") from None
-    return data
-
-
-async def _read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[bytes, str]:
-    """The file of an upload: a raw body (``?name=``) or a multipart form field ``file``."""
-    declared = request.headers.get("content-length")
-    limit = cfg.max_upload_bytes
-    too_big = f"file too big: the limit is {limit} bytes"
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        if declared is None or not (declared.isascii() and declared.isdigit()):
-            raise ApiError(411, "a multipart upload needs a Content-Length")
-        if int(declared) > limit + 64 * 1024:
-            raise ApiError(413, too_big)
-        form = await request.form(max_files=1, max_fields=4)
-        item = form.get("file")
-        if item is None or isinstance(item, str):
-            raise ApiError(400, "the form needs a file field named 'file'")
-        data = await item.read(limit + 1)
-        name = item.filename or name
-    else:
-        if (
-            declared is not None
-            and validate.program_number(declared) is not None
-            and (int(declared) > limit)
-        ):
-            raise ApiError(413, too_big)
-        buf = bytearray()
-        async for piece in request.stream():
-            buf += piece
-            if len(buf) > limit:
-                raise ApiError(413, too_big)
-        data = bytes(buf)
-    if len(data) > limit:
-        raise ApiError(413, too_big)
-    return data, Path(name).name or "upload.mid"

@@ -14,3 +14,7 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+    def __reduce__(self) -> tuple[type[ApiError], tuple[int, str, dict[str, str]]]:
+        # raised in the parse pool's processes: it must cross back whole
+        return type(self), (self.status, self.message, self.headers)

@@ -10,10 +10,15 @@ releases the GIL). Each job appends 16-bit PCM chunks as they are made; readers 
 loop wait for the next chunk with :meth:`Job.wait`, woken through
 ``loop.call_soon_threadsafe`` (no thread per waiting client).
 
-A job stops between chunks when cancelled (``DELETE``, a new click, or its reader going
-away), when it waited longer than ``queue_timeout_s`` for a worker, or when it ran longer
-than ``render_timeout_s``. Finished jobs keep their audio for the WAV download for
-``job_ttl_s``, while the kept audio fits in ``max_kept_audio_bytes``.
+A job stops between chunks when cancelled (``DELETE``, a new click, or the last reader of
+its stream going away: several pages may read one job), when it waited longer than
+``queue_timeout_s`` for a worker, or when it ran longer than ``render_timeout_s``. When the
+server stops (:meth:`JobManager.close`), every job ends at once, so its streams end.
+
+A job holds its notes (the :class:`RenderSpec`) only until it ends; then it drops them and
+calls its ``release`` (which unpins the upload). Finished jobs keep their audio for the WAV
+download for ``job_ttl_s``, while the kept audio fits in ``max_kept_audio_bytes`` and at most
+``max_kept_jobs`` are kept (oldest dropped first).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,11 +52,18 @@ class JobStopped(Exception):
 
 
 class Job:
-    """One render: its state and the PCM chunks made so far."""
+    """One render: its state and the PCM chunks made so far.
 
-    def __init__(self, spec: RenderSpec, label: str) -> None:
+    ``release`` is called once when the job ends; ``spec`` is ``None`` from then on.
+    """
+
+    def __init__(
+        self, spec: RenderSpec, label: str, release: Callable[[], None] | None = None
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
-        self.spec = spec
+        self.spec: RenderSpec | None = spec
+        self.vocoder = spec.vocoder
+        self.seconds_total = spec.seconds
         self.label = label
         self.state = "queued"
         self.error: str | None = None
@@ -60,6 +73,8 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.cancelled = False
+        self.readers = 0  # streams reading it now (event loop only)
+        self._release = release
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
@@ -80,26 +95,39 @@ class Job:
             "state": self.state,
             "error": self.error,
             "label": self.label,
-            "vocoder": self.spec.vocoder,
+            "vocoder": self.vocoder,
             "sample_rate": C.SAMPLE_RATE,
             "seconds_rendered": round(self.samples / C.SAMPLE_RATE, 3),
-            "seconds_total": round(self.spec.seconds, 3),
+            "seconds_total": round(self.seconds_total, 3),
         }
 
     def add(self, audio: np.ndarray) -> None:
         """Append float32 audio as 16-bit PCM and wake the readers."""
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         with self._lock:
+            if self.done:  # ended while its worker was busy (the server stopping, say)
+                return
             self.chunks.append(pcm)
             self.samples += len(pcm) // 2
         self._wake()
 
+    def begin(self) -> RenderSpec | None:
+        """Mark the job running and return what to render; ``None`` if it already ended."""
+        with self._lock:
+            if self.done or self.spec is None:
+                return None
+            self.state, self.started = "running", time.monotonic()
+            return self.spec
+
     def finish(self, state: str, error: str | None = None) -> None:
-        """End the job in ``state`` (done, failed, cancelled)."""
+        """End the job in ``state`` (done, failed, cancelled) and drop its notes."""
         with self._lock:
             if self.done:
                 return
             self.state, self.error, self.finished = state, error, time.monotonic()
+            self.spec, release, self._release = None, self._release, None
+        if release is not None:
+            release()
         self._wake()
 
     def _wake(self) -> None:
@@ -135,6 +163,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._rates: list[float] = []  # render wall seconds per audio second, recent jobs
         self.rejected = 0
+        self.closing = False
 
     def active(self) -> int:
         """Jobs queued or running."""
@@ -144,7 +173,7 @@ class JobManager:
         """Seconds until the queued and running renders are done (when a new one would start),
         from the recent real-time factor (1 before any render finished)."""
         rate = sorted(self._rates)[len(self._rates) // 2] if self._rates else 1.0
-        left = sum(j.spec.seconds - j.samples / C.SAMPLE_RATE for j in self._jobs.values()
+        left = sum(j.seconds_total - j.samples / C.SAMPLE_RATE for j in self._jobs.values()
                    if not (j.done or j.cancelled))  # fmt: skip
         return rate * left / self.config.max_concurrent_renders
 
@@ -152,10 +181,23 @@ class JobManager:
         """Seconds a refused client should wait: half the queue's expected drain time, 1..60."""
         return int(min(60, max(1, math.ceil(self.expected_wait() / 2))))
 
-    def submit(self, spec: RenderSpec, label: str) -> Job:
-        """Queue a render, or raise a 503 ApiError when the server is saturated."""
+    def submit(
+        self, spec: RenderSpec, label: str, release: Callable[[], None] | None = None
+    ) -> Job:
+        """Queue a render, or raise a 503 ApiError when the server is saturated (then
+        ``release`` is called at once; otherwise when the job ends)."""
+        try:
+            return self._submit(spec, label, release)
+        except ApiError:
+            if release is not None:
+                release()
+            raise
+
+    def _submit(self, spec: RenderSpec, label: str, release: Callable[[], None] | None) -> Job:
         limit = self.config.max_concurrent_renders + self.config.max_queued_renders
         with self._lock:
+            if self.closing:
+                raise ApiError(503, "the server is shutting down", {"Retry-After": "5"})
             self._evict()
             full = self.active() >= limit
             if full or self.expected_wait() > self.config.queue_timeout_s:
@@ -166,7 +208,7 @@ class JobManager:
                     f"the server is busy ({why}); retry shortly",
                     {"Retry-After": str(self.retry_after())},
                 )
-            job = Job(spec, label)
+            job = Job(spec, label, release)
             self._jobs[job.id] = job
         self._pool.submit(self._run, job)
         return job
@@ -185,21 +227,30 @@ class JobManager:
         if job.state == "queued":
             job.finish("cancelled", "cancelled")
 
+    def close(self) -> None:
+        """End every job now, as the server stops: their streams end at once, and workers
+        stop at their next check. New renders get 503."""
+        with self._lock:
+            self.closing = True
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancelled = True
+            job.finish("cancelled", "the server is shutting down")
+
     def shutdown(self) -> None:
-        """Cancel everything and stop the workers."""
-        for job in list(self._jobs.values()):
-            self.cancel(job)
+        """End everything and stop the workers."""
+        self.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, job: Job) -> None:
-        if job.done:
+        spec = job.begin()
+        if spec is None:
             return
         cfg = self.config
-        job.started = time.monotonic()
+        assert job.started is not None
         if job.started - job.created > cfg.queue_timeout_s:
             job.finish("failed", f"timed out after waiting {cfg.queue_timeout_s:g} s in the queue")
             return
-        job.state = "running"
         deadline = job.started + cfg.render_timeout_s
 
         def check() -> None:
@@ -209,7 +260,7 @@ class JobManager:
                 raise JobStopped(f"timed out: renders are limited to {cfg.render_timeout_s:g} s")
 
         try:
-            for audio in render_segments(job.spec, check):
+            for audio in render_segments(spec, check):
                 job.add(audio)
         except JobStopped as stop:
             job.finish("cancelled" if job.cancelled else "failed", str(stop))
@@ -220,19 +271,22 @@ class JobManager:
             job.finish("failed", f"render failed: internal error ({type(err).__name__})")
         else:
             job.finish("done")
-            rate = (time.monotonic() - job.started) / max(job.spec.seconds, 0.1)
+            rate = (time.monotonic() - job.started) / max(job.seconds_total, 0.1)
             self._rates = [*self._rates[-19:], rate]
 
     def _evict(self) -> None:
-        """Drop finished jobs past their time, then the oldest while over the byte budget."""
+        """Drop finished jobs past their time, then the oldest while over the byte budget or
+        the count."""
         now = time.monotonic()
         for key, job in list(self._jobs.items()):
             if job.done and job.finished is not None and now - job.finished > self.config.job_ttl_s:
                 del self._jobs[key]
         kept = sum(j.nbytes for j in self._jobs.values())
+        count = sum(j.done for j in self._jobs.values())
         for key, job in list(self._jobs.items()):
-            if kept <= self.config.max_kept_audio_bytes:
+            if kept <= self.config.max_kept_audio_bytes and count <= self.config.max_kept_jobs:
                 break
             if job.done:
                 kept -= job.nbytes
+                count -= 1
                 del self._jobs[key]

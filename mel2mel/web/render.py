@@ -14,6 +14,9 @@ whose lengths grow (:data:`HEAD_SECONDS`: 1 s, 2 s, 4 s, then the rest of the ra
   cross-faded (equal power) into the start of the next, so the joins do not click. The
   models see the notes around each segment (the synthesizer's own context and pre-roll).
 
+An upload's notes arrive packed (:class:`~mel2mel.web.uploads.PackedPiece`); a render
+unpacks them once when it starts and drops them when it ends.
+
 Vocoders are copied per worker thread (``copy.deepcopy``): WaveNet's incremental generator
 keeps state, and two renders must never share it.
 """
@@ -33,6 +36,7 @@ from mel2mel.midi import NoteSequence
 from mel2mel.synthesizer import Synthesizer
 from mel2mel.timbre import Timbre
 from mel2mel.vocoders.base import Vocoder
+from mel2mel.web.uploads import PackedPiece
 
 HEAD_SECONDS = (1.0, 2.0, 4.0)
 SEAM_FRAMES = 8  # 64 ms of overlap between segments
@@ -44,11 +48,12 @@ MEDIUM = {"chunk_frames": 1000, "context_frames": 250, "crossfade_frames": 16, "
 class RenderSpec:
     """What to render: the notes, a resolved timbre, a vocoder and a frame range.
 
-    ``voc`` is a template: each worker thread renders with its own copy of it.
+    ``seq`` is a note sequence or an upload's packed notes; ``voc`` is a template: each worker
+    thread renders with its own copy of it.
     """
 
     synth: Synthesizer
-    seq: NoteSequence
+    seq: NoteSequence | PackedPiece
     timbre: Timbre
     vocoder: str
     voc: Vocoder
@@ -120,6 +125,7 @@ def render_segments(spec: RenderSpec, check: Callable[[], None]) -> Iterator[np.
     timeout).
     """
     voc = _vocoder(spec.voc)
+    seq = spec.seq.unpack() if isinstance(spec.seq, PackedPiece) else spec.seq
     plan = segment_plan(spec.first, spec.stop)
     seam = SEAM_FRAMES * C.HOP_LENGTH
     fade_out, fade_in = equal_power(seam)
@@ -130,7 +136,7 @@ def render_segments(spec: RenderSpec, check: Callable[[], None]) -> Iterator[np.
         synth = _variant(spec.synth, "quick" if i == 0 else "medium")
         check()
         chunks = synth.stream(
-            spec.seq, spec.timbre, vocoder=voc, start=a / C.FRAME_RATE,
+            seq, spec.timbre, vocoder=voc, start=a / C.FRAME_RATE,
             duration=(end - a) / C.FRAME_RATE, tail=spec.tail,
         )  # fmt: skip
         held = np.zeros(0, dtype=np.float32)

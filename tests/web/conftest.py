@@ -8,6 +8,7 @@ well under a second on one core.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -143,20 +144,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def live_server(web_parts: dict) -> Iterator[str]:
-    """The app on uvicorn in a thread, on a free port; yields its base URL."""
-    import uvicorn
+@contextlib.contextmanager
+def serve_app(app, **kwargs) -> Iterator[str]:
+    """Run ``app`` as ``mel2mel serve`` does (:func:`mel2mel.web.server.server`: uvicorn with
+    the app's deadlines) in a thread, on a free port; yield its base URL."""
+    from mel2mel.web.server import server as make_server
 
-    from mel2mel.web.app import create_app
-
-    app = create_app(config=TEST_CONFIG, **web_parts)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = make_server(app, host="127.0.0.1", port=port, **kwargs)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive(), "the test server to start")
     assert server.started, "the test server stopped before it started (see its log above)"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_server(web_parts: dict) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a free port; yields its base URL."""
+    from mel2mel.web.app import create_app
+
+    with serve_app(create_app(config=TEST_CONFIG, **web_parts)) as url:
+        yield url
