@@ -36,11 +36,11 @@ from mel2mel.midi import time_to_frame
 from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.web.bodies import read_json, read_upload, wav_bytes
-from mel2mel.web.config import WebConfig
+from mel2mel.web.config import MB, WebConfig
 from mel2mel.web.errors import ApiError
 from mel2mel.web.jobs import Job, JobManager
 from mel2mel.web.maps import MapService, Space, plotly_js
-from mel2mel.web.pools import Lane, process_pool, thread_pool
+from mel2mel.web.pools import PARSE_SECONDS_PER_MB, Lane, process_pool, thread_pool
 from mel2mel.web.render import RenderSpec
 from mel2mel.web.uploads import Upload, UploadStore, parse_piece
 
@@ -122,11 +122,13 @@ def create_app(
     default_vocoder = next(
         (k for k in ("fast", "griffinlim") if k in vocoders), next(iter(vocoders))
     )
-    parse = Lane(process_pool(cfg.parse_workers), cfg.parse_workers,
-                 cfg.parse_workers + cfg.max_queued_parses, "reading a file")  # fmt: skip
-    quick = Lane(thread_pool(1, "mel2mel-parse"), 1, 1 + cfg.max_queued_parses, "reading a file")
+    parse = Lane(process_pool(cfg.parse_workers), cfg.parse_workers,  # cost: MB of MIDI
+                 cfg.parse_workers + cfg.max_queued_parses, "reading a file",
+                 PARSE_SECONDS_PER_MB)  # fmt: skip
+    quick = Lane(thread_pool(1, "mel2mel-parse"), 1, 1 + cfg.max_queued_parses, "reading a file",
+                 PARSE_SECONDS_PER_MB)  # fmt: skip
     light = Lane(thread_pool(cfg.preview_workers, "mel2mel-light"), cfg.preview_workers,
-                 cfg.preview_workers + cfg.max_queued_previews, "a preview")  # fmt: skip
+                 cfg.preview_workers + cfg.max_queued_previews, "a preview", 0.5)  # fmt: skip
     lanes = {"parse": parse, "quick_parse": quick, "light": light}
     state: dict[str, Future[dict[str, Any]]] = {}
     counters: Counter[str] = Counter()  # receiving uploads, clients gone mid-request
@@ -264,7 +266,9 @@ def create_app(
         finally:
             counters["receiving"] -= 1
         lane = quick if len(data) <= cfg.quick_parse_bytes else parse
-        piece, notes = await lane.run(parse_piece, data, cfg, timeout=cfg.parse_timeout_s)
+        piece, notes = await lane.run(
+            parse_piece, data, cfg, timeout=cfg.parse_timeout_s, cost=len(data) / MB
+        )
         del data
         summary = uploads.add(name, piece).summary(notes, cfg.max_notes_shown)
         return Response(summary, status_code=201, media_type="application/json")

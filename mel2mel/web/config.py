@@ -4,8 +4,9 @@ Every limit that protects the server from its clients lives here, so ``mel2mel s
 the tests can change them in one place (``create_app(config=WebConfig(...))``).
 
 Memory is bounded by these limits: :meth:`WebConfig.memory_budget` adds up the most each part
-of the server can hold, and :meth:`WebConfig.check_memory` refuses limits whose sum exceeds
-``max_rss_bytes`` (1.5 GB by default; ``mel2mel serve`` checks it before it starts).
+of the server and its parse workers can hold, and :meth:`WebConfig.check_memory` refuses
+limits whose sum exceeds ``max_rss_bytes`` (1.5 GB by default; ``mel2mel serve`` checks it
+before it loads anything).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ PACKED_NOTE_BYTES = 22
 NOTE_OBJECT_BYTES = 400
 #: Bytes of audio a render keeps per second (16-bit mono PCM at 16 kHz).
 PCM_BYTES_PER_SECOND = 32_000
+#: Peak bytes of Python objects per byte of MIDI while ``mido`` reads a file (measured 195 for
+#: a 1 MB file of 170,000 notes).
+PARSE_BYTES_PER_BYTE = 200
+#: Resident size of an idle parse worker (Python, numpy, mido; measured 55-60 MB).
+PARSE_WORKER_BYTES = 64 * MB
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,8 @@ class WebConfig:
         Processes of the parse pool, and files that may wait for one (503 with
         ``Retry-After`` beyond). Parsing a 1 MB file takes seconds of pure-Python work and
         about 200 MB at its peak; in separate processes it neither holds the server's GIL
-        nor grows the server's memory.
+        nor grows the server's memory. One worker by default: with 1 MB files a second one
+        would not fit the 1.5 GB ceiling with the other defaults.
     max_concurrent_renders:
         Renders that run at once, each in a worker thread.
     max_queued_renders:
@@ -95,8 +102,9 @@ class WebConfig:
         Threads torch uses inside the server (``None``: leave torch's setting).
     base_rss_bytes, max_rss_bytes:
         Resident memory of the server before any request (torch, the models, the timbre map;
-        measured 560-700 MB with the shipped models), and the ceiling that the limits above
-        must keep the server under (:meth:`memory_budget`).
+        measured 729 MB with the shipped models once the map, a preview and a render of the
+        100-instrument space are done), and the ceiling that the limits above must keep the
+        server and its parse workers under (:meth:`memory_budget`).
     """
 
     max_upload_bytes: int = 1 * MB
@@ -106,17 +114,17 @@ class WebConfig:
     max_notes_shown: int = 50_000
     upload_ttl_s: float = 3600.0
     max_uploads: int = 64
-    max_held_notes: int = 6_000_000
+    max_held_notes: int = 4_000_000
     max_receiving_uploads: int = 32
     quick_parse_bytes: int = 64 * 1024
-    parse_workers: int = 2
+    parse_workers: int = 1
     max_queued_parses: int = 8
     max_concurrent_renders: int = 2
     max_queued_renders: int = 24
     queue_timeout_s: float = 300.0
     render_timeout_s: float = 600.0
     job_ttl_s: float = 900.0
-    max_kept_audio_bytes: int = 256 * MB
+    max_kept_audio_bytes: int = 128 * MB
     max_kept_jobs: int = 1024
     parse_timeout_s: float = 30.0
     preview_timeout_s: float = 20.0
@@ -132,24 +140,27 @@ class WebConfig:
     shutdown_grace_s: float = 0.5
     space_clip_seconds: float = 4.0
     torch_threads: int | None = None
-    base_rss_bytes: int = 700 * MB
+    base_rss_bytes: int = 768 * MB
     max_rss_bytes: int = 1536 * MB
 
     def memory_budget(self) -> dict[str, int]:
-        """The most memory, in bytes, each part of the server may hold under these limits.
+        """The most memory, in bytes, each part of the server and its parse workers may hold
+        under these limits.
 
         ``base`` is the measured start-up size; the rest follow from the limits: packed notes
-        of the kept uploads, upload bodies being received or waiting for the parse pool, the
-        notes and audio of running renders, kept audio for downloads, and quick parses (about
-        200 bytes of Python objects per byte of MIDI while ``mido`` reads it).
+        of the kept uploads, upload bodies being received or waiting to be parsed, the quick
+        parse in the server and the parse workers (:data:`PARSE_BYTES_PER_BYTE` of MIDI at
+        their peak), the notes and audio of running renders, and kept audio for downloads.
         """
         running = self.max_concurrent_renders
+        parse_peak = PARSE_BYTES_PER_BYTE * self.max_upload_bytes
+        bodies = self.max_receiving_uploads + self.parse_workers + self.max_queued_parses
         return {
             "base": self.base_rss_bytes,
             "uploads": self.max_held_notes * PACKED_NOTE_BYTES,
-            "upload bodies": (self.max_receiving_uploads + self.max_queued_parses)
-            * self.max_upload_bytes,
-            "quick parse": self.quick_parse_bytes * 200,
+            "upload bodies": bodies * self.max_upload_bytes,
+            "quick parse": PARSE_BYTES_PER_BYTE * self.quick_parse_bytes,
+            "parse workers": self.parse_workers * (PARSE_WORKER_BYTES + parse_peak),
             "render notes": running * self.max_upload_notes * NOTE_OBJECT_BYTES,
             "render audio": running * round(self.max_render_seconds * PCM_BYTES_PER_SECOND),
             "kept audio": self.max_kept_audio_bytes,

@@ -186,6 +186,26 @@ def test_a_lane_refuses_when_full_and_counts_abandoned_work() -> None:
     asyncio.run(scenario())
 
 
+def test_a_lane_refuses_work_it_would_not_finish_in_time() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        lane = Lane(thread_pool(1, "test-lane"), 1, 10, "reading a file", seconds_per_cost=4.0)
+        # idle: taken, even if it may not end in time (2 MB at 4 s/MB = 8 s > 5 s)
+        first = asyncio.ensure_future(lane.run(gate.wait, 60, timeout=5, cost=2.0))
+        await asyncio.sleep(0)
+        assert lane.pending == 1 and lane.expected_wait() == 8.0
+        with pytest.raises(ApiError) as busy:  # refused now rather than 504 after 5 s
+            await lane.run(lambda: None, timeout=5, cost=0.1)
+        assert busy.value.status == 503 and busy.value.headers["Retry-After"] == "4"
+        gate.set()
+        assert await first is True
+        assert lane.pending == 0 and lane.rate < 4.0  # it learnt: the work took no time
+        lane.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_small_uploads_and_previews_answer_while_large_files_wait(web_parts: dict) -> None:
     cfg = WebConfig(quick_parse_bytes=4096, parse_workers=1, max_queued_parses=3,
                     max_piece_seconds=120.0, torch_threads=1)  # fmt: skip

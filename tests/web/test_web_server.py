@@ -193,7 +193,8 @@ SERVE_SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         synth = Synthesizer(tiny_model(3, 2), GriffinLim(n_iter=2))
-        app = create_app(synth, config=WebConfig(torch_threads=1), map_resolution=3,
+        config = WebConfig(torch_threads=1, quick_parse_bytes=100)  # files go to a process
+        app = create_app(synth, config=config, map_resolution=3,
                          vocoders={"griffinlim": Stuck(n_iter=2)})
         run(app, host="127.0.0.1", port=int(sys.argv[1]))
     """
@@ -213,7 +214,9 @@ def test_sigterm_ends_streams_and_stops_the_server_at_once(tmp_path: Path) -> No
         wait_until(lambda: health(url) or proc.poll() is not None, "the server to start")
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         with httpx.Client(base_url=url, timeout=LIMIT_S) as client:
-            job = client.post("/api/render", json={"timbre": "piano"}).json()
+            up = client.post("/api/uploads", content=midi_bytes(3.0))  # a parse worker starts
+            assert up.status_code == 201, up.text
+            job = client.post("/api/render", json={"upload_id": up.json()["id"]}).json()
             wait_until(lambda: client.get(f"/api/jobs/{job['id']}").json()["state"] == "running",
                        "the render to start")  # fmt: skip
             streamed: list[bytes] = []
@@ -229,6 +232,7 @@ def test_sigterm_ends_streams_and_stops_the_server_at_once(tmp_path: Path) -> No
         err = proc.stderr.read() if proc.stderr else ""
         assert code == -signal.SIGTERM and "Traceback" not in err, err
         assert "graceful shutdown exceeded" not in err, err  # ended, not cut off
+        assert "leaked" not in err, err  # the parse worker's queues were released
         assert streamed == [b""]  # the stream ended (no audio was ever made)
         print(f"SIGTERM -> exit with a stream open: {stopped * 1000:.0f} ms")
         assert stopped < 10.0  # ~0.2 s (the stream never ends by itself: before, never)
