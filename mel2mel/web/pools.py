@@ -46,8 +46,9 @@ class Lane:
     ``what`` names the work in messages ("reading a file"). Each piece of work has a
     ``cost`` (megabytes of MIDI, say); the lane learns the seconds its workers take per unit
     of cost (``rate``, starting at ``seconds_per_cost``), and refuses work that would not be
-    done within its timeout behind what already waits: a busy server answers 503 at once
-    rather than 504 after the wait.
+    done within half its timeout behind what already waits (the other half allows for the
+    rate changing with the machine's load): a busy server answers 503 at once rather than
+    504 after the wait.
     """
 
     def __init__(self, make: Callable[[], Executor], workers: int, limit: int, what: str,
@@ -75,9 +76,9 @@ class Lane:
         self, fn: Callable[..., Any], *args: Any, timeout: float, cost: float = 1.0
     ) -> Any:
         """``fn(*args)`` in the lane; 503 when the lane is full or would not get to it within
-        ``timeout`` (unless it is idle), 504 after ``timeout``."""
+        half of ``timeout`` (unless it is idle), 504 after ``timeout``."""
         with self._lock:
-            late = self.pending > 0 and self.expected_wait(cost) > timeout
+            late = self.pending > 0 and self.expected_wait(cost) > timeout / 2
             if late or self.pending >= self.limit:
                 wait = math.ceil(self.expected_wait() / 2)
                 raise ApiError(
