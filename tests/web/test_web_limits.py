@@ -200,7 +200,7 @@ def test_a_lane_refuses_work_it_would_not_finish_in_time() -> None:
         assert busy.value.status == 503 and busy.value.headers["Retry-After"] == "4"
         gate.set()
         assert await first is True
-        assert lane.pending == 0 and lane.rate < 4.0  # it learnt: the work took no time
+        assert lane.pending == 0 and lane.rate != 4.0  # it learnt from the work's own time
         lane.shutdown()
 
     asyncio.run(scenario())

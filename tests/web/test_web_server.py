@@ -154,9 +154,9 @@ def test_a_big_render_body_is_refused_before_it_is_read(strict) -> None:
         assert status_and_error(until_closed(sock))[0] == 413
 
 
-def test_well_behaved_clients_keep_their_connection(strict) -> None:
-    url, _ = strict
-    with httpx.Client(base_url=url, timeout=LIMIT_S) as client:
+def test_well_behaved_clients_keep_their_connection(web_parts: dict) -> None:
+    app = create_app(config=WebConfig(torch_threads=1), **web_parts)  # the default deadlines
+    with serve_app(app) as url, httpx.Client(base_url=url, timeout=LIMIT_S) as client:
         for _ in range(3):  # one connection, kept alive between requests
             up = client.post("/api/uploads?name=a.mid", content=midi_bytes(3.0))
             assert up.status_code == 201, up.text
