@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import math
 import secrets
@@ -45,6 +47,23 @@ from mel2mel.web.render import RenderSpec, render_segments
 
 RUNNING_STATES = ("queued", "running")
 log = logging.getLogger("mel2mel.web")
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc only). A render frees the
+    notes it unpacked and its arrays in a worker thread's arena, where glibc would keep the
+    pages: the server's RSS would creep up render after render."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class JobStopped(Exception):
@@ -273,6 +292,8 @@ class JobManager:
             job.finish("done")
             rate = (time.monotonic() - job.started) / max(job.seconds_total, 0.1)
             self._rates = [*self._rates[-19:], rate]
+        finally:
+            trim_heap()
 
     def _evict(self) -> None:
         """Drop finished jobs past their time, then the oldest while over the byte budget or
