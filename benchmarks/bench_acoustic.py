@@ -3,12 +3,12 @@
 (a) Training, frames per second of the full-size (paper) model:
     * raw: forward + backward + clip + AdamW step on random tensors already in memory, the
       ceiling for this machine;
-    * loop: :func:`mel2mel.train.loop.train_acoustic` on a real dataset (CropDataset +
+    * loop: :func:`mel2mel.train.acoustic_loop.train_acoustic` on a real dataset (CropDataset +
       DataLoader workers, logging, schedule), measured in the same process run.
     The ratio loop / raw shows what the data pipeline and the loop's bookkeeping cost.
 (b) Inference: Mel2Mel alone on 60 s of music (7500 frames, one sequence), as seconds and
     times faster than real time: the two references (the plain forward, and the symmetric
-    windows that ``Mel2Mel.infer`` used before :mod:`mel2mel.models.acoustic_infer`) and
+    windows that ``Mel2Mel.infer`` used before :mod:`mel2mel.models.acoustic_fast`) and
     ``Mel2Mel.infer`` exact and chunked, with 1 and 2 workers (the LSTM directions in two
     threads), as ratios to the references.
 (c) Accuracy (``--accuracy DATA``): the error of the approximate variants against the exact
@@ -42,10 +42,10 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.models import build_acoustic
-from mel2mel.models.acoustic_infer import symmetric_windows
+from mel2mel.models.acoustic_fast import symmetric_windows
+from mel2mel.models.losses import get_loss
 from mel2mel.train.config import RunConfig, TrainConfig
 from mel2mel.train.loop import make_optimizer
-from mel2mel.train.losses import get_loss
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "mel2mel" / "pretrained" / "acoustic"
 
@@ -76,7 +76,7 @@ def raw_training_fps(batch: int, crop: int, steps: int, warmup: int = 3) -> tupl
 def loop_training_fps(data: Path, batch: int, crop: int, steps: int, workers: int) -> float:
     """Frames/s of the real training loop, averaged over its log windows after the first."""
     from mel2mel.data.dataset import read_manifest
-    from mel2mel.train.loop import train_acoustic
+    from mel2mel.train.acoustic_loop import train_acoustic
 
     items = sum(it["split"] == "train" for it in read_manifest(data)["items"])
     window = max(2, steps // 3)
@@ -148,7 +148,7 @@ def inference_times(frames: int, repeats: int, roll_kind: str) -> dict[str, tupl
         path = kw.pop("path", "infer")
         if path == "forward":
             return model(roll, embedding=emb)
-        if path == "symmetric":  # Mel2Mel.infer before mel2mel.models.acoustic_infer
+        if path == "symmetric":  # Mel2Mel.infer before mel2mel.models.acoustic_fast
             return symmetric_windows(model, roll, emb, **kw)
         return model.infer(roll, embedding=emb, **kw)
 
@@ -190,7 +190,7 @@ def accuracy(data: Path, model_path: Path, every: int) -> None:
     mean absolute error against the true mel (the evaluation's MAE) with its change.
     """
     from mel2mel.data.dataset import load_item, read_manifest
-    from mel2mel.models.io import load_acoustic
+    from mel2mel.models.export import load_acoustic
 
     db = 20 / math.log(10)
     model = load_acoustic(model_path)

@@ -34,7 +34,7 @@ from pathlib import Path
 import mido
 
 from mel2mel.data.corpus import convert_music21, music21_id, resolve_instruments
-from mel2mel.data.render import (
+from mel2mel.data.fluidsynth import (
     DEFAULT_SOUNDFONT,
     RenderSettings,
     find_fluidsynth,

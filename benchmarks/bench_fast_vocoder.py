@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from mel2mel import constants as C
+from mel2mel.models.export import vocoder_path
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
-from mel2mel.vocoders.io import pretrained_path
 
 # Random weights get the shipped model's refinement (mel2mel/pretrained/fast_vocoder.json).
-DEFAULT_REFINE = json.loads(pretrained_path("fast").with_suffix(".json").read_text())["config"][
+DEFAULT_REFINE = json.loads(vocoder_path("fast").with_suffix(".json").read_text())["config"][
     "refine_iterations"
 ]
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def _build(kind: str, model_path: str | None, refine: int | None = None) -> Voco
     if kind == "griffinlim":
         return GriffinLim(n_iter=32)
     if model_path:
-        from mel2mel.vocoders.io import load_vocoder
+        from mel2mel.models.export import load_vocoder
 
         fast = load_vocoder(model_path)
     else:

@@ -33,16 +33,15 @@ import torch
 from mel2mel import constants as C
 from mel2mel.examples import write_example
 from mel2mel.midi import read_notes
-from mel2mel.models import Instrument, build_acoustic, save_pretrained
+from mel2mel.models import Instrument, build_acoustic, export, save_pretrained
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
-from mel2mel.vocoders import io as vocoder_io
 from mel2mel.vocoders.fast import FastVocoder
 
 
 def model_folder(folder: Path) -> tuple[Path, str]:
     """The shipped models if installed, else random paper-size ones exported to ``folder``."""
     have_acoustic = (PRETRAINED_DIR / "acoustic.json").is_file()
-    have_fast = vocoder_io.pretrained_path("fast").with_suffix(".json").is_file()
+    have_fast = export.vocoder_path("fast").with_suffix(".json").is_file()
     if have_acoustic and have_fast:
         return PRETRAINED_DIR, "shipped weights"
     torch.manual_seed(0)
@@ -55,10 +54,10 @@ def model_folder(folder: Path) -> tuple[Path, str]:
     else:
         save_pretrained(build_acoustic("paper", names), folder)
     if have_fast:
-        stem = vocoder_io.pretrained_path("fast")
-        vocoder_io.save_vocoder(vocoder_io.load_vocoder(stem), folder / "fast_vocoder")
+        stem = export.vocoder_path("fast")
+        export.save_vocoder(export.load_vocoder(stem), folder / "fast_vocoder")
     else:
-        vocoder_io.save_vocoder(FastVocoder(), folder / "fast_vocoder")
+        export.save_vocoder(FastVocoder(), folder / "fast_vocoder")
     what = [
         "shipped acoustic" if have_acoustic else "untrained paper-size acoustic",
         "shipped fast vocoder" if have_fast else "untrained default-size fast vocoder",

@@ -8,9 +8,9 @@ Reported, all measured in this run on the same machine and thread count:
 
 * the baseline's ``incremental_forward`` (its cached generation, one stream), the better of
   one thread and ``--threads``;
-* ours, one stream (:func:`~mel2mel.vocoders.wavenet_generate.generate`);
+* ours, one stream (:func:`~mel2mel.vocoders.wavenet_fast.generate`);
 * ours, a long mel cut into chunks generated in one batch
-  (:func:`~mel2mel.vocoders.wavenet_generate.generate_batched`), as effective samples/s
+  (:func:`~mel2mel.vocoders.wavenet_fast.generate_batched`), as effective samples/s
   (output samples over wall time, warm-ups and cross-fades included).
 
 Each rate is given per wall second and per CPU second of this process (all its threads): on a
@@ -34,7 +34,7 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.vocoders.wavenet import WaveNet, WaveNetConfig
-from mel2mel.vocoders.wavenet_generate import generate, generate_batched
+from mel2mel.vocoders.wavenet_fast import generate, generate_batched
 
 
 def _mel(frames: int) -> torch.Tensor:

@@ -30,8 +30,8 @@ import torch
 from scipy.ndimage import uniform_filter1d
 
 from mel2mel.data.dataset import load_item, read_manifest
-from mel2mel.models.io import export_paths, load_acoustic
-from mel2mel.models.texture import load_texture, texture_noise
+from mel2mel.models.export import export_paths, load_acoustic, load_texture
+from mel2mel.models.texture import texture_noise
 from mel2mel.synthesizer import PRETRAINED_DIR
 
 DB = 20.0 / np.log(10.0)

@@ -5,17 +5,18 @@ tunes on (performed piano with velocity dynamics and sustain pedal, real multi-t
 and for every file x instrument it compares the acoustic model's mel with the log-mel of the
 same notes rendered by FluidSynth, both over the first ``--seconds`` of the file:
 
-* the reference is the program-forced MIDI (:func:`mel2mel.data.render.force_program`)
-  rendered with :func:`~mel2mel.data.render.render_midi` and analysed with
-  :func:`mel2mel.data.build.log_mel`, exactly as the dataset builder does; the file is cut a
+* the reference is the program-forced MIDI (:func:`mel2mel.data.fluidsynth.force_program`)
+  rendered with :func:`~mel2mel.data.fluidsynth.render_midi` and analysed with
+  :func:`mel2mel.audio.log_mel`, exactly as the dataset builder does; the file is cut a
   little after ``--seconds`` first (synthesis is causal, so the frames kept do not change).
   Renders are cached under ``--cache`` by file hash, program and settings;
 * the prediction is :meth:`mel2mel.Synthesizer.mel` with ``timbre`` = the instrument name;
-* metrics are those of ``mel2mel evaluate acoustic`` (:class:`mel2mel.evaluate.BinStats`):
-  per-bin Pearson r over all frames of a group, averaged over the bins that are not constant,
-  and the mean absolute log-mel error in dB; groups are instruments, files and the velocity
-  band of each frame (:func:`mel2mel.evaluate.frame_groups`: pp < 40, mf 40-89, ff >= 90 by
-  the loudest sounding note; frames where nothing sounds belong to no band).
+* metrics are those of ``mel2mel evaluate acoustic``
+  (:class:`mel2mel.evaluation.report.BinStats`): per-bin Pearson r over all frames of a
+  group, averaged over the bins that are not constant, and the mean absolute log-mel error
+  in dB; groups are instruments, files and the velocity band of each frame
+  (:func:`mel2mel.evaluation.acoustic.frame_groups`: pp < 40, mf 40-89, ff >= 90 by the
+  loudest sounding note; frames where nothing sounds belong to no band).
 
 Usage::
 
@@ -39,10 +40,10 @@ import numpy as np
 
 from mel2mel import Synthesizer
 from mel2mel import constants as C
-from mel2mel.data.build import log_mel
+from mel2mel.audio import log_mel
 from mel2mel.data.corpus import resolve_instruments
-from mel2mel.data.render import DEFAULT_SOUNDFONT, RenderSettings, force_program, render_midi
-from mel2mel.evaluate import VELOCITY_BANDS, BinStats, frame_groups
+from mel2mel.data.fluidsynth import DEFAULT_SOUNDFONT, RenderSettings, force_program, render_midi
+from mel2mel.evaluation.acoustic import VELOCITY_BANDS, BinStats, frame_groups
 from mel2mel.midi import midi_to_roll
 
 CACHE_VERSION = 1  # bump when the reference changes, so old renders are not reused

@@ -2,7 +2,7 @@
 
 For ``--pieces`` test-split pieces of a dataset (spread evenly over its test pieces) and each of
 its instruments, the dataset's own FluidSynth audio of the first ``--seconds`` seconds (30 by
-default, the issue's figure) is given to :func:`mel2mel.timbre_learn.learn_timbre` with the
+default, the issue's figure) is given to :func:`mel2mel.timbre.learn.learn_timbre` with the
 piece's MIDI, exactly as `mel2mel timbre learn --audio --midi` would. Per fit it reports:
 
 * **distance** from the learned point to the instrument's own embedding, and that distance
@@ -33,7 +33,7 @@ import torch
 from mel2mel import Synthesizer
 from mel2mel.data.dataset import load_item, read_manifest
 from mel2mel.midi import read_notes
-from mel2mel.timbre_learn import aligned_excerpt, learn_timbre, mel_error_db
+from mel2mel.timbre.learn import aligned_excerpt, learn_timbre, mel_error_db
 
 
 def test_pieces(manifest: dict, count: int) -> list[str]:

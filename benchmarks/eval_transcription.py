@@ -9,7 +9,7 @@ the dataset has rendered; ``--piece ID`` picks them) and each of its instruments
 * **copy** (with ``--copy``): each vocoder on the log-mel of FluidSynth's own audio, which
   separates what the vocoder loses from what the acoustic model gets wrong (the paper's
   "WaveNet on the ground-truth mel" column);
-* **FluidSynth**: the training data's renderer (:mod:`mel2mel.data.render`: same MIDI, same
+* **FluidSynth**: the training data's renderer (:mod:`mel2mel.data.fluidsynth`: same MIDI, same
   program forcing, MuseScore General, default gain), i.e. what the model was trained to imitate;
   where the dataset holds that item, its audio is read instead (the same samples, checked;
   ``--rerender`` runs FluidSynth anyway).
@@ -75,7 +75,7 @@ from transcription_report import (
 from mel2mel import constants as C
 from mel2mel.audio import log_mel
 from mel2mel.data.dataset import read_manifest
-from mel2mel.data.render import (
+from mel2mel.data.fluidsynth import (
     RenderSettings,
     check_soundfont,
     force_program,
@@ -84,9 +84,9 @@ from mel2mel.data.render import (
     to_int16,
 )
 from mel2mel.midi import load_midi, read_notes
-from mel2mel.models.io import export_paths
+from mel2mel.models import export
+from mel2mel.models.export import export_paths
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
-from mel2mel.vocoders import io as vocoder_io
 
 # -- inputs --------------------------------------------------------------------------------
 
@@ -96,9 +96,9 @@ def select_pieces(
 ) -> list[dict]:
     """The pieces to render: ``chosen`` ids, else ``count`` test pieces of ``kind`` (``plain``
     scores, ``performed``: performances and textures, or ``all``; see
-    :func:`mel2mel.evaluate.piece_kind`) spread evenly over the test pieces that the dataset
-    has rendered (all test pieces if it has none)."""
-    from mel2mel.evaluate import piece_kind
+    :func:`mel2mel.evaluation.acoustic.piece_kind`) spread evenly over the test pieces that
+    the dataset has rendered (all test pieces if it has none)."""
+    from mel2mel.evaluation.acoustic import piece_kind
 
     by_id = {p["id"]: p for p in manifest["pieces"]}
     if chosen:
@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> None:
     copies = {f"copy {vocoder_label(v)}": v for v in args.vocoder} if args.copy else {}
     for v in args.vocoder:
         lab = vocoder_label(v)
-        stem = vocoder_io.pretrained_path(v) if v in vocoder_io.PRETRAINED_STEMS else None
+        stem = export.vocoder_path(v) if v in export.VOCODER_STEMS else None
         found = "Griffin-Lim" if v == "griffinlim" else describe(stem or v)
         res.models.append(f"{lab}: {found} [{voc_ids[v]}]")
     transcribe = Transcriber(args.threads)

@@ -6,9 +6,9 @@ spectrogram conditioned on a learned instrument embedding; a vocoder turns the m
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from mel2mel.version import __version__
 
 if TYPE_CHECKING:
     from mel2mel.synthesizer import Synthesizer

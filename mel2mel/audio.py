@@ -74,17 +74,41 @@ class LogMel(nn.Module):
         return torch.log(self.magnitude(audio).clamp_min(self.floor))
 
 
+MEL_CHUNK_FRAMES = 4096  # bounds the STFT's memory to ~20 MB whatever the signal's length
 _LOGMEL_CPU: LogMel | None = None
 
 
-def log_mel(audio: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Convenience: log-mel of a mono signal ``float[N]`` -> ``float32[N_MELS x T]`` (CPU)."""
+def cpu_log_mel() -> LogMel:
+    """The process's CPU :class:`LogMel`, built once (librosa's filterbank takes a while)."""
     global _LOGMEL_CPU
     if _LOGMEL_CPU is None:
         _LOGMEL_CPU = LogMel()
-    x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    return _LOGMEL_CPU
+
+
+def log_mel(audio: np.ndarray | torch.Tensor, chunk_frames: int = MEL_CHUNK_FRAMES) -> np.ndarray:
+    """Log-mel of a mono signal ``float[N]`` -> ``float32[N_MELS x T]`` (CPU).
+
+    A signal of more than ``chunk_frames`` frames is analysed in chunks: frames ``[a, b)`` come
+    from the log-mel of the padded slice their windows cover, so the result equals
+    ``LogMel()(audio)`` (to float rounding) while the STFT of a ten-minute piece is never held
+    in memory at once.
+    """
+    logmel = cpu_log_mel()
+    x = np.asarray(audio, dtype=np.float32)
+    total = C.num_frames(len(x))
     with torch.inference_mode():
-        return _LOGMEL_CPU(x).numpy()
+        if total <= chunk_frames:
+            return logmel(torch.from_numpy(x)).numpy()
+        hop, half = C.HOP_LENGTH, C.N_FFT // 2
+        ctx = half // hop  # frames whose window reaches into LogMel's own zero padding
+        padded = np.pad(x, (half, half))
+        out = np.empty((C.N_MELS, total), dtype=np.float32)
+        for a in range(0, total, chunk_frames):
+            b = min(a + chunk_frames, total)
+            seg = torch.from_numpy(padded[a * hop : (b - 1) * hop + C.N_FFT])
+            out[:, a:b] = logmel(seg)[:, ctx : ctx + b - a].numpy()
+    return out
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:

@@ -31,6 +31,11 @@ F_MIN: float = 0.0
 F_MAX: float = SAMPLE_RATE / 2
 LOG_FLOOR: float = 1e-5
 LOG_SILENCE: float = math.log(LOG_FLOOR)
+# A difference of natural-log magnitudes d = ln(a/b) is 20 * log10(a/b) = d * DB_PER_NEPER dB.
+DB_PER_NEPER: float = 20.0 / math.log(10.0)  # ~8.686
+# The networks see (log-mel - MEL_CENTER) / MEL_SCALE: [-11.5, 2] becomes roughly [-2, 2].
+MEL_CENTER: float = -6.0
+MEL_SCALE: float = 3.0
 
 MIDI_MIN: int = 21  # A0
 MIDI_MAX: int = 108  # C8

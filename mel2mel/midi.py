@@ -11,7 +11,7 @@ play, keeping the roll and the rendered audio aligned to the frame:
 * "all notes off"/"all sound off" (CC123/CC120) end every note of the channel and
   "reset all controllers" (CC121) lifts the pedal;
 * a note still sounding when the file ends (its longest track, end-of-track included) ends
-  there (:func:`mel2mel.data.render.force_program` sends "all notes off" there, so FluidSynth
+  there (:func:`mel2mel.data.fluidsynth.force_program` sends "all notes off" there, so FluidSynth
   agrees);
 * the drum channel (MIDI channel 10, index 9) is excluded, and notes outside A0..C8 are
   dropped and counted;

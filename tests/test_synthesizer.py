@@ -15,11 +15,14 @@ import torch
 from conftest import piano_trumpet_model
 
 from mel2mel import constants as C
+from mel2mel import pretrained
 from mel2mel import synthesizer as S
 from mel2mel.errors import UserError
 from mel2mel.midi import MidiError, piano_roll, read_notes
 from mel2mel.models import save_pretrained
-from mel2mel.synthesizer import NoteRoll, Synthesizer
+from mel2mel.synthesis import streams
+from mel2mel.synthesis.notes import NoteRoll
+from mel2mel.synthesizer import Synthesizer
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
 
@@ -134,7 +137,7 @@ def test_chunked_mel_stays_close_to_the_exact_forward(chunky, synth, song):
 
 
 def test_stream_concatenates_to_render(chunky, song, monkeypatch):
-    monkeypatch.setattr(S, "VOCODER_CHUNK_FRAMES", 100)
+    monkeypatch.setattr(streams, "VOCODER_CHUNK_FRAMES", 100)
     chunks = list(chunky.stream(song, "piano", tracks={2: "trumpet"}))
     assert len(chunks) > 5 and all(c.dtype == np.float32 for c in chunks)
     assert {len(c) for c in chunks[:-1]} == {100 * C.HOP_LENGTH}
@@ -146,11 +149,11 @@ def test_stream_concatenates_to_render(chunky, song, monkeypatch):
 def test_streamed_vocoders_match_their_own_streaming(synth, song, monkeypatch):
     """Fed piece by piece (several vocoder chunks), Griffin-Lim equals its vocode_stream of the
     whole mel and the fast vocoder its one-pass output, also from a start offset."""
-    monkeypatch.setattr(S, "VOCODER_CHUNK_FRAMES", 100)
+    monkeypatch.setattr(streams, "VOCODER_CHUNK_FRAMES", 100)
     seq = read_notes(song)
     mel = synth.mel(song, "trumpet")  # one window: the exact mel
     roll = piano_roll(seq.notes, mel.shape[1])
-    assert mel.shape[1] > 5 * S.VOCODER_CHUNK_FRAMES
+    assert mel.shape[1] > 5 * streams.VOCODER_CHUNK_FRAMES
     gl = synth.render(song, "trumpet")
     np.testing.assert_allclose(gl, synth.vocoder.vocode_long(mel, chunk_frames=100), atol=1e-6)
     torch.manual_seed(0)
@@ -223,7 +226,7 @@ def test_from_pretrained_export(tmp_path, song, monkeypatch):
     assert Synthesizer.from_pretrained(tmp_path / "export" / "acoustic.json", vocoder="griffinlim")
     with pytest.raises(UserError, match="no exported acoustic model"):
         Synthesizer.from_pretrained(tmp_path / "nothing")
-    monkeypatch.setattr(S, "PRETRAINED_DIR", tmp_path / "none")
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "none")
     with pytest.raises(UserError, match="no pretrained acoustic model is installed"):
         Synthesizer.from_pretrained()
 
@@ -231,10 +234,10 @@ def test_from_pretrained_export(tmp_path, song, monkeypatch):
 def test_shipped_models_by_name(tmp_path, monkeypatch):
     """--model paper: the model trained with the paper's loss, shipped beside the default; a
     file or folder of that name in the working directory still wins."""
-    from mel2mel.models import io as mio
+    from mel2mel.models import export
 
-    weights, desc = mio.export_paths("paper")
-    assert desc == mio.PRETRAINED_DIR / "acoustic_paper.json" and weights.is_file()
+    weights, desc = export.export_paths("paper")
+    assert desc == pretrained.PRETRAINED_DIR / "acoustic_paper.json" and weights.is_file()
     paper = Synthesizer.from_pretrained("paper", vocoder="griffinlim", timbre_library=False)
     default = Synthesizer.from_pretrained(vocoder="griffinlim", timbre_library=False)
     assert json.loads(desc.read_text())["metadata"]["loss"] == "tanh-log-abs"
@@ -242,15 +245,15 @@ def test_shipped_models_by_name(tmp_path, monkeypatch):
     assert not np.allclose(paper.timbres.table, default.timbres.table)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "paper").mkdir()
-    assert mio.export_paths("paper")[1] == Path("paper") / "acoustic.json"
+    assert export.export_paths("paper")[1] == Path("paper") / "acoustic.json"
 
 
 def test_auto_vocoder(tmp_path, monkeypatch):
     """'auto' takes an exported fast vocoder next to the model, else warns once and uses
     Griffin-Lim; a missing named vocoder is a clear error."""
-    from mel2mel.vocoders import io as vio
+    from mel2mel.models import export
 
-    monkeypatch.setattr(vio, "PRETRAINED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "shipped")
     monkeypatch.setattr(S, "_warned_griffinlim", False)
     (tmp_path / "export").mkdir()
     save_pretrained(piano_trumpet_model(), tmp_path / "export")
@@ -264,7 +267,8 @@ def test_auto_vocoder(tmp_path, monkeypatch):
         synth.load_vocoder("wavenet")
     with pytest.raises(UserError, match="unknown vocoder"):
         synth.load_vocoder("magic")
-    vio.save_vocoder(FastVocoder(FastVocoderConfig.debug()), tmp_path / "export" / "fast_vocoder")
+    fast = FastVocoder(FastVocoderConfig.debug())
+    export.save_vocoder(fast, tmp_path / "export" / "fast_vocoder")
     assert Synthesizer.from_pretrained(tmp_path / "export").vocoder.kind == "fast"
 
 

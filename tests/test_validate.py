@@ -11,7 +11,7 @@ import pytest
 from mel2mel import constants as C
 from mel2mel import validate
 from mel2mel.errors import UserError, one_line
-from mel2mel.timbre import parse_time
+from mel2mel.timbre.spec import parse_time
 
 
 def test_numbers_are_finite_and_in_range():

@@ -15,15 +15,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mel2mel.data.build import build_dataset, index_dataset
+    from mel2mel.data.build import build_dataset
     from mel2mel.data.dataset import CropDataset, load_item, read_manifest
+    from mel2mel.data.manifest import index_dataset
 
 _EXPORTS = {
     "CropDataset": "mel2mel.data.dataset",
     "load_item": "mel2mel.data.dataset",
     "read_manifest": "mel2mel.data.dataset",
     "build_dataset": "mel2mel.data.build",
-    "index_dataset": "mel2mel.data.build",
+    "index_dataset": "mel2mel.data.manifest",
 }
 __all__ = ["CropDataset", "build_dataset", "index_dataset", "load_item", "read_manifest"]
 

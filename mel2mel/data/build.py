@@ -17,26 +17,21 @@ folder can be merged by copying and re-indexing.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
-import json
 import multiprocessing
 import os
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import Any
 
 from mel2mel import constants as C
+from mel2mel.audio import cpu_log_mel
 from mel2mel.data import dataset as D
 from mel2mel.data.corpus import (
     Instrument,
     Piece,
-    convert_music21,
     derived_pieces,
     discover_midi,
     music21_pieces,
@@ -44,201 +39,26 @@ from mel2mel.data.corpus import (
     resolve_instruments,
     shard_of,
 )
-from mel2mel.data.render import (
+from mel2mel.data.fluidsynth import (
     RenderSettings,
     check_soundfont,
-    clip_stats,
     find_fluidsynth,
     fluidsynth_version,
-    force_program,
-    from_int16,
-    render_midi,
-    temp_path,
-    to_int16,
 )
+from mel2mel.data.items import (
+    RenderTask,
+    init_worker,
+    prepare_piece,
+    remove_temp_files,
+    render_item,
+    save_json,
+    save_npy,
+    settings_for,
+)
+from mel2mel.data.manifest import index_dataset, manifest_summary
 from mel2mel.errors import UserError, require
-from mel2mel.midi import MidiError, NoteSequence, load_midi, piano_roll, read_notes
-
-MEL_CHUNK_FRAMES = 4096  # bounds the STFT's memory to ~20 MB whatever the piece's length
-
-# -- files ------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` that never leaves a partial file under ``path``."""
-    _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
-
-
-def save_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write."""
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode("utf-8")))
-
-
-def remove_temp_files(root: Path, piece: str) -> int:
-    """Remove what an interrupted build left for ``piece``; returns how many files."""
-    found = list((root / D.ITEMS / piece).glob(".*.tmp-*"))
-    for sub in (D.ROLLS, D.SOURCES, D.SKIPPED):
-        found += (root / sub).glob(f".{piece}.*.tmp-*")
-    for path in found:
-        path.unlink(missing_ok=True)
-    return len(found)
-
-
-# -- worker side ------------------------------------------------------------------------------
-
-_LOGMEL: Any = None
-
-
-def _init_worker() -> None:
-    # One intra-op thread per worker: the pool already uses every core, and a forked child
-    # must not touch the parent's OpenMP thread pool. Ctrl-C is handled by the parent.
-    import torch
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _logmel_module() -> Any:
-    """The process's ``LogMel``; built once (librosa's filterbank import takes seconds)."""
-    global _LOGMEL
-    if _LOGMEL is None:
-        from mel2mel.audio import LogMel
-
-        _LOGMEL = LogMel()
-    return _LOGMEL
-
-
-def log_mel(audio: np.ndarray, chunk_frames: int = MEL_CHUNK_FRAMES) -> np.ndarray:
-    """``mel2mel.audio.LogMel`` of ``audio`` ``float32[N]`` -> ``float32[N_MELS x T]``, in chunks.
-
-    Frames ``[a, b)`` are taken from the log-mel of the padded signal slice their windows
-    cover, so the result equals ``LogMel()(audio)`` (to float rounding) while the STFT of a
-    ten-minute piece never has to be held in memory at once.
-    """
-    import torch
-
-    logmel = _logmel_module()
-    hop, half = C.HOP_LENGTH, C.N_FFT // 2
-    ctx = half // hop  # frames whose window reaches into LogMel's own zero padding
-    total = C.num_frames(len(audio))
-    padded = np.pad(np.asarray(audio, dtype=np.float32), (half, half))
-    out = np.empty((C.N_MELS, total), dtype=np.float32)
-    with torch.inference_mode():
-        for a in range(0, total, chunk_frames):
-            b = min(a + chunk_frames, total)
-            seg = torch.from_numpy(padded[a * hop : (b - 1) * hop + C.N_FFT])
-            out[:, a:b] = logmel(seg)[:, ctx : ctx + b - a].numpy()
-    return out
-
-
-def _source_midi(piece: Piece, cached: str | None) -> tuple[str | bytes, bool, NoteSequence]:
-    """The piece's source MIDI (a path, or converted bytes), whether it was converted, and its
-    notes."""
-    source = cached or (str(piece.path) if piece.path else None)
-    if source is not None:
-        try:
-            return source, False, read_notes(source, warn=False)
-        except MidiError:
-            if piece.music21_name is None:
-                raise  # a damaged conversion cache (music21) is converted again below
-    converted = convert_music21(str(piece.music21_name))
-    return converted, True, read_notes(converted, warn=False)
-
-
-def _prepare_piece(
-    piece: Piece, cached: str | None, base_cache: str | None = None
-) -> tuple[np.ndarray, bytes | None, dict]:
-    """Roll ``uint8[176 x T_roll]``, MIDI bytes to cache (or None) and the piece's sidecar facts.
-
-    ``cached`` is the piece's own MIDI cache, ``base_cache`` that of the score a derived piece
-    (a recipe, see :class:`~mel2mel.data.corpus.Piece`) is made from, when they exist.
-    """
-    from mel2mel.data.perform import excerpt_midi, perform
-    from mel2mel.data.textures import texture_piece
-
-    facts: dict[str, Any] = {}
-    midi_bytes: bytes | None
-    if piece.recipe is None:
-        source, converted, seq = _source_midi(piece, cached)
-        midi_bytes = source if isinstance(source, bytes) and converted else None
-    else:  # regenerated each time: deterministic, and its facts are recorded
-        kind, seed, seconds = piece.recipe
-        if kind == "texture":
-            midi_bytes, facts["augment"] = texture_piece(seed, float(seconds or 20.0))
-        else:
-            base, _, _ = _source_midi(piece, base_cache)
-            if kind == "perform":
-                midi_bytes, facts["augment"] = perform(base, seed, max_seconds=seconds)
-            else:
-                midi_bytes, facts["augment"] = excerpt_midi(base, seconds)
-        seq = read_notes(midi_bytes, warn=False)
-    roll = np.round(piano_roll(seq.notes, seq.num_frames()) * 127.0).astype(np.uint8)
-    facts |= {
-        "notes": len(seq.notes),
-        "duration": round(seq.duration, 3),
-        "dropped_out_of_range": seq.dropped_out_of_range,
-        "dropped_drums": seq.dropped_drums,
-    }
-    if piece.recipe is not None:
-        facts["recipe"] = list(piece.recipe)
-    return roll, midi_bytes, facts
-
-
-@dataclass(frozen=True)
-class _RenderTask:
-    root: str
-    piece: str
-    midi_path: str
-    instrument: Instrument
-    settings: RenderSettings
-    fluidsynth: str
-
-
-def _render_item(task: _RenderTask) -> dict[str, Any]:
-    """Render one item and write its three files (sidecar last); returns the sidecar."""
-    inst = task.instrument
-    forced, _ = force_program(load_midi(task.midi_path), inst.program)
-    root = Path(task.root)
-    audio = render_midi(forced, task.settings, work_dir=root / D.ITEMS / task.piece, name=inst.slug)
-    if audio.size == 0:
-        raise RuntimeError("fluidsynth produced no audio")
-    peak, clipped = clip_stats(audio)
-    pcm = to_int16(audio)
-    # The mel is that of the stored samples, so audio and mel of an item agree exactly.
-    mel = log_mel(from_int16(pcm)).astype(np.float16)
-    item_id = f"{task.piece}/{inst.slug}"
-    paths = D.item_paths(root, item_id)
-    save_npy(paths["audio"], pcm)
-    save_npy(paths["mel"], mel)
-    instrument: dict[str, Any] = {"name": inst.name, "program": inst.program}
-    if inst.soundfont is not None:
-        instrument["soundfont"] = inst.soundfont
-    meta = {
-        "format": D.FORMAT,
-        "id": item_id,
-        "piece": task.piece,
-        "instrument": instrument,
-        "frames": int(mel.shape[1]),
-        "samples": int(pcm.size),
-        "peak": round(peak, 6),
-        "clipped": clipped,
-        "render": task.settings.to_dict(),
-        "fluidsynth": task.fluidsynth,
-    }
-    save_json(paths["meta"], meta)
-    return meta
-
+from mel2mel.fileio import atomic_write
+from mel2mel.midi import MidiError
 
 # -- main side --------------------------------------------------------------------------------
 
@@ -295,36 +115,6 @@ class BuildReport:
         return lines
 
 
-def manifest_summary(manifest: dict[str, Any], root: Path) -> str:
-    """One line: where the manifest is and what it lists."""
-    counts = {s: sum(it["split"] == s for it in manifest["items"]) for s in D.SPLITS}
-    split = " / ".join(f"{s} {n}" for s, n in counts.items())
-    clipped = sum(it["clipped"] > 0 for it in manifest["items"])
-    return (
-        f"manifest: {root / D.MANIFEST} ({len(manifest['pieces'])} piece(s), "
-        f"{len(manifest['items'])} item(s): {split}; {clipped} clipped, "
-        f"{len(manifest['skipped'])} skipped input(s))"
-    )
-
-
-def check_output_dir(root: Path) -> None:
-    """UserError unless ``root`` can be created or is a writable dataset (or empty) folder."""
-    if root.exists():
-        if not root.is_dir():
-            raise UserError(f"output {root} exists and is not a folder")
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise UserError(f"output folder {root} is not writable")
-        names = {p.name for p in root.iterdir()}
-        if names and not names & {D.MANIFEST, D.ROLLS, D.ITEMS, D.SOURCES, D.SKIPPED}:
-            raise UserError(f"output folder {root} is not empty and not a mel2mel dataset")
-        return
-    parent = root.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create output folder {root}: {parent} is not a writable folder")
-
-
 @dataclass
 class _PiecePlan:
     piece: Piece
@@ -370,13 +160,6 @@ def _plan(
     return plans, finished, removed
 
 
-def settings_for(inst: Instrument, settings: RenderSettings) -> RenderSettings:
-    """The render settings of one instrument: its own SoundFont, if it has one."""
-    if inst.soundfont is None:
-        return settings
-    return dataclasses.replace(settings, soundfont=inst.soundfont)
-
-
 def _make_root(root: Path) -> None:
     for sub in (D.ROLLS, D.ITEMS):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -414,7 +197,7 @@ def build_dataset(
     instruments:
         Names or program numbers, or the name of an instrument set such as ``"space100"``
         (see :func:`~mel2mel.data.corpus.resolve_instruments`), or
-        :class:`~mel2mel.data.corpus.Instrument` objects; ``None`` for the paper's ten.
+        :class:`~mel2mel.instruments.Instrument` objects; ``None`` for the paper's ten.
         Instruments that carry their own SoundFont are rendered with it.
     soundfont:
         SoundFont path for the instruments without their own, ``None`` for MuseScore General
@@ -496,7 +279,7 @@ def build_dataset(
     pieces = [p for p in pieces if shard_of(p.group or p.id, shard_n) == shard_i]
     if not pieces:
         raise UserError("nothing to build: no piece is left after --no-plain/--split/--shard")
-    check_output_dir(root)
+    D.check_output_dir(root)
 
     plans, finished, removed = _plan(root, pieces, insts, settings)
     report = BuildReport(root, len(pieces), len(insts), finished, temp_files_removed=removed)
@@ -546,18 +329,18 @@ def _run(
     version = fluidsynth_version()
     n_workers = max(1, min(workers or os.cpu_count() or 1, todo + len(prepare)))
     # fork: workers inherit the imported torch and the built LogMel instead of each spending
-    # seconds on them; they run only single-threaded torch code (see _init_worker).
+    # seconds on them; they run only single-threaded torch code (see init_worker).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork") if "fork" in methods else None
     if ctx is not None:
-        _logmel_module()  # once here rather than once per forked worker
-    pool = cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker)
+        cpu_log_mel()  # once here rather than once per forked worker
+    pool = cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker)
     futures: dict[cf.Future, tuple[str, _PiecePlan, Instrument | None]] = {}
 
     def submit_renders(plan: _PiecePlan) -> None:
         (root / D.ITEMS / plan.piece.id).mkdir(parents=True, exist_ok=True)
         for inst in plan.todo:
-            task = _RenderTask(
+            task = RenderTask(
                 str(root),
                 plan.piece.id,
                 str(plan.midi_path),
@@ -565,7 +348,7 @@ def _run(
                 settings_for(inst, settings),
                 version,
             )
-            futures[pool.submit(_render_item, task)] = ("render", plan, inst)
+            futures[pool.submit(render_item, task)] = ("render", plan, inst)
 
     bar = None
     try:
@@ -573,7 +356,7 @@ def _run(
             if not plan.ready:
                 base = root / D.SOURCES / f"{plan.piece.group}.mid"
                 base_cache = str(base) if plan.piece.group and base.is_file() else None
-                futures[pool.submit(_prepare_piece, plan.piece, plan.midi_path, base_cache)] = (
+                futures[pool.submit(prepare_piece, plan.piece, plan.midi_path, base_cache)] = (
                     "prepare", plan, None
                 )  # fmt: skip
             elif plan.todo:
@@ -626,7 +409,7 @@ def _finish_prepare(root: Path, fut: cf.Future, plan: _PiecePlan, report: BuildR
     if midi_bytes is not None:
         cache = root / D.SOURCES / f"{piece.id}.mid"
         cache.parent.mkdir(exist_ok=True)
-        _atomic_write(cache, lambda f: f.write(midi_bytes))
+        atomic_write(cache, lambda tmp: Path(tmp).write_bytes(midi_bytes))
         plan.midi_path = str(cache)
     save_npy(D.roll_path(root, piece.id), roll)
     meta = {"id": piece.id, "source": piece.source, "split": piece.split}
@@ -652,89 +435,3 @@ def _finish_render(fut: cf.Future, plan: _PiecePlan, inst: Any, report: BuildRep
     report.audio_seconds += meta["samples"] / C.SAMPLE_RATE
     if meta["clipped"]:
         report.clipped.append((item_id, meta["clipped"], meta["peak"]))
-
-
-# -- manifest ---------------------------------------------------------------------------------
-
-
-def index_dataset(
-    root: str | os.PathLike,
-    *,
-    instruments: Sequence[Instrument] | None = None,
-    settings: RenderSettings | None = None,
-) -> dict[str, Any]:
-    """Rebuild ``manifest.json`` from the finished files under ``root`` and return it.
-
-    Instruments are identified by name (their items' file names derive from it). They are
-    ordered as in the previous manifest, then as in ``instruments``, then by program and name,
-    so that item ``"instrument"`` indices stay stable across rebuilds. An instrument rendered
-    with its own SoundFont lists it (``"soundfont"``); if the items use several SoundFonts the
-    top-level ``"soundfont"`` (and ``render["soundfont"]``) is ``null``.
-    """
-    root = Path(root)
-    if not (root / D.ROLLS).is_dir() and not (root / D.ITEMS).is_dir():
-        raise UserError(f"{root} is not a mel2mel dataset folder (no rolls/ or items/)")
-    old = D.read_json(root / D.MANIFEST) or {}
-    pieces: dict[str, dict[str, Any]] = {}
-    for path in sorted((root / D.ROLLS).glob("*.json")):
-        meta = D.finished_piece(root, path.stem)
-        if meta is not None:
-            keys = ("id", "source", "split", "frames", "group", "augment")
-            pieces[path.stem] = {k: meta[k] for k in keys if k in meta}
-    metas = []
-    for piece in pieces:
-        for path in sorted((root / D.ITEMS / piece).glob("[!.]*.json")):
-            meta = D.finished_item(root, f"{piece}/{path.stem}")
-            if meta is not None:
-                metas.append(meta)
-
-    known: dict[str, dict[str, Any]] = {}
-    for m in metas:
-        known.setdefault(m["instrument"]["name"], m["instrument"])
-    order: list[str] = []
-    hints = [i["name"] for i in old.get("instruments", [])]
-    hints += [i.name for i in instruments or []]
-    by_program = sorted(known, key=lambda n: (known[n]["program"], n))
-    for name in [*hints, *by_program]:
-        if name in known and name not in order:
-            order.append(name)
-    index = {name: i for i, name in enumerate(order)}
-    items = [
-        {
-            "id": m["id"],
-            "piece": m["piece"],
-            "instrument": index[m["instrument"]["name"]],
-            "split": pieces[m["piece"]]["split"],
-            "frames": m["frames"],
-            "samples": m["samples"],
-            "peak": m["peak"],
-            "clipped": m["clipped"],
-        }
-        for m in metas
-    ]
-    items.sort(key=lambda it: (it["piece"], it["instrument"]))
-    skipped = []
-    for path in sorted((root / D.SKIPPED).glob("[!.]*.json")):
-        marker = D.read_json(path)
-        if marker is not None and path.stem not in pieces:
-            skipped.append({k: str(marker.get(k)) for k in ("source", "reason")})
-    render = settings.to_dict() if settings else metas[0]["render"] if metas else old.get("render")
-    if len({m["render"].get("soundfont") for m in metas}) > 1:
-        render = {**(render or {}), "soundfont": None}  # each instrument lists its own
-    manifest = {
-        "format": D.FORMAT,
-        "sample_rate": C.SAMPLE_RATE,
-        "hop_length": C.HOP_LENGTH,
-        "n_mels": C.N_MELS,
-        "soundfont": (render or {}).get("soundfont", old.get("soundfont")),
-        "render": render,
-        "instruments": [
-            {k: known[name][k] for k in ("name", "program", "soundfont") if k in known[name]}
-            for name in order
-        ],
-        "pieces": list(pieces.values()),
-        "items": items,
-        "skipped": skipped,
-    }
-    save_json(root / D.MANIFEST, manifest)
-    return manifest

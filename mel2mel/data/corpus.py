@@ -21,6 +21,13 @@ from pathlib import Path
 from mel2mel import constants as C
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, instrument_set
 from mel2mel.errors import UserError, require
+from mel2mel.instruments import (
+    Instrument,
+    compact_name,
+    gm_names,
+    instrument_for_program,
+    slugify,
+)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 SPLITS = ("train", "valid", "test")
@@ -99,31 +106,6 @@ class Piece:
         return split_of(self.group or self.id)
 
 
-@dataclass(frozen=True)
-class Instrument:
-    """A General MIDI instrument: display name, 0-based program and file-name slug.
-
-    ``soundfont`` is the absolute path of the SoundFont this instrument is rendered with, or
-    ``None`` for the build's ``--soundfont`` (see :mod:`mel2mel.data.instrument_sets`).
-    """
-
-    name: str
-    program: int
-    soundfont: str | None = None
-
-    @property
-    def slug(self) -> str:
-        return slugify(self.name, sep="-")
-
-
-def slugify(text: str, *, sep: str = "_") -> str:
-    """Lowercase ``[a-z0-9_-]`` slug: path separators become ``-``, anything else ``sep``."""
-    s = re.sub(r"[\\/]+", "-", text.strip().lower())
-    s = re.sub(r"[^a-z0-9_-]+", sep, s)
-    s = re.sub(r"_{2,}", "_", re.sub(r"-{2,}", "-", s)).strip("-_")
-    return s or "piece"
-
-
 def stable_hash(key: str) -> int:
     """A 64-bit hash of ``key`` that is the same on every machine and Python run."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
@@ -154,25 +136,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 # -- instruments ------------------------------------------------------------------------------
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def gm_names() -> list[str]:
-    """The 128 General MIDI program names, indexed by 0-based program."""
-    from pretty_midi.constants import INSTRUMENT_MAP
-
-    return list(INSTRUMENT_MAP)
-
-
-def instrument_for_program(program: int) -> Instrument:
-    """Canonical instrument of a program: the paper's name if it is one of its ten, else GM's."""
-    for name, prog in C.PAPER_INSTRUMENTS.items():
-        if prog == program:
-            return Instrument(name, program)
-    return Instrument(gm_names()[program], program)
-
-
 def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrument]:
     """Turn names or program numbers into instruments.
 
@@ -199,9 +162,9 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
     entries = [e for e in entries if e != ""]
     if not entries:
         raise UserError("--instruments is empty")
-    by_name = {_key(n): p for n, p in C.PAPER_INSTRUMENTS.items()}
+    by_name = {compact_name(n): p for n, p in C.PAPER_INSTRUMENTS.items()}
     for prog, name in enumerate(gm_names()):
-        by_name.setdefault(_key(name), prog)
+        by_name.setdefault(compact_name(name), prog)
     out: list[Instrument] = []
     for entry in entries:
         text = str(entry)
@@ -209,8 +172,8 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
             program = int(text)
             if program > 127:
                 raise UserError(f"instrument program {program} is out of range 0..127")
-        elif _key(text) in by_name:
-            program = by_name[_key(text)]
+        elif compact_name(text) in by_name:
+            program = by_name[compact_name(text)]
         else:
             valid = ", ".join(C.PAPER_INSTRUMENTS)
             raise UserError(

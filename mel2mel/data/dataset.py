@@ -120,7 +120,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(
-            f"no {MANIFEST} in {root}: build it with 'mel2mel data build --out {root}' "
+            f"no {MANIFEST} in {root}: build it with 'mel2mel data build -o {root}' "
             f"or rebuild it with 'mel2mel data index {root}'"
         ) from None
     except (OSError, ValueError) as err:
@@ -159,7 +159,7 @@ def load_item(root: str | os.PathLike, item_id: str) -> dict[str, Any]:
     }
 
 
-def _crop(
+def crop_array(
     array: np.ndarray, start: int, length: int, fill: float, divisor: float = 1.0
 ) -> np.ndarray:
     """``array[..., start:start + length] / divisor`` as float32, ``fill`` past the array's end."""
@@ -274,9 +274,9 @@ class CropDataset(Dataset):
         start = self.crop_start(item["frames"], copy)
         n = self.crop_frames
         paths = item_paths(self.root, item["id"])
-        mel = _crop(np.load(paths["mel"], mmap_mode="r"), start, n, C.LOG_SILENCE)
+        mel = crop_array(np.load(paths["mel"], mmap_mode="r"), start, n, C.LOG_SILENCE)
         roll_file = np.load(roll_path(self.root, item["piece"]), mmap_mode="r")
-        roll = _crop(roll_file, start, n, 0.0, 127.0)
+        roll = crop_array(roll_file, start, n, 0.0, 127.0)
         out: dict[str, Any] = {
             "roll": torch.from_numpy(roll),
             "mel": torch.from_numpy(mel),
@@ -287,5 +287,23 @@ class CropDataset(Dataset):
         if self.audio:
             wav = np.load(paths["audio"], mmap_mode="r")
             hop = C.HOP_LENGTH
-            out["audio"] = torch.from_numpy(_crop(wav, start * hop, n * hop, 0.0, 32767.0))
+            out["audio"] = torch.from_numpy(crop_array(wav, start * hop, n * hop, 0.0, 32767.0))
         return out
+
+
+def check_output_dir(root: Path) -> None:
+    """UserError unless ``root`` can be created or is a writable dataset (or empty) folder."""
+    if root.exists():
+        if not root.is_dir():
+            raise UserError(f"output {root} exists and is not a folder")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise UserError(f"output folder {root} is not writable")
+        names = {p.name for p in root.iterdir()}
+        if names and not names & {MANIFEST, ROLLS, ITEMS, SOURCES, SKIPPED}:
+            raise UserError(f"output folder {root} is not empty and not a mel2mel dataset")
+        return
+    parent = root.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create output folder {root}: {parent} is not a writable folder")

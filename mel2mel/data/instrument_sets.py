@@ -21,13 +21,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mel2mel import constants as C
 from mel2mel.errors import UserError
-
-if TYPE_CHECKING:  # corpus imports this module
-    from mel2mel.data.corpus import Instrument
+from mel2mel.instruments import Instrument, gm_names, instrument_for_program
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,6 @@ def display_name(program: int, soundfont_key: str) -> str:
 
     Parentheses inside General MIDI names are dropped (``"Lead 1 square (TimGM6mb)"``).
     """
-    from mel2mel.data.corpus import instrument_for_program
 
     base = instrument_for_program(program).name.replace("(", "").replace(")", "")
     return f"{base} ({SOUNDFONTS[soundfont_key].label})"
@@ -147,7 +143,6 @@ INSTRUMENT_SETS: dict[str, Callable[[], list[tuple[str, int, str | None]]]] = {
 
 def instrument_set(name: str) -> list[Instrument]:
     """The instruments of a named set, with their SoundFonts resolved to paths."""
-    from mel2mel.data.corpus import Instrument
 
     try:
         spec = INSTRUMENT_SETS[name]()
@@ -162,7 +157,6 @@ def instrument_set(name: str) -> list[Instrument]:
 
 def instruments_from_file(path: str | os.PathLike) -> list[Instrument]:
     """Instruments listed in a JSON file (see the module docstring)."""
-    from mel2mel.data.corpus import Instrument, gm_names
 
     p = Path(path)
     try:

@@ -15,8 +15,8 @@ from mel2mel.models.acoustic import (
     count_parameters,
 )
 from mel2mel.models.config import AcousticConfig
+from mel2mel.models.export import load_acoustic, save_pretrained
 from mel2mel.models.film import FiLM
-from mel2mel.models.io import load_acoustic, save_pretrained
 
 __all__ = [
     "AcousticConfig",

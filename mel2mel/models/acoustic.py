@@ -19,25 +19,16 @@ the usual variations; the defaults are the paper's network.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from mel2mel.errors import UserError
-from mel2mel.models.acoustic_infer import fast_forward, supports_fast_path, symmetric_windows
+from mel2mel.instruments import Instrument, normalize_name
+from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
-
-
-@dataclass(frozen=True)
-class Instrument:
-    """Name and 0-based General MIDI program of one row of the embedding table."""
-
-    name: str
-    program: int | None = None
-
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
 
@@ -74,7 +65,8 @@ class UnknownInstrumentError(UserError, ValueError):
 
 
 def resolve_instrument(instruments: list[Instrument], query: str | int) -> int:
-    """Row of ``instruments`` named ``query`` (case-insensitive) or with that GM program.
+    """Row of ``instruments`` named ``query`` (as :func:`~mel2mel.instruments.normalize_name`
+    compares names: case and punctuation ignored) or with that GM program.
 
     A string of digits is read as a 0-based General MIDI program number.
 
@@ -88,8 +80,9 @@ def resolve_instrument(instruments: list[Instrument], query: str | int) -> int:
         for i, inst in enumerate(instruments):
             if inst.program == int(text):
                 return i
+    key = normalize_name(text)
     for i, inst in enumerate(instruments):
-        if inst.name.casefold() == text.casefold():
+        if normalize_name(inst.name) == key:
             return i
     valid = ", ".join(
         inst.name if inst.program is None else f"{inst.name} ({inst.program})"
@@ -249,7 +242,7 @@ class Mel2Mel(nn.Module):
     ) -> torch.Tensor:
         """Fast inference, exact or (with ``chunk_frames``) as a batch of overlapping windows.
 
-        With one LSTM layer this runs :func:`~mel2mel.models.acoustic_infer.fast_forward`:
+        With one LSTM layer this runs :func:`~mel2mel.models.acoustic_fast.fast_forward`:
         the affine layers folded into the LSTM for a shared embedding, the two directions as
         separate LSTM calls (in two threads if ``workers`` is 2). Without ``chunk_frames``
         the result is :meth:`forward`'s up to float rounding (~1e-5 nats); :meth:`forward`
@@ -261,7 +254,7 @@ class Mel2Mel(nn.Module):
         batch: less CPU time, but an approximation, since no output frame sees further than
         its context (errors measured in docs/MODELS.md, "Fast inference"). Stacked LSTMs and
         other devices than the CPU run
-        :func:`~mel2mel.models.acoustic_infer.symmetric_windows` instead.
+        :func:`~mel2mel.models.acoustic_fast.symmetric_windows` instead.
 
         Parameters
         ----------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mel2mel import constants as C
+from mel2mel.configs import config_from_dict
 
 VELOCITY_CODINGS = ("linear", "log")
 
@@ -96,7 +97,7 @@ class AcousticConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AcousticConfig:
         """Build from a dict, rejecting unknown keys; missing keys take their defaults."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AcousticConfig:
@@ -107,14 +108,6 @@ class AcousticConfig:
             msg = f"unknown acoustic preset {name!r}; choose from {sorted(PRESETS)}"
             raise ValueError(msg) from None
         return dataclasses.replace(base, **overrides)
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
-    return cls(**data)
 
 
 PRESETS: dict[str, AcousticConfig] = {

@@ -17,7 +17,7 @@ noise and the instrument embedding, and adds a residual::
       -> LeakyReLU, Conv1d k, C -> 80, zero-initialized
       -> mel + strength * residual                   (B, 80, T) natural-log mel
 
-It is trained adversarially against real mels (:mod:`mel2mel.train.texture`); the output layer
+It is trained adversarially against real mels (:mod:`mel2mel.train.config`); the output layer
 starts at zero, so an untrained post-net is the identity (STYLE principle 6), and
 ``strength`` scales the texture at inference (0: the acoustic model's own mel). An export
 carries the strength its evaluation chose (:attr:`TexturePostnet.default_strength`).
@@ -29,11 +29,7 @@ rendered in chunks gets the same texture as rendered whole, and a render is repr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,12 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mel2mel import constants as C
-from mel2mel.errors import UserError
-from mel2mel.fileio import atomic_write
-from mel2mel.models.config import _from_dict
+from mel2mel.configs import config_from_dict
 from mel2mel.models.film import FiLM
 
-MEL_CENTER, MEL_SCALE = -6.0, 3.0  # log-mel in [-11.5, 2] -> roughly [-2, 2] for the network
 NOISE_BLOCK = 512  # frames of noise drawn from one seed (see texture_noise)
 LEAK = 0.2
 
@@ -102,7 +95,7 @@ class TextureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextureConfig:
         """Build from a dict, rejecting unknown keys."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def debug(cls, embedding_dim: int = 2) -> TextureConfig:
@@ -185,11 +178,11 @@ class TexturePostnet(nn.Module):
         noise: Tensor[B x Z x T]
             Standard Gaussian noise (:func:`texture_noise`).
         """
-        x = (mel - MEL_CENTER) / MEL_SCALE
+        x = (mel - C.MEL_CENTER) / C.MEL_SCALE
         h = self.input(torch.cat([x, noise.to(x)], dim=1))
         for block in self.blocks:
             h = block(h, embedding)
-        return self.output(F.leaky_relu(h, LEAK)) * MEL_SCALE
+        return self.output(F.leaky_relu(h, LEAK)) * C.MEL_SCALE
 
     def forward(
         self,
@@ -215,88 +208,3 @@ class TexturePostnet(nn.Module):
             return mel
         out = mel + strength * self.residual(mel, embedding, noise)
         return out.clamp_min(C.LOG_SILENCE)
-
-
-# -- export ----------------------------------------------------------------------------------
-
-FORMAT_VERSION = 1
-
-
-def texture_paths(acoustic_stem: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights, json)`` of the post-net that belongs to the acoustic export ``acoustic_stem``
-    (``<dir>/acoustic`` -> ``<dir>/acoustic_texture.safetensors`` / ``.json``)."""
-    stem = Path(acoustic_stem)
-    stem = stem.with_name(stem.name + "_texture")
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def weights_digest(path: str | os.PathLike) -> str:
-    """The first 16 hex digits of the SHA-256 of a file (which acoustic model a post-net fits)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def save_texture(
-    model: TexturePostnet, out_stem: str | os.PathLike, acoustic_digest: str,
-    metadata: dict[str, Any] | None = None, default_strength: float | None = None,
-) -> tuple[Path, Path]:  # fmt: skip
-    """Write ``model`` to ``texture_paths(out_stem)`` as the post-net of the acoustic model
-    whose weights have :func:`weights_digest` ``acoustic_digest``, with ``default_strength``
-    (default: the model's); returns (weights, json)."""
-    from safetensors.torch import save_file
-
-    model = getattr(model, "module", model)
-    weights, desc = texture_paths(out_stem)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    doc = {
-        "format": FORMAT_VERSION,
-        "kind": "texture",
-        "architecture": "TexturePostnet",
-        "weights": weights.name,
-        "config": model.config.to_dict(),
-        "acoustic_digest": acoustic_digest,
-        "default_strength": model.default_strength
-        if default_strength is None
-        else float(default_strength),
-        "metadata": {**model.metadata, **(metadata or {})},
-    }
-    atomic_write(weights, lambda tmp: save_file(state, tmp))
-    atomic_write(desc, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
-    return weights, desc
-
-
-def load_texture(
-    acoustic_stem: str | os.PathLike, acoustic_weights: str | os.PathLike,
-    device: str | torch.device = "cpu",
-) -> TexturePostnet | None:  # fmt: skip
-    """The post-net exported beside an acoustic model, or ``None`` if there is none.
-
-    Raises
-    ------
-    UserError
-        If its files are unreadable, or it was trained on another acoustic model (its
-        texture would not fit that model's mels or embedding).
-    """
-    from safetensors.torch import load_file
-
-    weights, desc = texture_paths(acoustic_stem)
-    if not desc.is_file():
-        return None
-    try:
-        doc = json.loads(desc.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{desc}: not a readable texture post-net description ({err})") from err
-    if doc.get("kind") != "texture" or doc.get("format") != FORMAT_VERSION:
-        raise UserError(f"{desc}: not a texture post-net of format {FORMAT_VERSION}")
-    if doc.get("acoustic_digest") != weights_digest(acoustic_weights):
-        raise UserError(
-            f"{desc} was trained on another acoustic model than {acoustic_weights}; retrain it "
-            "('mel2mel train texture') or remove it"
-        )
-    if not weights.is_file():
-        raise UserError(f"{desc}: weights file {weights} is missing")
-    model = TexturePostnet(TextureConfig.from_dict(doc["config"]))
-    model.load_state_dict(load_file(str(weights), device=str(device)))
-    model.metadata = dict(doc.get("metadata", {}))
-    model.default_strength = float(doc.get("default_strength", 1.0))
-    return model.to(device).eval()

@@ -17,7 +17,7 @@ A checkpoint is a ``torch.save`` dict of tensors and plain Python values only, s
 
 A run directory keeps the latest one as ``checkpoint.pt`` and a few numbered copies in
 ``checkpoints/``. :func:`export_checkpoint` strips the optimizer state and writes the
-safetensors + JSON export of :mod:`mel2mel.models.io`.
+safetensors + JSON export of :mod:`mel2mel.models.export`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ import torch
 
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
-from mel2mel.models.acoustic import Instrument, Mel2Mel
+from mel2mel.instruments import Instrument
+from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.config import AcousticConfig
-from mel2mel.models.io import save_pretrained
+from mel2mel.models.export import save_pretrained
 
 CHECKPOINT_FORMAT = 1
 LATEST = "checkpoint.pt"
@@ -100,9 +101,7 @@ def save_checkpoint(
     _atomic_torch_save(state, latest)
     numbered = run_dir / NUMBERED_DIR / f"step-{state['step']:08d}.pt"
     numbered.parent.mkdir(parents=True, exist_ok=True)
-    tmp = numbered.with_name(f".{numbered.name}.tmp")
-    shutil.copyfile(latest, tmp)
-    os.replace(tmp, numbered)
+    atomic_write(numbered, lambda tmp: shutil.copyfile(latest, tmp))
     if keep > 0:
         for old in sorted(numbered.parent.glob("step-*.pt"))[:-keep]:
             old.unlink(missing_ok=True)
@@ -165,7 +164,7 @@ def model_from_checkpoint(state: dict | str | os.PathLike) -> Mel2Mel:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
-    """Strip a checkpoint down to safetensors + JSON (:func:`mel2mel.models.io.save_pretrained`).
+    """Strip a checkpoint to safetensors + JSON (:func:`~mel2mel.models.export.save_pretrained`).
 
     Parameters
     ----------

@@ -17,13 +17,15 @@ YAML file does not need to know how many instruments a dataset holds. Unknown ke
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mel2mel.configs import config_from_dict
 from mel2mel.errors import UserError
-from mel2mel.models.config import AcousticConfig, _from_dict
-from mel2mel.train.losses import LOSSES, TANH_OFFSET, TANH_SCALE
+from mel2mel.models.config import AcousticConfig
+from mel2mel.models.losses import LOSSES, TANH_OFFSET, TANH_SCALE
 from mel2mel.train.settings import check_train_settings, settings_dict
 
 
@@ -58,7 +60,7 @@ class TrainConfig:
     grad_clip:
         Maximum global gradient norm (``0`` disables clipping).
     loss:
-        ``abs``, ``log-abs`` or ``tanh-log-abs`` (see :mod:`mel2mel.train.losses`).
+        ``abs``, ``log-abs`` or ``tanh-log-abs`` (see :mod:`mel2mel.models.losses`).
     tanh_offset, tanh_scale:
         Squashing constants of ``tanh-log-abs``.
     num_workers:
@@ -122,7 +124,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict, rejecting unknown keys."""
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -177,3 +179,164 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
         return RunConfig.from_dict(read_config_mapping(path))
     except (TypeError, ValueError) as err:
         raise UserError(f"{path}: {err}") from err
+
+
+# -- vocoder runs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VocoderTrainConfig:
+    """Hyperparameters of a vocoder run (see :class:`mel2mel.train.config.TrainConfig` for the
+    meaning of the shared fields). ``crop_frames`` crops of ``crop_frames * 128`` samples;
+    ``valid_crops`` fixed crops of the valid split are scored at each validation."""
+
+    steps: int = 12000
+    batch_size: int = 8
+    crop_frames: int = 96
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 10.0
+    num_workers: int = 1
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 1000
+    valid_crops: int = 64
+    valid_crop_frames: int = 256
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "crop_frames", "log_every", "checkpoint_every")
+        check_train_settings(self, positive)
+
+    def to_dict(self) -> dict[str, Any]:
+        return settings_dict(self)
+
+
+@dataclass(frozen=True)
+class VocoderRunConfig:
+    """``kind`` (``fast`` or ``wavenet``), the model's config fields and the training settings."""
+
+    kind: str = "fast"
+    model: dict[str, Any] = field(default_factory=dict)
+    train: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fast", "wavenet"):
+            raise ValueError(f"unknown vocoder kind {self.kind!r}; choose fast or wavenet")
+        # Validate, and store every field so that equal models have equal configs.
+        object.__setattr__(self, "model", self.model_config().to_dict())
+
+    def model_config(self) -> Any:
+        from mel2mel.vocoders.fast import FastVocoderConfig
+        from mel2mel.vocoders.wavenet import WaveNetConfig
+
+        cls = FastVocoderConfig if self.kind == "fast" else WaveNetConfig
+        return cls.from_dict({**cls().to_dict(), **self.model})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": self.model_config().to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VocoderRunConfig:
+        unknown = sorted(set(data) - {"kind", "model", "train"})
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; valid: kind, model, train")
+        return cls(
+            kind=str(data.get("kind", "fast")),
+            model=dict(data.get("model") or {}),
+            train=config_from_dict(VocoderTrainConfig, dict(data.get("train") or {})),
+        )
+
+
+# -- texture post-net runs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextureTrainConfig:
+    """Hyperparameters of a texture run (shared fields as in
+    :class:`mel2mel.train.config.TrainConfig`).
+
+    ``acoustic`` is the frozen acoustic export whose predictions are textured (default: the
+    shipped one). Losses of the post-net: least-squares adversarial (weight 1), feature
+    matching on the discriminator's layers (``fm_weight``), and ``mean_weight`` times the L1
+    distance between the post-net's output and its input after a moving average of
+    ``mean_frames`` frames: texture may move a bin up and down, not shift its level; and
+    ``change_weight`` times the L1 distance between the mean frame-to-frame change of the
+    output and of the true mel, per crop and group of 10 bins, over frames with notes (a
+    modulation statistic in the spirit of the global-variance and modulation-spectrum
+    post-filters of speech synthesis): it holds the amount of texture to the instrument's,
+    where the adversarial loss alone over-textured steady instruments. ``disc_channels``
+    sizes the discriminator. ``init_from``: a texture checkpoint (or run directory), or an exported
+    post-net (``.safetensors``/``.json``, e.g. to adapt the shipped one to a retrained acoustic
+    model), whose post-net weights start the run; its discriminator and optimizers start afresh (to
+    continue a run with all its state, resume it instead).
+    """
+
+    steps: int = 6000
+    batch_size: int = 16
+    crop_frames: int = 128
+    lr: float = 2e-4
+    min_lr: float = 2e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.5, 0.9)
+    grad_clip: float = 10.0
+    num_workers: int = 1
+    seed: int = 0
+    log_every: int = 50
+    valid_every: int = 500
+    valid_crop_frames: int = 512
+    valid_crops_per_item: int = 1
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    fm_weight: float = 2.0
+    mean_weight: float = 10.0
+    mean_frames: int = 64
+    change_weight: float = 10.0
+    disc_channels: int = 16
+    acoustic: str | None = None
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "crop_frames", "log_every", "checkpoint_every")
+        check_train_settings(self, (*positive, "mean_frames", "disc_channels"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return settings_dict(self)
+
+
+@dataclass(frozen=True)
+class TextureRunConfig:
+    """The post-net's config fields (:class:`~mel2mel.models.texture.TextureConfig`; its
+    ``embedding_dim`` is set from the acoustic model) and the training settings."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TextureTrainConfig = field(default_factory=TextureTrainConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", self.model_config().to_dict())
+
+    def model_config(self) -> Any:
+        from mel2mel.models.texture import TextureConfig
+
+        return TextureConfig.from_dict({**TextureConfig().to_dict(), **self.model})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model_config().to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TextureRunConfig:
+        unknown = sorted(set(data) - {"model", "train"})
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; valid: model, train")
+        train = config_from_dict(TextureTrainConfig, dict(data.get("train") or {}))
+        return cls(model=dict(data.get("model") or {}), train=train)

@@ -15,7 +15,8 @@ import numpy as np
 
 from mel2mel.data.dataset import CropDataset, read_manifest
 from mel2mel.errors import UserError
-from mel2mel.models.acoustic import Instrument, UnknownInstrumentError, resolve_instrument
+from mel2mel.instruments import Instrument
+from mel2mel.models.acoustic import UnknownInstrumentError, resolve_instrument
 from mel2mel.train.config import RunConfig
 
 

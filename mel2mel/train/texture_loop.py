@@ -1,5 +1,5 @@
 """The texture post-net's adversarial training loop (command and config:
-:mod:`mel2mel.train.texture`).
+:mod:`mel2mel.train.config`).
 
 1. The frozen acoustic model predicts the log-mel of every train and valid item once, exactly
    (whole pieces, as the synthesizer runs them); the predictions are cached in the run
@@ -20,7 +20,6 @@ projection on a learned per-instrument vector (Miyato & Koyama 2018).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mel2mel import constants as C
-from mel2mel.data.corpus import slugify
-from mel2mel.data.dataset import _crop, read_manifest, roll_path
+from mel2mel import pretrained
+from mel2mel.data.dataset import crop_array, read_manifest, roll_path
 from mel2mel.errors import UserError
-from mel2mel.fileio import atomic_write
+from mel2mel.fileio import atomic_write, refuse_overwrite
+from mel2mel.instruments import slugify
 from mel2mel.models.acoustic import Mel2Mel, UnknownInstrumentError, resolve_instrument
-from mel2mel.models.io import PRETRAINED_DIR, export_paths, load_acoustic
-from mel2mel.models.texture import (
-    MEL_CENTER,
-    MEL_SCALE,
-    TexturePostnet,
-    save_texture,
-    texture_noise,
-    weights_digest,
-)
+from mel2mel.models.export import export_paths, load_acoustic, save_texture, weights_digest
+from mel2mel.models.texture import TexturePostnet, texture_noise
 from mel2mel.train import checkpoint as ckpt
+from mel2mel.train.config import TextureRunConfig
 from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import DistInfo, all_reduce_sum
 from mel2mel.train.logger import RunLogger
@@ -57,10 +51,8 @@ from mel2mel.train.loop import (
     lr_lambda,
     train_session,
 )
-from mel2mel.train.texture import TextureRunConfig
 
 KIND = "texture"
-DB_PER_NEPER = 20.0 / math.log(10.0)
 LEAK = 0.2
 
 
@@ -116,7 +108,7 @@ class Discriminator(nn.Module):
         (logits, features): ``[Tensor[B x 1 x F' x T'], Tensor[B x 1 x T'']]`` real-vs-fake
         scores of the two branches, and every hidden layer's activations.
         """
-        x = (torch.stack([mel, condition], dim=1) - MEL_CENTER) / MEL_SCALE  # B x 2 x F x T
+        x = (torch.stack([mel, condition], dim=1) - C.MEL_CENTER) / C.MEL_SCALE  # B x 2 x F x T
         feats: list[torch.Tensor] = []
         h = x
         for conv in self.conv2d:
@@ -165,7 +157,7 @@ def predict_items(
     todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
     for it in tqdm(todo, desc="predicting", unit="item", disable=not progress):
         roll = np.load(roll_path(data, it["piece"]), mmap_mode="r")
-        roll = torch.from_numpy(_crop(roll, 0, it["frames"], 0.0, 127.0))[None]
+        roll = torch.from_numpy(crop_array(roll, 0, it["frames"], 0.0, 127.0))[None]
         mel = acoustic.infer(roll, instrument=rows[it["instrument"]])[0]
         out = prediction_path(cache, it["id"])
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +176,9 @@ class PairCrops(SeededCrops):
         out = super().__getitem__(index)
         item = self.items[out["item"]]
         pred = np.load(prediction_path(self.cache, item["id"]), mmap_mode="r")
-        out["pred"] = torch.from_numpy(_crop(pred, out["start"], self.crop_frames, C.LOG_SILENCE))
+        out["pred"] = torch.from_numpy(
+            crop_array(pred, out["start"], self.crop_frames, C.LOG_SILENCE)
+        )
         return out
 
 
@@ -210,7 +204,7 @@ class _TextureTrainer(TrainerBase):
     def __init__(self, data: Path, run_dir: Path, config: TextureRunConfig, info: DistInfo):
         self.data, self.run_dir, self.info = data, run_dir, info
         t = config.train
-        source = t.acoustic or str(export_paths(PRETRAINED_DIR)[0])
+        source = t.acoustic or str(export_paths(pretrained.path(pretrained.ACOUSTIC))[0])
         acoustic = load_acoustic(source, device=info.device)
         self.acoustic_weights = export_paths(source)[0]
         self.acoustic_digest = weights_digest(self.acoustic_weights)
@@ -357,7 +351,7 @@ class _TextureTrainer(TrainerBase):
         seen = sums[:, -1] > 0
         if not seen.any():
             return {}
-        per = sums[seen, :5] / sums[seen, -1:] * DB_PER_NEPER
+        per = sums[seen, :5] / sums[seen, -1:] * C.DB_PER_NEPER
         mean = per.mean(0)
         out = {
             "valid/change_true_db": float(mean[0]),
@@ -382,7 +376,7 @@ def train_texture(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or continue training) a texture post-net; arguments as in
-    :func:`mel2mel.train.loop.train_acoustic`."""
+    :func:`mel2mel.train.acoustic_loop.train_acoustic`."""
     return train_session(_TextureTrainer, data, run_dir, config, resume, stop_at, device, progress)
 
 
@@ -393,7 +387,7 @@ def export_texture_checkpoint(
     """Write ``<out>/<name>_texture.safetensors`` + ``.json`` from a texture checkpoint (or run
     directory), without the discriminator and optimizer states; ``strength`` is the default
     strength a synthesizer will use."""
-    from mel2mel.models.texture import texture_paths
+    from mel2mel.models.export import texture_paths
 
     state = ckpt.load_checkpoint(checkpoint, kind=KIND)
     config = TextureRunConfig.from_dict(state["config"])
@@ -402,9 +396,7 @@ def export_texture_checkpoint(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
-    existing = [p for p in texture_paths(out / name) if p.exists()]
-    if existing and not force:
-        raise UserError(f"{existing[0]} exists; pass -f to overwrite")
+    refuse_overwrite(texture_paths(out / name), force)
     meta = state["metadata"]
     info = {"step": state["step"], "train": config.train.to_dict(), "data": meta.get("data")}
     info["valid"] = meta.get("valid", {})

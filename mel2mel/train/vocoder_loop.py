@@ -1,4 +1,4 @@
-"""The vocoder training loop (see :mod:`mel2mel.train.vocoder` for the command and config).
+"""The vocoder training loop (see :mod:`mel2mel.train.config` for the command and config).
 
 Shares the acoustic loop's machinery: :class:`ResumableSampler` + :class:`SeededCrops` for a data
 order that survives resumes and process counts, the warmup + cosine schedule, signal-safe
@@ -15,9 +15,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mel2mel import constants as C
 from mel2mel.audio import LogMel
 from mel2mel.errors import UserError
+from mel2mel.fileio import refuse_overwrite
+from mel2mel.models import export
 from mel2mel.train import checkpoint as ckpt
+from mel2mel.train.config import VocoderRunConfig
 from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import (
     DistInfo,
@@ -30,8 +34,6 @@ from mel2mel.train.loop import (
     lr_lambda,
     train_session,
 )
-from mel2mel.train.vocoder import DB_PER_NEPER, VocoderRunConfig
-from mel2mel.vocoders import io as vocoder_io
 from mel2mel.vocoders.base import Vocoder
 
 KIND = "vocoder"
@@ -108,7 +110,7 @@ class _VocoderTrainer(TrainerBase):
         self._log_mel = LogMel().to(info.device)
 
     def _init_from(self, stem: str) -> None:
-        source = vocoder_io.load_vocoder(stem)
+        source = export.load_vocoder(stem)
         if source.kind != self.config.kind:
             raise UserError(f"train.init_from: {stem} is a {source.kind} vocoder")
         if source.config != self.model.config:
@@ -153,7 +155,7 @@ class _VocoderTrainer(TrainerBase):
             return {}
         mean = float(sums[0] / sums[1])
         if self.config.kind == "fast":
-            return {"valid/log_mel_l1": mean, "valid/log_mel_db": mean * DB_PER_NEPER}
+            return {"valid/log_mel_l1": mean, "valid/log_mel_db": mean * C.DB_PER_NEPER}
         return {"valid/cross_entropy": mean}
 
 
@@ -168,7 +170,7 @@ def train_vocoder(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or continue training) a vocoder; arguments as in
-    :func:`mel2mel.train.loop.train_acoustic`."""
+    :func:`mel2mel.train.acoustic_loop.train_acoustic`."""
     return train_session(_VocoderTrainer, data, run_dir, config, resume, stop_at, device, progress)
 
 
@@ -184,12 +186,8 @@ def export_vocoder_checkpoint(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
-    stem = out / (name or vocoder_io.PRETRAINED_STEMS[config.kind])
-    existing = [
-        p for p in (stem.with_suffix(".json"), stem.with_suffix(".safetensors")) if p.exists()
-    ]
-    if existing and not force:
-        raise UserError(f"{existing[0]} exists; pass -f to overwrite")
+    stem = out / (name or export.VOCODER_STEMS[config.kind])
+    refuse_overwrite((stem.with_suffix(".json"), stem.with_suffix(".safetensors")), force)
     meta = {"step": state["step"], "data": state["metadata"].get("data"), **state["metadata"]}
     meta["train"] = config.train.to_dict()
-    return vocoder_io.save_vocoder(model, stem, meta)
+    return export.save_vocoder(model, stem, meta)

@@ -17,7 +17,7 @@ vocoder) then streams *exactly* its unchunked output. A vocoder without that pro
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -170,25 +170,73 @@ class Vocoder(nn.Module):
         if mel_b.shape[0] != 1:
             raise ValueError("vocode_stream takes a single mel (batch size 1)")
         roll_b = self._prepare_roll(roll, mel_b)
-        total = mel_b.shape[2]
-        ctx, xfade, hop = self.stream_context_frames, self.stream_crossfade_frames, C.HOP_LENGTH
-        tail: np.ndarray | None = None
-        for start in range(0, total, chunk_frames):
-            end = min(total, start + chunk_frames)
-            out_end = min(total, end + xfade)
-            lo, hi = max(0, start - ctx), min(total, out_end + ctx)
-            piece_roll = None if roll_b is None else roll_b[:, :, lo:hi]
-            audio = self.vocode(mel_b[:, :, lo:hi], piece_roll)[0]
-            y = audio[(start - lo) * hop : (out_end - lo) * hop].float().cpu().numpy()
-            if tail is not None:
-                fade_out, fade_in = crossfade_curves(len(tail), self.stream_crossfade_shape)
-                y[: len(tail)] = tail * fade_out + y[: len(tail)] * fade_in
-            keep = (end - start) * hop
-            tail = y[keep:].copy() if out_end > end else None
-            yield np.ascontiguousarray(y[:keep])
+
+        def fetch(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return mel_b[0, :, a:b], None if roll_b is None else roll_b[0, :, a:b]
+
+        return vocode_windows(
+            self, fetch, 0, mel_b.shape[2], chunk_frames, self.stream_context_frames,
+            self.stream_crossfade_frames, self.stream_crossfade_shape,
+        )  # fmt: skip
 
     def vocode_long(
         self, mel: ArrayLike, roll: ArrayLike | None = None, chunk_frames: int = 1000
     ) -> np.ndarray:
         """Concatenated :meth:`vocode_stream` output, ``float32[HOP_LENGTH * T]``."""
         return np.concatenate(list(self.vocode_stream(mel, chunk_frames, roll)))
+
+
+FetchFrames = Callable[[int, int], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def vocode_windows(
+    voc: Vocoder,
+    fetch: FetchFrames,
+    lo: int,
+    hi: int,
+    chunk_frames: int,
+    context_frames: int,
+    crossfade_frames: int,
+    shape: str,
+    release: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """The chunked vocoding loop of frames ``[lo, hi)`` of a mel that may arrive in pieces.
+
+    Every streamed vocoder output goes through here (:meth:`Vocoder.vocode_stream`, and the
+    synthesizer's stream, whose mel is made as it is consumed). Each chunk of
+    ``chunk_frames`` frames is vocoded with ``context_frames`` frames of context on both
+    sides (thrown away) and overlaps the next by ``crossfade_frames`` frames, cross-faded
+    with ``shape`` (:func:`crossfade_curves`).
+
+    Parameters
+    ----------
+    fetch:
+        ``fetch(a, b)`` -> ``(Tensor[N_MELS x (b-a)], Tensor[ROLL_CHANNELS x (b-a)] | None)``,
+        frames ``[a, b)`` of the mel and roll.
+    release:
+        Called with the first frame still needed after each chunk (``None``: nothing to free).
+
+    Yields
+    ------
+    float32[chunk_frames * HOP_LENGTH] arrays (the last shorter) that concatenate to
+    ``HOP_LENGTH * (hi - lo)`` samples.
+    """
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be positive")
+    hop, tail = C.HOP_LENGTH, None
+    for start in range(lo, hi, chunk_frames):
+        end = min(hi, start + chunk_frames)
+        out_end = min(hi, end + crossfade_frames)
+        a, b = max(lo, start - context_frames), min(hi, out_end + context_frames)
+        mel, roll = fetch(a, b)
+        use_roll = roll is not None and voc.uses_roll
+        audio = voc.vocode(mel[None], roll[None] if use_roll else None)[0]
+        y = audio[(start - a) * hop : (out_end - a) * hop].float().cpu().numpy().copy()
+        if tail is not None:
+            fade_out, fade_in = crossfade_curves(len(tail), shape)
+            y[: len(tail)] = tail * fade_out + y[: len(tail)] * fade_in
+        keep = (end - start) * hop
+        tail = y[keep:].copy() if out_end > end else None
+        if release is not None:
+            release(end - context_frames)
+        yield np.ascontiguousarray(y[:keep])

@@ -21,8 +21,8 @@ Two implementations of the same arithmetic: with autograd (training unrolls the 
 the plain one below; without it an in-place one that fuses the inverse STFT with the
 re-analysis (the overlap-added blocks are windowed again as they are, never cut to a
 waveform), computes magnitudes without complex ``abs`` and uses the filterbank's band
-structure (:class:`BandedMatrix`). They agree to float rounding (tests/test_fast_vocoder.py);
-the second is about twice as fast.
+structure (:class:`BandedMatrix`). They agree to float rounding
+(tests/vocoders/test_fast_vocoder.py); the second is about twice as fast.
 
 A frame's result depends on the spectrum within ``FRAMES_PER_ITERATION`` frames on each side
 per iteration (the inverse STFT reaches 4 frames, the STFT 4 more), which is what a streamed

@@ -17,7 +17,7 @@ Architecture (the default is sized like NVIDIA's nv-wavenet, which the authors u
 ``forward(inputs, mel)`` is the teacher-forced pass: ``inputs[:, t]`` is the class of sample
 ``t - 1`` (:data:`~mel2mel.vocoders.mulaw.SILENCE_CLASS` before the first) and
 ``logits[:, :, t]`` is the distribution of sample ``t``. Generation lives in
-:mod:`mel2mel.vocoders.wavenet_generate`.
+:mod:`mel2mel.vocoders.wavenet_fast`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mel2mel import constants as C
+from mel2mel.configs import config_from_dict
 from mel2mel.vocoders import mulaw
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
+from mel2mel.vocoders.wavenet_fast import generate, generate_batched, generate_stream
 
 # Fixed affine map of the log-mel into roughly [-2, 3] before the first layer.
-MEL_OFFSET: float = -6.0
-MEL_SCALE: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,10 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WaveNetConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"unknown WaveNet config keys: {sorted(unknown)}")
         values = dict(data)
         if "upsample_strides" in values:
             values["upsample_strides"] = tuple(values["upsample_strides"])
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 class ConditionUpsampler(nn.Module):
@@ -117,7 +113,7 @@ class ConditionUpsampler(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Tensor[B x N_MELS x T] (log) -> Tensor[B x channels x HOP_LENGTH*T]."""
-        x = (mel - MEL_OFFSET) / MEL_SCALE
+        x = (mel - C.MEL_CENTER) / C.MEL_SCALE
         for i, (conv, s) in enumerate(zip(self.convs, self.strides, strict=True)):
             length = x.shape[-1] * s
             x = conv(x)[..., s : s + length]
@@ -212,8 +208,6 @@ class WaveNet(Vocoder):
     # --- the Vocoder interface -------------------------------------------------------------
 
     def _vocode(self, mel: torch.Tensor, roll: torch.Tensor | None) -> torch.Tensor:
-        from mel2mel.vocoders.wavenet_generate import generate, generate_batched
-
         if mel.shape[0] == 1:
             return generate_batched(self, mel)[None]
         return generate(self, mel)
@@ -224,11 +218,9 @@ class WaveNet(Vocoder):
         """Sequential cached generation, yielding ``chunk_frames`` frames of audio at a time.
 
         The generator state carries across chunks, so the concatenated output is exactly
-        what :func:`~mel2mel.vocoders.wavenet_generate.generate` gives for the whole mel with
+        what :func:`~mel2mel.vocoders.wavenet_fast.generate` gives for the whole mel with
         the same seed. Memory is bounded; speed is that of single-stream generation.
         """
-        from mel2mel.vocoders.wavenet_generate import generate_stream
-
         return generate_stream(self, as_batch(mel, C.N_MELS, "mel"), chunk_frames)
 
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from mel2mel import timbre_map
+from mel2mel.models.export import model_fingerprint
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
-from mel2mel.timbre_library import TimbreLibrary, model_fingerprint
+from mel2mel.timbre import map as timbre_map
+from mel2mel.timbre.library import TimbreLibrary
 
 PREVIEW_RANGE = (-11.5, 2.5)  # log-mel values shown from black to white
 PREVIEW_CACHE = 512

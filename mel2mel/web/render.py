@@ -34,7 +34,7 @@ import numpy as np
 from mel2mel import constants as C
 from mel2mel.midi import NoteSequence
 from mel2mel.synthesizer import Synthesizer
-from mel2mel.timbre import Timbre
+from mel2mel.timbre.spec import Timbre
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.web.uploads import PackedPiece
 

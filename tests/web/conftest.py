@@ -25,8 +25,9 @@ import torch
 pytest.importorskip("fastapi", reason="needs the [web] extra: pip install 'mel2mel[web]'")
 
 from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
+from mel2mel.models.export import model_fingerprint
 from mel2mel.synthesizer import Synthesizer
-from mel2mel.timbre_library import TimbreLibrary, UserTimbre, model_fingerprint
+from mel2mel.timbre.library import TimbreLibrary, UserTimbre
 from mel2mel.vocoders.griffinlim import GriffinLim
 from mel2mel.web.config import WebConfig
 from mel2mel.web.maps import Space

@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mel2mel.cli import main
+from mel2mel.models.export import model_fingerprint
 from mel2mel.synthesizer import Synthesizer
-from mel2mel.timbre_library import TimbreLibrary, UserTimbre, model_fingerprint
+from mel2mel.timbre.library import TimbreLibrary, UserTimbre
 from mel2mel.vocoders.griffinlim import GriffinLim
 from mel2mel.web.app import create_app
 

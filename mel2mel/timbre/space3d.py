@@ -1,0 +1,231 @@
+"""The 3-D timbre space of a many-instrument model: t-SNE of its embeddings, for the web app.
+
+The paper's demo shows the 100-instrument model's 10-D embedding table projected to 3-D with
+t-SNE, each instrument a dot coloured by spectral centroid or mean energy; clicking a dot plays
+the instrument. :func:`space3d` computes that view:
+
+* positions: scikit-learn's t-SNE (3 components, PCA initialization, a fixed ``random_state``)
+  of the embedding table, centred and scaled so the farthest point is at distance 1;
+* colours: the model plays one fixed reference passage
+  (:func:`mel2mel.timbre.map.reference_passage`) with each instrument, and each predicted mel
+  is reduced to its spectral centroid (Hz) and mean energy (dB) over the frames where a note
+  sounds (:func:`mel2mel.timbre.map.mel_statistics`), mapped to ``#rrggbb`` through matplotlib's
+  ``viridis`` (centroid) and ``magma`` (energy) colour maps.
+
+The JSON (``format`` 1) holds no audio: each instrument's 10 embedding values are there, and
+the web app renders a clip on demand with the shipped model, which costs less than the 100
+clips would weigh (a 4 s clip is 30-60 kB even as compressed audio)::
+
+    {"format": 1, "model": "acoustic100", "embedding_dim": 10, "tsne": {...},
+     "reference": {"seconds": 4.5, "frames": 625},
+     "instruments": [{"name": "Trumpet (FluidR3)", "soundfont": "FluidR3_GM.sf2",
+                      "program": 56, "index": 0, "embedding": [...10 floats],
+                      "position": [x, y, z], "centroid_hz": 1234.5, "energy_db": -3.2,
+                      "color_centroid": "#rrggbb", "color_energy": "#rrggbb"}, ...]}
+
+``mel2mel plot space3d`` writes the JSON and a static 3-D plot (matplotlib ``mplot3d``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mel2mel import pretrained
+from mel2mel.errors import UserError, require
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = pretrained.path(pretrained.ACOUSTIC100)
+TSNE_SEED = 0
+TSNE_MAX_PERPLEXITY = 30.0
+COLOR_MAPS = {"centroid": "viridis", "energy": "magma"}
+MARKERS = ("o", "^", "s", "D", "v", "P")
+
+
+def tsne_3d(embeddings: np.ndarray, *, seed: int = TSNE_SEED) -> tuple[np.ndarray, float, str]:
+    """3-D t-SNE of ``float[N x E]`` embeddings -> (``float64[N x 3]``, perplexity, init).
+
+    The perplexity is ``min(30, (N - 1) / 3)`` (scikit-learn needs it below ``N``; a third of
+    the neighbours keeps small sets meaningful); the initialization is PCA, or random where
+    there are fewer than 3 points or dimensions. Positions are centred on their mean and scaled
+    so that the farthest point lies at distance 1.
+    """
+    require("sklearn", "train")
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise UserError(f"t-SNE needs at least 2 embeddings, got shape {x.shape}")
+    perplexity = float(min(TSNE_MAX_PERPLEXITY, max(1.0, (len(x) - 1) / 3)))
+    init = "pca" if min(x.shape) >= 3 else "random"  # PCA needs 3 samples and 3 dimensions
+    tsne = TSNE(3, perplexity=perplexity, init=init, learning_rate="auto", random_state=seed)
+    pos = tsne.fit_transform(x)
+    pos -= pos.mean(axis=0)
+    pos /= max(float(np.linalg.norm(pos, axis=1).max()), 1e-12)
+    return pos, perplexity, init
+
+
+def instrument_statistics(model: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Spectral centroid (Hz) and mean energy (dB) of every instrument on the reference passage.
+
+    Parameters
+    ----------
+    model:
+        A :class:`~mel2mel.models.acoustic.Mel2Mel` (N instruments).
+
+    Returns
+    -------
+    (centroid_hz float64[N], energy_db float64[N], frames of the passage)
+    """
+    import torch
+
+    from mel2mel.timbre.map import mel_statistics, passage_roll, reference_passage
+
+    roll = torch.from_numpy(passage_roll(reference_passage()))  # 176 x F
+    active = roll[: roll.shape[0] // 2].sum(0) > 0
+    n = model.config.n_instruments
+    with torch.inference_mode():
+        mel = model.infer(roll[None].expand(n, -1, -1), instrument=torch.arange(n))  # N x M x F
+        centroid, energy = mel_statistics(mel, active)
+    return centroid.numpy(), energy.numpy(), int(roll.shape[1])
+
+
+def hex_colors(values: np.ndarray, cmap: str) -> list[str]:
+    """``#rrggbb`` of each value through a matplotlib colour map, scaled to the values' range."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    v = np.asarray(values, dtype=np.float64)
+    span = float(v.max() - v.min())
+    t = (v - v.min()) / span if span > 0 else np.full_like(v, 0.5)
+    return [to_hex(c) for c in colormaps[cmap](t)]
+
+
+def _soundfonts_by_name() -> dict[str, str]:
+    """Instrument name -> SoundFont file name, from the named instrument sets."""
+    from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS
+
+    out = {}
+    for spec in INSTRUMENT_SETS.values():
+        for name, _, key in spec():
+            if key is not None:
+                out[name] = SOUNDFONTS[key].path.name
+    return out
+
+
+def space3d(model: Any, *, name: str = "model", seed: int = TSNE_SEED) -> dict[str, Any]:
+    """The JSON document (see the module docstring) of a model's 3-D timbre space."""
+    emb = model.embedding.weight.detach().cpu().double().numpy()  # N x E
+    pos, perplexity, init = tsne_3d(emb, seed=seed)
+    centroid, energy, frames = instrument_statistics(model)
+    colors = {
+        "centroid": hex_colors(centroid, COLOR_MAPS["centroid"]),
+        "energy": hex_colors(energy, COLOR_MAPS["energy"]),
+    }
+    fonts = _soundfonts_by_name()
+    instruments = []
+    for i, inst in enumerate(model.instruments):
+        instruments.append(
+            {
+                "name": inst.name,
+                "soundfont": fonts.get(inst.name),
+                "program": inst.program,
+                "index": i,
+                "embedding": [round(float(v), 6) for v in emb[i]],
+                "position": [round(float(v), 5) for v in pos[i]],
+                "centroid_hz": round(float(centroid[i]), 2),
+                "energy_db": round(float(energy[i]), 3),
+                "color_centroid": colors["centroid"][i],
+                "color_energy": colors["energy"][i],
+            }
+        )
+    from mel2mel import constants as C
+
+    return {
+        "format": FORMAT_VERSION,
+        "model": name,
+        "embedding_dim": int(emb.shape[1]),
+        "tsne": {"components": 3, "perplexity": perplexity, "random_state": seed, "init": init},
+        "reference": {"frames": frames, "seconds": round(frames / C.FRAME_RATE, 3)},
+        "color_maps": dict(COLOR_MAPS),
+        "instruments": instruments,
+    }
+
+
+def write_json(doc: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the document atomically (compact one-instrument-per-line JSON)."""
+    from mel2mel.fileio import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = {k: v for k, v in doc.items() if k != "instruments"}
+    rows = ",\n  ".join(json.dumps(i, separators=(",", ":")) for i in doc["instruments"])
+    text = json.dumps(head)[:-1] + ', "instruments": [\n  ' + rows + "\n]}\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """A static PNG: the 3-D positions twice, coloured by centroid and by energy.
+
+    Marker shapes tell the SoundFonts apart; the paper's ten programs are labelled.
+    """
+    require("matplotlib", "train")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from mel2mel import constants as C
+
+    insts = doc["instruments"]
+    pos = np.array([i["position"] for i in insts])
+    fonts = sorted({str(i["soundfont"]) for i in insts})
+    fig = plt.figure(figsize=(13, 6.2), dpi=110)
+    for k, (field, label, key) in enumerate(
+        [
+            ("centroid_hz", "spectral centroid (Hz)", "centroid"),
+            ("energy_db", "mean energy (dB)", "energy"),
+        ]
+    ):
+        ax = fig.add_subplot(1, 2, k + 1, projection="3d")
+        values = np.array([i[field] for i in insts])
+        norm = Normalize(values.min(), values.max())
+        for f, font in enumerate(fonts):
+            sel = [j for j, i in enumerate(insts) if str(i["soundfont"]) == font]
+            ax.scatter(
+                *pos[sel].T,
+                c=values[sel],
+                cmap=COLOR_MAPS[key],
+                norm=norm,
+                marker=MARKERS[f % len(MARKERS)],
+                s=34,
+                edgecolors="k",
+                linewidths=0.3,
+                depthshade=False,
+                label=font if font != "None" else "(no SoundFont)",
+            )
+        for j, inst in enumerate(insts):
+            if inst["program"] in C.PAPER_INSTRUMENTS.values():
+                ax.text(*pos[j], inst["name"], fontsize=4.5, alpha=0.8)
+        ax.set_title(f"coloured by {label}", fontsize=10)
+        ax.set_xticklabels([])
+        ax.set_yticklabels([])
+        ax.set_zticklabels([])
+        fig.colorbar(ScalarMappable(norm, COLOR_MAPS[key]), ax=ax, shrink=0.55, label=label)
+        if k == 0 and len(fonts) > 1:
+            ax.legend(loc="upper left", fontsize=7, title="marker = SoundFont", title_fontsize=7)
+    n, e = len(insts), doc.get("embedding_dim")
+    fig.suptitle(title or f"{doc.get('model')}: 3-D t-SNE of {n} instruments' {e}-D embeddings")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

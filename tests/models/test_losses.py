@@ -1,0 +1,87 @@
+"""The three Mel2Mel losses against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mel2mel import constants as C
+from mel2mel.models.losses import (
+    LOSSES,
+    TANH_OFFSET,
+    TANH_SCALE,
+    abs_loss,
+    get_loss,
+    squash,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+PRED = [[-1.0, 0.5], [-11.0, 2.0]]
+TRUE = [[0.0, 0.0], [-11.5, 3.0]]
+
+
+def tensors():
+    return torch.tensor([PRED]), torch.tensor([TRUE])  # 1 x 2 x 2
+
+
+def test_abs_loss_by_hand():
+    p, t = np.array(PRED), np.array(TRUE)
+    expected = np.mean((np.exp(p) - np.exp(t)) ** 2)
+    assert get_loss("abs")(*tensors()).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_log_abs_loss_by_hand():
+    expected = (1.0 + 0.25 + 0.25 + 1.0) / 4
+    assert get_loss("log-abs")(*tensors()).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_tanh_log_abs_loss_by_hand():
+    def s(v):
+        return math.tanh((v - TANH_OFFSET) / TANH_SCALE)
+
+    pairs = zip(np.ravel(PRED), np.ravel(TRUE), strict=True)
+    expected = sum((s(a) - s(b)) ** 2 for a, b in pairs) / 4
+    assert get_loss("tanh-log-abs")(*tensors()).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_tanh_constants_cover_the_data_range():
+    ends = squash(torch.tensor([C.LOG_SILENCE, 3.0]))
+    assert ends[0].item() == pytest.approx(-0.95, abs=0.01)
+    assert ends[1].item() == pytest.approx(0.95, abs=0.01)
+    assert squash(torch.tensor(TANH_OFFSET)).item() == 0.0
+
+
+def test_custom_tanh_constants():
+    p, t = tensors()
+    loss = get_loss("tanh-log-abs", tanh_offset=0.0, tanh_scale=1.0)(p, t)
+    expected = torch.mean((torch.tanh(p) - torch.tanh(t)) ** 2)
+    assert loss.item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError):
+        get_loss("tanh-log-abs", tanh_scale=0.0)
+
+
+def test_abs_loss_does_not_overflow():
+    pred = torch.full((1, 2, 2), 500.0, requires_grad=True)
+    loss = abs_loss(pred, torch.zeros(1, 2, 2))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_zero_at_target_and_differentiable(name):
+    t = torch.randn(2, 80, 5) - 4
+    fn = get_loss(name)
+    assert fn(t, t).item() == 0.0
+    p = (t + 0.3).requires_grad_()
+    fn(p, t).backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="tanh-log-abs"):
+        get_loss("l1")
