@@ -96,9 +96,9 @@ def select_pieces(
 ) -> list[dict]:
     """The pieces to render: ``chosen`` ids, else ``count`` test pieces of ``kind`` (``plain``
     scores, ``performed``: performances and textures, or ``all``; see
-    :func:`mel2mel.evaluation.acoustic.piece_kind`) spread evenly over the test pieces that
+    :func:`mel2mel.data.corpus.piece_kind`) spread evenly over the test pieces that
     the dataset has rendered (all test pieces if it has none)."""
-    from mel2mel.evaluation.acoustic import piece_kind
+    from mel2mel.data.corpus import piece_kind
 
     by_id = {p["id"]: p for p in manifest["pieces"]}
     if chosen:

@@ -54,6 +54,7 @@ from mel2mel.models.texture import TexturePostnet
 from mel2mel.pretrained import PRETRAINED_DIR
 from mel2mel.synthesis.plan import Plan, check_strength, plan_render
 from mel2mel.synthesis.streams import Frames, mel_stream, vocode_frames
+from mel2mel.timbre.library import TimbreLibrary
 from mel2mel.timbre.space import InstrumentInfo, TimbreSpace
 from mel2mel.timbre.spec import Timbre, TimbreSpec
 from mel2mel.validate import AudioCheck
@@ -79,8 +80,6 @@ class MelStream(NamedTuple):
 
 def _library(spec: Any) -> Any:
     """The :class:`TimbreLibrary` of a ``timbre_library`` argument (``False``: none)."""
-    from mel2mel.timbre.library import TimbreLibrary
-
     if spec is False:
         return None
     return spec if isinstance(spec, TimbreLibrary) else TimbreLibrary(spec)

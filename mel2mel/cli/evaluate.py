@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 
 from mel2mel.cli.common import add_output_argument
+from mel2mel.data.corpus import PIECE_SETS
 from mel2mel.errors import UserError
-from mel2mel.evaluation.acoustic import PIECE_SETS, evaluate_acoustic, load_model, write_report
-from mel2mel.evaluation.vocoder import (
-    REFERENCE,
-    evaluate_vocoders,
-    vocoders_by_name,
-    write_vocoder_report,
-)
 from mel2mel.fileio import refuse_overwrite
 
 
@@ -51,6 +45,9 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate_acoustic(args: argparse.Namespace) -> int:
+    """Execute ``mel2mel evaluate acoustic``; returns the exit status."""
+    from mel2mel.evaluation.acoustic import evaluate_acoustic, load_model, write_report
+
     refuse_overwrite([args.output / "metrics.json"], args.force)
     if not (args.data / "manifest.json").is_file():
         raise UserError(f"{args.data} is not a dataset (no manifest.json)")
@@ -103,7 +100,15 @@ def add_evaluate_vocoder(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate_vocoder(args: argparse.Namespace) -> int:
+    """Execute ``mel2mel evaluate vocoder``; returns the exit status."""
     import torch
+
+    from mel2mel.evaluation.vocoder import (
+        REFERENCE,
+        evaluate_vocoders,
+        vocoders_by_name,
+        write_vocoder_report,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)

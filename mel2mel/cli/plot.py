@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from mel2mel import pretrained
 from mel2mel.cli.common import add_output_argument
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import refuse_overwrite
-from mel2mel.timbre import space3d
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -116,14 +116,12 @@ def add_space3d(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         type=Path,
-        default=space3d.DEFAULT_MODEL,
+        default=pretrained.path(pretrained.ACOUSTIC100),
         help="exported acoustic model (default: the shipped 100-instrument model)",
     )
     add_output_argument(p, "output prefix (.json, .png)", required=True, metavar="PREFIX")
     p.add_argument("--json", type=Path, help="write the JSON here instead of PREFIX.json")
-    p.add_argument(
-        "--seed", type=int, default=space3d.TSNE_SEED, help="t-SNE random_state (default 0)"
-    )
+    p.add_argument("--seed", type=int, help="t-SNE random_state (default: a fixed one, 0)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=run_space3d)
 
@@ -133,6 +131,7 @@ def run_space3d(args: argparse.Namespace) -> int:
     import torch
 
     from mel2mel.models.export import export_paths, load_acoustic
+    from mel2mel.timbre import space3d
 
     json_path = args.json or args.output.with_name(args.output.name + ".json")
     png_path = args.output.with_name(args.output.name + ".png")
@@ -140,7 +139,8 @@ def run_space3d(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     model = load_acoustic(args.model)
     name = export_paths(args.model)[0].stem
-    doc = space3d.space3d(model, name=name, seed=args.seed)
+    seed = {} if args.seed is None else {"seed": args.seed}
+    doc = space3d.space3d(model, name=name, **seed)
     space3d.write_json(doc, json_path)
     space3d.plot_space3d(doc, png_path)
     print(f"wrote {json_path} ({len(doc['instruments'])} instruments) and {png_path}")

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mel2mel import constants as C
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, instrument_set
@@ -28,6 +29,7 @@ from mel2mel.instruments import (
     instrument_for_program,
     slugify,
 )
+from mel2mel.midi import read_notes
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 SPLITS = ("train", "valid", "test")
@@ -131,6 +133,17 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not m or not 0 <= int(m[1]) < int(m[2]):
         raise UserError(f"--shard must look like i/N with 0 <= i < N (e.g. 0/4), got {text!r}")
     return int(m[1]), int(m[2])
+
+
+# Which pieces an evaluation takes: all, the scores as written, or performances + textures.
+PIECE_SETS = ("all", "plain", "performed")
+
+
+def piece_kind(piece: dict[str, Any]) -> str:
+    """``"performed"`` for a manifest piece that is a performance or a generated texture, else
+    ``"plain"``."""
+    kind = (piece.get("augment") or {}).get("kind")
+    return "performed" if kind in ("perform", "texture") else "plain"
 
 
 # -- instruments ------------------------------------------------------------------------------
@@ -285,6 +298,4 @@ def convert_music21(name: str) -> bytes:
 
 def score_seconds(name: str) -> float:
     """Duration in seconds of the music21 MIDI rendering of ``name`` (converts it: slow)."""
-    from mel2mel.midi import read_notes
-
     return read_notes(convert_music21(name), warn=False).duration

@@ -28,6 +28,8 @@ from mel2mel.data.fluidsynth import (
     render_midi,
     to_int16,
 )
+from mel2mel.data.perform import excerpt_midi, perform
+from mel2mel.data.textures import texture_piece
 from mel2mel.fileio import TEMP_MARK, atomic_write, atomic_write_text
 from mel2mel.instruments import Instrument
 from mel2mel.midi import MidiError, NoteSequence, load_midi, piano_roll, read_notes
@@ -86,9 +88,6 @@ def prepare_piece(
     ``cached`` is the piece's own MIDI cache, ``base_cache`` that of the score a derived piece
     (a recipe, see :class:`~mel2mel.data.corpus.Piece`) is made from, when they exist.
     """
-    from mel2mel.data.perform import excerpt_midi, perform
-    from mel2mel.data.textures import texture_piece
-
     facts: dict[str, Any] = {}
     midi_bytes: bytes | None
     if piece.recipe is None:

@@ -26,25 +26,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel.data.corpus import PIECE_SETS, piece_kind
+from mel2mel.data.dataset import load_item, read_manifest
 from mel2mel.errors import UserError
 from mel2mel.evaluation.report import BinStats, figure, finite_list, nanmean, write_json
 from mel2mel.fileio import atomic_write_text
+from mel2mel.models.acoustic import UnknownInstrumentError
+from mel2mel.models.export import export_paths, load_acoustic
+from mel2mel.train.checkpoint import model_from_checkpoint
 
 if TYPE_CHECKING:
     from mel2mel.models.acoustic import Mel2Mel
 
-# torch and the model code are imported inside the functions: the CLI imports this module to
-# register its subcommand, and `mel2mel --help` should not pay for torch.
-
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> Mel2Mel:
     """Load an acoustic model from an export (dir/prefix/file) or a training checkpoint/run dir."""
-    from mel2mel.models.export import export_paths, load_acoustic
-
     p = Path(path)
     if p.suffix == ".pt" or (p.is_dir() and (p / "checkpoint.pt").is_file()):
-        from mel2mel.train.checkpoint import model_from_checkpoint
-
         return model_from_checkpoint(p).to(device)
     if not export_paths(p)[1].is_file():
         raise UserError(f"no acoustic model at {p} (expected an export or a checkpoint)")
@@ -92,7 +90,6 @@ REGISTERS: dict[str, tuple[int, int]] = {
     "middle (C3-B4)": (48, 71),
     "high (C5-C8)": (72, 108),
 }
-PIECE_SETS = ("all", "plain", "performed")
 
 
 def frame_groups(roll: np.ndarray, frames: int) -> dict[str, np.ndarray]:
@@ -115,12 +112,6 @@ def frame_groups(roll: np.ndarray, frames: int) -> dict[str, np.ndarray]:
     for name, (lo, hi) in REGISTERS.items():
         out[name] = (count > 0) & (mean_pitch >= lo) & (mean_pitch < hi + 1)
     return out
-
-
-def piece_kind(piece: dict[str, Any]) -> str:
-    """``"performed"`` for performances and generated textures, else ``"plain"``."""
-    kind = (piece.get("augment") or {}).get("kind")
-    return "performed" if kind in ("perform", "texture") else "plain"
 
 
 def evaluate_acoustic(
@@ -146,9 +137,6 @@ def evaluate_acoustic(
         their mean per-bin r on the group's frames.
     """
     from tqdm import tqdm
-
-    from mel2mel.data.dataset import load_item, read_manifest
-    from mel2mel.models.acoustic import UnknownInstrumentError
 
     manifest = read_manifest(data)
     names = [i["name"] for i in manifest["instruments"]]

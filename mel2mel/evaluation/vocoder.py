@@ -29,9 +29,15 @@ from typing import Any
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel.audio import LogMel
+from mel2mel.data.dataset import item_paths, read_manifest
 from mel2mel.errors import UserError
 from mel2mel.evaluation.report import BinStats, figure, finite_list, nanmean, write_json
 from mel2mel.fileio import atomic_write_text
+from mel2mel.models import export
+from mel2mel.vocoders.griffinlim import GriffinLim
+from mel2mel.vocoders.losses import MultiResolutionSTFTLoss
+from mel2mel.vocoders.mulaw import dequantize, quantize
 
 REFERENCE = "mulaw8"
 
@@ -39,15 +45,11 @@ REFERENCE = "mulaw8"
 def vocoders_by_name(specs: list[str]) -> dict[str, Any]:
     """The vocoders to compare, by the names ``--vocoder`` takes (kinds, export paths, or
     :data:`REFERENCE` for the 8-bit mu-law copy of the original)."""
-    from mel2mel.models import export
-
     out: dict[str, Any] = {}
     for spec in specs:
         if spec == REFERENCE:
             out[spec] = None
         elif spec == "griffinlim":
-            from mel2mel.vocoders.griffinlim import GriffinLim
-
             out[spec] = GriffinLim()
         elif spec in ("fast", "wavenet"):
             out[spec] = export.load_pretrained_vocoder(spec)
@@ -72,11 +74,6 @@ def evaluate_vocoders(
     """
     import torch
     from tqdm import tqdm
-
-    from mel2mel.audio import LogMel
-    from mel2mel.data.dataset import item_paths, read_manifest
-    from mel2mel.vocoders.losses import MultiResolutionSTFTLoss
-    from mel2mel.vocoders.mulaw import dequantize, quantize
 
     manifest = read_manifest(data)
     names = [i["name"] for i in manifest["instruments"]]

@@ -35,8 +35,11 @@ import numpy as np
 import torch
 
 from mel2mel import constants as C
+from mel2mel.audio import log_mel
 from mel2mel.errors import UserError
 from mel2mel.midi import NoteSequence, piano_roll, time_to_frame
+from mel2mel.models.losses import TANH_OFFSET, TANH_SCALE, squash
+from mel2mel.timbre.space import TimbreSpace
 from mel2mel.timbre.sweep import EmbeddingSweep, model_of
 
 MIN_SECONDS = 1.0
@@ -96,8 +99,6 @@ def aligned_excerpt(
     -------
     (roll float32[ROLL_CHANNELS x T], log_mel float32[N_MELS x T])
     """
-    from mel2mel.audio import log_mel
-
     first = time_to_frame(start)
     a = first * C.HOP_LENGTH
     stop = len(audio) if duration is None else min(len(audio), a + round(duration * C.SAMPLE_RATE))
@@ -129,8 +130,6 @@ def split_windows(frames: int, width: int) -> list[int]:
 
 def _loss_fn(model: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Per-item training loss: ``(Tensor[K x W x M x T], Tensor[W x M x T]) -> Tensor[K]``."""
-    from mel2mel.models.losses import TANH_OFFSET, TANH_SCALE, squash
-
     meta = getattr(model, "metadata", {}).get("train", {})
     name = getattr(model, "metadata", {}).get("loss", "tanh-log-abs")
     offset, scale = meta.get("tanh_offset", TANH_OFFSET), meta.get("tanh_scale", TANH_SCALE)
@@ -222,8 +221,6 @@ def learn_timbre(
         A progress bar on stderr (default: when stderr is a terminal).
     """
     from tqdm import tqdm
-
-    from mel2mel.timbre.space import TimbreSpace
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     model = model_of(synth_or_model)

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 
 from mel2mel import constants as C
-from mel2mel.errors import UserError
+from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
 from mel2mel.midi import Note, NoteSequence, piano_roll
+from mel2mel.models.export import model_fingerprint
 from mel2mel.timbre.sweep import EmbeddingSweep, mel_band_frequencies, mel_statistics, model_of
 
 FORMAT_VERSION = 1
@@ -311,8 +312,6 @@ def compute_timbre_map(
     """
     from tqdm import tqdm
 
-    from mel2mel.models.export import model_fingerprint
-
     model = model_of(synth)
     if model.embedding_dim != 2:
         raise UserError(
@@ -397,7 +396,6 @@ def plot_timbre_map(
     if path.suffix.lower() not in (".png", ".svg"):
         raise UserError(f"{path}: a timbre map is written as .png or .svg")
     attr, unit_label, cmap = COLORS[color]
-    from mel2mel.errors import require
 
     require("matplotlib", "train")
     from matplotlib import rc_context

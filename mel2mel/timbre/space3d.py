@@ -35,8 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from mel2mel import constants as C
 from mel2mel import pretrained
+from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS
 from mel2mel.errors import UserError, require
+from mel2mel.fileio import atomic_write
+from mel2mel.timbre.map import mel_statistics, passage_roll, reference_passage
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = pretrained.path(pretrained.ACOUSTIC100)
@@ -83,8 +87,6 @@ def instrument_statistics(model: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """
     import torch
 
-    from mel2mel.timbre.map import mel_statistics, passage_roll, reference_passage
-
     roll = torch.from_numpy(passage_roll(reference_passage()))  # 176 x F
     active = roll[: roll.shape[0] // 2].sum(0) > 0
     n = model.config.n_instruments
@@ -107,8 +109,6 @@ def hex_colors(values: np.ndarray, cmap: str) -> list[str]:
 
 def _soundfonts_by_name() -> dict[str, str]:
     """Instrument name -> SoundFont file name, from the named instrument sets."""
-    from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS
-
     out = {}
     for spec in INSTRUMENT_SETS.values():
         for name, _, key in spec():
@@ -143,7 +143,6 @@ def space3d(model: Any, *, name: str = "model", seed: int = TSNE_SEED) -> dict[s
                 "color_energy": colors["energy"][i],
             }
         )
-    from mel2mel import constants as C
 
     return {
         "format": FORMAT_VERSION,
@@ -158,8 +157,6 @@ def space3d(model: Any, *, name: str = "model", seed: int = TSNE_SEED) -> dict[s
 
 def write_json(doc: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write the document atomically (compact one-instrument-per-line JSON)."""
-    from mel2mel.fileio import atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {k: v for k, v in doc.items() if k != "instruments"}
@@ -181,8 +178,6 @@ def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | N
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-
-    from mel2mel import constants as C
 
     insts = doc["instruments"]
     pos = np.array([i["position"] for i in insts])

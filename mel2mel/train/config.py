@@ -26,7 +26,10 @@ from mel2mel.configs import config_from_dict
 from mel2mel.errors import UserError
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.losses import LOSSES, TANH_OFFSET, TANH_SCALE
+from mel2mel.models.texture import TextureConfig
 from mel2mel.train.settings import check_train_settings, settings_dict
+from mel2mel.vocoders.fast import FastVocoderConfig
+from mel2mel.vocoders.wavenet import WaveNetConfig
 
 
 @dataclass(frozen=True)
@@ -232,9 +235,6 @@ class VocoderRunConfig:
         object.__setattr__(self, "model", self.model_config().to_dict())
 
     def model_config(self) -> Any:
-        from mel2mel.vocoders.fast import FastVocoderConfig
-        from mel2mel.vocoders.wavenet import WaveNetConfig
-
         cls = FastVocoderConfig if self.kind == "fast" else WaveNetConfig
         return cls.from_dict({**cls().to_dict(), **self.model})
 
@@ -326,8 +326,6 @@ class TextureRunConfig:
         object.__setattr__(self, "model", self.model_config().to_dict())
 
     def model_config(self) -> Any:
-        from mel2mel.models.texture import TextureConfig
-
         return TextureConfig.from_dict({**TextureConfig().to_dict(), **self.model})
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,7 +37,13 @@ from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write, refuse_overwrite
 from mel2mel.instruments import slugify
 from mel2mel.models.acoustic import Mel2Mel, UnknownInstrumentError, resolve_instrument
-from mel2mel.models.export import export_paths, load_acoustic, save_texture, weights_digest
+from mel2mel.models.export import (
+    export_paths,
+    load_acoustic,
+    save_texture,
+    texture_paths,
+    weights_digest,
+)
 from mel2mel.models.texture import TexturePostnet, texture_noise
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import TextureRunConfig
@@ -387,8 +393,6 @@ def export_texture_checkpoint(
     """Write ``<out>/<name>_texture.safetensors`` + ``.json`` from a texture checkpoint (or run
     directory), without the discriminator and optimizer states; ``strength`` is the default
     strength a synthesizer will use."""
-    from mel2mel.models.export import texture_paths
-
     state = ckpt.load_checkpoint(checkpoint, kind=KIND)
     config = TextureRunConfig.from_dict(state["config"])
     model = TexturePostnet(config.model_config())

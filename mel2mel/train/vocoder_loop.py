@@ -35,15 +35,14 @@ from mel2mel.train.loop import (
     train_session,
 )
 from mel2mel.vocoders.base import Vocoder
+from mel2mel.vocoders.fast import FastVocoder, training_losses
+from mel2mel.vocoders.wavenet import WaveNet, training_step
 
 KIND = "vocoder"
 
 
 def build_vocoder(config: VocoderRunConfig) -> Vocoder:
     """A freshly initialized vocoder of the run's kind and sizes."""
-    from mel2mel.vocoders.fast import FastVocoder
-    from mel2mel.vocoders.wavenet import WaveNet
-
     cls = FastVocoder if config.kind == "fast" else WaveNet
     return cls(config.model_config())
 
@@ -51,10 +50,7 @@ def build_vocoder(config: VocoderRunConfig) -> Vocoder:
 def batch_losses(model: nn.Module, kind: str, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Loss terms of one batch (``"loss"`` is the one to minimize)."""
     if kind == "fast":
-        from mel2mel.vocoders.fast import training_losses
-
         return training_losses(model, batch)  # type: ignore[arg-type]
-    from mel2mel.vocoders.wavenet import training_step
 
     return {"loss": training_step(model, batch)}  # type: ignore[arg-type]
 

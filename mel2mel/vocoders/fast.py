@@ -40,6 +40,7 @@ from mel2mel import constants as C
 from mel2mel.configs import config_from_dict
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.fast_layers import ConvNeXtBlock, ISTFTHead, conv_channels_last
+from mel2mel.vocoders.losses import FastVocoderLoss
 from mel2mel.vocoders.refine import MelMatching, context_frames
 
 STREAM_CHUNK: int = 1000  # frames per chunk when vocoding long inputs
@@ -347,8 +348,6 @@ def training_losses(
     loss_fn:
         Defaults to :class:`~mel2mel.vocoders.losses.FastVocoderLoss` with default weights.
     """
-    from mel2mel.vocoders.losses import FastVocoderLoss
-
     device = next(model.parameters()).device
     if loss_fn is None:
         key = str(device)
