@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mel2mel.cli.common import add_output_argument
+from mel2mel.cli.common import add_force_argument, add_output_argument
 from mel2mel.data.corpus import PIECE_SETS
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
@@ -39,7 +39,7 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
         "generated textures (default: all)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
+    add_force_argument(p, "overwrite an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate_acoustic)
 
@@ -94,7 +94,7 @@ def add_evaluate_vocoder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="per item, 0 = whole (10)")
     p.add_argument("--max-items", type=int, default=0, help="items per instrument, 0 = all")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
+    add_force_argument(p, "overwrite an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate_vocoder)
 

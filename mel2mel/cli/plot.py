@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mel2mel import pretrained
-from mel2mel.cli.common import add_output_argument
+from mel2mel.cli.common import add_force_argument, add_output_argument
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import refuse_overwrite
 
@@ -53,7 +53,7 @@ def add_timbre_space(sub: argparse._SubParsersAction) -> None:
         "--format", choices=("png", "svg", "both"), default="both", help="figure files (both)"
     )
     q.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    q.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    add_force_argument(q, "overwrite existing outputs")
     q.set_defaults(func=run_timbre_space)
 
 
@@ -122,7 +122,7 @@ def add_space3d(sub: argparse._SubParsersAction) -> None:
     add_output_argument(p, "output prefix (.json, .png)", required=True, metavar="PREFIX")
     p.add_argument("--json", type=Path, help="write the JSON here instead of PREFIX.json")
     p.add_argument("--seed", type=int, help="t-SNE random_state (default: a fixed one, 0)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    add_force_argument(p, "overwrite existing files")
     p.set_defaults(func=run_space3d)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mel2mel.cli.common import add_force_argument
 from mel2mel.errors import UserError
 
 
@@ -179,7 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    q.add_argument("-f", "--force", action="store_true", help="replace an entry of that name")
+    add_force_argument(q, "replace an entry of that name")
     q.set_defaults(func=run_learn)
 
     q = sub.add_parser("list", parents=[common], help="list the user timbres")

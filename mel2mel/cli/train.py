@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mel2mel.cli.common import add_output_argument
+from mel2mel.cli.common import add_force_argument, add_output_argument
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
 
@@ -173,7 +173,7 @@ def add_export_arguments(p: argparse.ArgumentParser, name: str | None, name_help
     p.add_argument("checkpoint", type=Path, help="checkpoint file or run directory")
     add_output_argument(p, "output directory (created)", required=True)
     p.add_argument("--name", default=name, help=f"file name stem (default: {name_help})")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing export")
+    add_force_argument(p, "overwrite an existing export")
 
 
 def run_export_acoustic(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from mel2mel import constants as C
 from mel2mel import validate
-from mel2mel.cli.common import add_output_argument
+from mel2mel.cli.common import add_force_argument, add_output_argument
 from mel2mel.errors import UserError, one_line
 from mel2mel.fileio import refuse_overwrite
 
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="exported vocoder (.json/.safetensors) to use")
     p.add_argument("--seed", type=int, default=0, help="random seed (WaveNet sampling)")
     add_refine_argument(p)
-    p.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+    add_force_argument(p, "overwrite the output file")
     p.set_defaults(func=run)
 
 

@@ -59,3 +59,10 @@ def test_old_spellings_still_work(tmp_path):
     assert args.output == tmp_path
     args = build_parser().parse_args(["mel", "x.mid", "--embedding=0.1,0.2"])
     assert args.timbre == "0.1,0.2"
+
+
+def test_force_is_spelled_one_way():
+    for path, parser in _leaf_parsers(build_parser()):
+        flags = {s: a for a in parser._actions for s in a.option_strings}
+        if "-f" in flags or "--force" in flags:
+            assert flags["-f"] is flags["--force"] and flags["-f"].dest == "force", path
