@@ -56,7 +56,7 @@ def cpu_first_chunk(pieces: list, vocoders: list[str], stand_in_fast: bool) -> N
     from mel2mel.midi import read_notes, time_to_frame
     from mel2mel.synthesizer import Synthesizer
     from mel2mel.vocoders.fast import FastVocoder
-    from mel2mel.web.render import RenderSpec, render_segments
+    from mel2mel.web.segments import RenderSpec, render_segments
 
     torch.set_num_threads(1)
     synth = Synthesizer.from_pretrained(vocoder="griffinlim")

@@ -41,7 +41,7 @@ from mel2mel.web.errors import ApiError
 from mel2mel.web.jobs import Job, JobManager
 from mel2mel.web.maps import MapService, Space, plotly_js
 from mel2mel.web.pools import PARSE_SECONDS_PER_MB, Lane, process_pool, thread_pool
-from mel2mel.web.render import RenderSpec
+from mel2mel.web.segments import RenderSpec
 from mel2mel.web.uploads import Upload, UploadStore, parse_piece
 
 STATIC = Path(__file__).resolve().parent / "static"

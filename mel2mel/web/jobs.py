@@ -43,7 +43,7 @@ from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.web.config import WebConfig
 from mel2mel.web.errors import ApiError
-from mel2mel.web.render import RenderSpec, render_segments
+from mel2mel.web.segments import RenderSpec, render_segments
 
 RUNNING_STATES = ("queued", "running")
 log = logging.getLogger("mel2mel.web")

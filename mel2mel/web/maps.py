@@ -1,10 +1,10 @@
 """What the page's two timbre views show: the 2-D map, mel previews and the 100-instrument space.
 
-* The 2-D map comes from :func:`mel2mel.timbre_map.compute_timbre_map`, computed once in a
+* The 2-D map comes from :func:`mel2mel.timbre.map.compute_timbre_map`, computed once in a
   background thread when the server starts (it takes seconds) and kept in memory.
-* Hover previews come from :func:`mel2mel.timbre_map.preview_mel`, cached by point, sent as
+* Hover previews come from :func:`mel2mel.timbre.map.preview_mel`, cached by point, sent as
   8-bit images of the log-mel (``PREVIEW_RANGE`` mapped to 0..255).
-* Learned timbres of the timbre library (:mod:`mel2mel.timbre_library`) with the model's
+* Learned timbres of the timbre library (:mod:`mel2mel.timbre.library`) with the model's
   embedding size appear on the map as extra markers.
 * The 100-instrument space is a JSON file (``space100.json``) and an acoustic model with a
   10-D embedding; either may be missing, and then the page says so.

@@ -17,7 +17,7 @@ from mel2mel import constants as C
 from mel2mel.vocoders.griffinlim import GriffinLim
 from mel2mel.web.app import create_app
 from mel2mel.web.config import WebConfig
-from mel2mel.web.render import segment_plan
+from mel2mel.web.segments import segment_plan
 
 from .conftest import TEST_CONFIG, midi_bytes, wait_until
 
