@@ -176,6 +176,10 @@ def test_per_track_rendering_differs(synth, song):
         synth.render(song, tracks={5: "trumpet"})
     with pytest.raises(UserError, match="unknown instrument 'tuba'"):
         synth.render(song, tracks={1: "tuba"})
+    with pytest.raises(UserError, match=r"track '²' has no notes"):  # "²".isdigit() is true
+        synth.render(song, tracks={"²": "trumpet"})
+    with pytest.raises(UserError, match="unknown instrument '²'"):
+        synth.render(song, "²")
 
 
 def test_channels_are_parts_of_a_single_track_file(synth, tmp_path, midi_writer):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mel2mel import constants as C
+from mel2mel import validate
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, instrument_set
 from mel2mel.errors import UserError, require
 from mel2mel.instruments import (
@@ -181,8 +182,8 @@ def resolve_instruments(spec: str | Sequence[str | int] | None) -> list[Instrume
     out: list[Instrument] = []
     for entry in entries:
         text = str(entry)
-        if text.isdigit():
-            program = int(text)
+        program = validate.program_number(text)
+        if program is not None:
             if program > 127:
                 raise UserError(f"instrument program {program} is out of range 0..127")
         elif compact_name(text) in by_name:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.instruments import Instrument, normalize_name
 from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
@@ -76,9 +77,10 @@ def resolve_instrument(instruments: list[Instrument], query: str | int) -> int:
         If nothing matches; the message lists the valid names and programs.
     """
     text = str(query).strip()
-    if text.isdigit():
+    program = validate.program_number(text)  # ASCII digits only: int("²") fails
+    if program is not None:
         for i, inst in enumerate(instruments):
-            if inst.program == int(text):
+            if inst.program == program:
                 return i
     key = normalize_name(text)
     for i, inst in enumerate(instruments):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mel2mel import constants as C
+from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.midi import MidiSource, Note, NoteSequence, log_gain, read_notes, time_to_frame
 from mel2mel.synthesis.notes import NoteRoll, split_parts
@@ -64,7 +65,8 @@ def plan_render(
         kind, parts = split_parts(seq)
         chosen: dict[int, Timbre] = {}
         for key, spec in tracks.items():
-            k = int(key) if str(key).strip().isdigit() else -1
+            k = validate.program_number(str(key).strip())  # a track number, ASCII digits
+            k = -1 if k is None else k
             if k not in parts:
                 have = ", ".join(f"{p} ({len(n)} notes)" for p, n in sorted(parts.items()))
                 raise UserError(f"{kind} {key!r} has no notes; {kind}s with notes: {have}")

@@ -52,6 +52,8 @@ def test_instruments_by_name_or_number():
         corpus.resolve_instruments("0,Grand Piano")
     with pytest.raises(UserError, match="out of range"):
         corpus.resolve_instruments("128")
+    with pytest.raises(UserError, match="unknown instrument '²'"):  # not int("²")
+        corpus.resolve_instruments("²")
 
 
 def test_ids_splits_and_shards_are_stable():

@@ -183,6 +183,8 @@ def test_resolve_instrument():
     assert resolve_instrument(NAMES, 0) == 0
     with pytest.raises(UnknownInstrumentError, match=r"Grand Piano \(0\), Trumpet \(56\)"):
         resolve_instrument(NAMES, "tuba")
+    with pytest.raises(UnknownInstrumentError):  # "²".isdigit() is true but int("²") fails
+        resolve_instrument(NAMES, "²")
 
 
 def test_export_round_trip(tmp_path):
