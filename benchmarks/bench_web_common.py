@@ -58,11 +58,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_ready(proc: subprocess.Popen, base: str, timeout: float = 900.0) -> None:
+    """Poll ``base``/api/map until the server answers 200 (the map takes minutes on a busy
+    machine); raise ``RuntimeError`` if the process exits or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/api/map", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not become ready")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def served_app(stand_in_fast: bool, workers: int = 2, queue: int = 24) -> Iterator[tuple[str, int]]:
     """Run the app in a child process (niced, one torch thread) on a free port, wait until it
     answers, yield ``(base URL, pid)``, and stop it; print the load average before and after."""
-    import httpx
 
     port = free_port()
     cmd = [sys.executable, __file__, "--port", str(port), "--workers", str(workers),
@@ -72,18 +90,7 @@ def served_app(stand_in_fast: bool, workers: int = 2, queue: int = 24) -> Iterat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(["nice", "-n", "10", *cmd], env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 900  # the map takes minutes on a busy machine
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/map", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.5)
+        wait_until_ready(proc, f"http://127.0.0.1:{port}")
         print(f"load average at start: {os.getloadavg()[0]:.2f} (2 CPU cores)")
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:

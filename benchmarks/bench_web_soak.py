@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from bench_web_common import free_port, random_piece
+from bench_web_common import free_port, random_piece, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16_000
@@ -275,16 +275,7 @@ def main() -> None:
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                if httpx.get(f"{base}/api/map", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.5)
+        wait_until_ready(proc, base)
         asyncio.run(soak(base, proc, args))
     finally:
         if proc.poll() is None:
