@@ -33,22 +33,34 @@ def wav_bytes(chunks: list[bytes]) -> bytes:
     return buf.getvalue()
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The JSON of a request body, refused (413/400) when over ``limit`` bytes (declared or
-    received) or nested deeper than ``mel2mel.validate.MAX_JSON_DEPTH``, before it is
-    parsed."""
-    declared = request.headers.get("content-length", "")
-    too_big = f"the request body is over {limit} bytes"
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, or ``None`` when absent or not ASCII digits."""
+    text = request.headers.get("content-length", "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+async def read_body(request: Request, limit: int, too_big: str) -> bytes:
+    """The raw body, refused with 413 ``too_big`` as soon as it is declared or received
+    over ``limit`` bytes (nothing past the limit is kept)."""
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
         raise ApiError(413, too_big)
     buf = bytearray()
     async for piece in request.stream():
         buf += piece
         if len(buf) > limit:
             raise ApiError(413, too_big)
+    return bytes(buf)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON of a request body, refused (413/400) when over ``limit`` bytes (declared or
+    received) or nested deeper than ``mel2mel.validate.MAX_JSON_DEPTH``, before it is
+    parsed."""
+    body = await read_body(request, limit, f"the request body is over {limit} bytes")
     try:
-        validate.json_depth(bytes(buf))
-        data = json.loads(bytes(buf))
+        validate.json_depth(body)
+        data = json.loads(body)
     except UserError as err:
         raise ApiError(400, str(err)) from None
     except (ValueError, RecursionError):
@@ -58,13 +70,13 @@ async def read_json(request: Request, limit: int) -> Any:
 
 async def read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[bytes, str]:
     """The file of an upload: a raw body (``?name=``) or a multipart form field ``file``."""
-    declared = request.headers.get("content-length")
+    declared = declared_length(request)
     limit = cfg.max_upload_bytes
     too_big = f"file too big: the limit is {limit} bytes"
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        if declared is None or not (declared.isascii() and declared.isdigit()):
+        if declared is None:
             raise ApiError(411, "a multipart upload needs a Content-Length")
-        if int(declared) > limit + 64 * 1024:
+        if declared > limit + 64 * 1024:
             raise ApiError(413, too_big)
         form = await request.form(max_files=1, max_fields=4)
         item = form.get("file")
@@ -73,18 +85,7 @@ async def read_upload(request: Request, cfg: WebConfig, name: str) -> tuple[byte
         data = await item.read(limit + 1)
         name = item.filename or name
     else:
-        if (
-            declared is not None
-            and validate.program_number(declared) is not None
-            and (int(declared) > limit)
-        ):
-            raise ApiError(413, too_big)
-        buf = bytearray()
-        async for piece in request.stream():
-            buf += piece
-            if len(buf) > limit:
-                raise ApiError(413, too_big)
-        data = bytes(buf)
+        data = await read_body(request, limit, too_big)
     if len(data) > limit:
         raise ApiError(413, too_big)
     return data, Path(name).name or "upload.mid"
