@@ -74,6 +74,7 @@ from transcription_report import (
 
 from mel2mel import constants as C
 from mel2mel.audio import log_mel
+from mel2mel.data.corpus import piece_midi, select_test_pieces
 from mel2mel.data.dataset import read_manifest
 from mel2mel.data.fluidsynth import (
     RenderSettings,
@@ -89,49 +90,6 @@ from mel2mel.models.export import export_paths
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
 
 # -- inputs --------------------------------------------------------------------------------
-
-
-def select_pieces(
-    manifest: dict[str, Any], count: int, chosen: list[str], kind: str = "all"
-) -> list[dict]:
-    """The pieces to render: ``chosen`` ids, else ``count`` test pieces of ``kind`` (``plain``
-    scores, ``performed``: performances and textures, or ``all``; see
-    :func:`mel2mel.data.corpus.piece_kind`) spread evenly over the test pieces that
-    the dataset has rendered (all test pieces if it has none)."""
-    from mel2mel.data.corpus import piece_kind
-
-    by_id = {p["id"]: p for p in manifest["pieces"]}
-    if chosen:
-        missing = [c for c in chosen if c not in by_id]
-        if missing:
-            sys.exit(f"error: unknown piece(s) {', '.join(missing)}")
-        return [by_id[c] for c in chosen]
-    rendered = {it["piece"] for it in manifest["items"]}
-    test = [p for p in manifest["pieces"] if p["split"] == "test"]
-    test = [p for p in test if kind in ("all", piece_kind(p))]
-    test = [p for p in test if p["id"] in rendered] or test
-    if count >= len(test):
-        return test
-    pick = np.linspace(0, len(test) - 1, count).round().astype(int)
-    return [test[i] for i in pick]
-
-
-def midi_path(data: Path, piece: dict[str, Any], cache: Path) -> Path:
-    """The piece's MIDI: the dataset's cached conversion, the source file, or a new
-    conversion of the music21 score (needs ``mel2mel[data]``)."""
-    cached = data / "sources" / f"{piece['id']}.mid"
-    if cached.is_file():
-        return cached
-    source = piece["source"]
-    if not source.startswith("music21:"):
-        return Path(source)
-    out = cache / "midi" / f"{piece['id']}.mid"
-    if not out.is_file():
-        from mel2mel.data.corpus import convert_music21
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(convert_music21(source.removeprefix("music21:")))
-    return out
 
 
 def reference_notes(path: Path, seconds: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -292,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
     manifest = read_manifest(data)
     instruments = manifest["instruments"]
     names = [i["name"] for i in instruments]
-    pieces = select_pieces(manifest, args.pieces, args.piece, args.kind)
+    pieces = select_test_pieces(manifest, args.pieces, args.piece, args.kind)
     soundfont = check_soundfont(args.soundfont or manifest.get("soundfont"))
 
     res = Results()
@@ -334,7 +292,7 @@ def run(args: argparse.Namespace) -> None:
     items = {(it["piece"], it["instrument"]): it["id"] for it in manifest["items"]}
     merged_total, clips = 0, []
     for piece in pieces:
-        midi = midi_path(data, piece, cache)
+        midi = piece_midi(data, piece, cache)
         seconds = min(args.seconds, read_notes(midi, warn=False).duration + 1.0)
         ref = reference_notes(midi, seconds)
         merged_total += ref[2]

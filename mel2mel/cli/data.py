@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "chords, ...; default: 300 for the music21 corpus, 0 with --midi-dir)",
     )
     build.add_argument(
+        "--strikes",
+        type=int,
+        help="generated dynamics studies (isolated chords at velocities over all of 1..127, "
+        "ramps and random; default: 60 for the music21 corpus, 0 with --midi-dir)",
+    )
+    build.add_argument(
         "--no-plain",
         action="store_true",
         help="leave out the scores as written: build only their performances and the textures",
@@ -163,6 +169,7 @@ def _build(args: argparse.Namespace) -> int:
         limit=args.limit,
         variants=args.variants,
         textures=args.textures,
+        strikes=args.strikes,
         seed=args.seed,
         max_seconds=args.max_seconds,
         plain=not args.no_plain,

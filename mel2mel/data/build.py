@@ -179,6 +179,7 @@ def build_dataset(
     limit: int | None = None,
     variants: int | None = None,
     textures: int | None = None,
+    strikes: int | None = None,
     seed: int = 0,
     max_seconds: float | None = None,
     plain: bool = True,
@@ -217,8 +218,12 @@ def build_dataset(
     textures:
         Generated piano-texture pieces (:mod:`mel2mel.data.textures`); ``None``: 300 for the
         default corpus, 0 with ``midi_dir``.
+    strikes:
+        Generated dynamics studies (:func:`mel2mel.data.textures.strikes_piece`: isolated
+        chords at velocities over all of 1..127); ``None``: 60 for the default corpus, 0 with
+        ``midi_dir``.
     seed:
-        Seed of the performances and textures (recorded per piece in the manifest).
+        Seed of the performances, textures and strikes (recorded per piece in the manifest).
     max_seconds:
         Cut every score to its first ``max_seconds``, and take performances and textures of at
         most that length (default: whole scores, 30 s performances, 20 s textures).
@@ -260,15 +265,21 @@ def build_dataset(
         pieces = music21_pieces()
     else:
         pieces = discover_midi(midi_dir)
-    default = (2, 300) if midi_dir is None else (0, 0)
+    default = (2, 300, 60) if midi_dir is None else (0, 0, 0)
     variants = default[0] if variants is None else variants
     textures = default[1] if textures is None else textures
-    if variants < 0 or textures < 0:
-        raise UserError("--variants and --textures must be at least 0")
+    strikes = default[2] if strikes is None else strikes
+    if min(variants, textures, strikes) < 0:
+        raise UserError("--variants, --textures and --strikes must be at least 0")
     if max_seconds is not None and not max_seconds >= 2:
         raise UserError(f"--max-seconds must be at least 2, got {max_seconds:g}")
     pieces = derived_pieces(
-        pieces[:limit], variants=variants, textures=textures, seed=seed, max_seconds=max_seconds
+        pieces[:limit],
+        variants=variants,
+        textures=textures,
+        strikes=strikes,
+        seed=seed,
+        max_seconds=max_seconds,
     )
     if not plain:
         pieces = [p for p in pieces if p.recipe is not None and p.recipe[0] != "excerpt"]

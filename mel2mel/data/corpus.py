@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mel2mel import constants as C
 from mel2mel import validate
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, instrument_set
@@ -92,7 +94,8 @@ class Piece:
     recipe:
         How the piece's MIDI is made from its source, ``None`` to use it as it is:
         ``("perform", seed, max_seconds)`` (:func:`mel2mel.data.perform.perform`),
-        ``("texture", seed, seconds)`` (:func:`mel2mel.data.textures.texture_piece`, no source)
+        ``("texture", seed, seconds)`` (:func:`mel2mel.data.textures.texture_piece`, no source),
+        ``("strikes", seed, seconds)`` (:func:`mel2mel.data.textures.strikes_piece`, no source)
         or ``("excerpt", 0, max_seconds)`` (the first ``max_seconds``).
     """
 
@@ -141,10 +144,53 @@ PIECE_SETS = ("all", "plain", "performed")
 
 
 def piece_kind(piece: dict[str, Any]) -> str:
-    """``"performed"`` for a manifest piece that is a performance or a generated texture, else
-    ``"plain"``."""
+    """``"performed"`` for a manifest piece that is a performance or a generated piece (texture
+    or strikes), else ``"plain"``."""
     kind = (piece.get("augment") or {}).get("kind")
-    return "performed" if kind in ("perform", "texture") else "plain"
+    return "performed" if kind in ("perform", "texture", "strikes") else "plain"
+
+
+def select_test_pieces(
+    manifest: dict[str, Any], count: int, chosen: Sequence[str] = (), kind: str = "all"
+) -> list[dict[str, Any]]:
+    """The test pieces an evaluation or a gallery plays: the ``chosen`` ids, else ``count``
+    test pieces of ``kind`` (see :data:`PIECE_SETS`) spread evenly over the test pieces the
+    dataset has rendered (all test pieces if it has none).
+
+    Raises UserError for an unknown chosen id.
+    """
+    by_id = {p["id"]: p for p in manifest["pieces"]}
+    if chosen:
+        missing = [c for c in chosen if c not in by_id]
+        if missing:
+            raise UserError(f"unknown piece(s) {', '.join(missing)} in the dataset")
+        return [by_id[c] for c in chosen]
+    rendered = {it["piece"] for it in manifest["items"]}
+    test = [p for p in manifest["pieces"] if p["split"] == "test"]
+    test = [p for p in test if kind in ("all", piece_kind(p))]
+    test = [p for p in test if p["id"] in rendered] or test
+    if count >= len(test):
+        return test
+    pick = np.linspace(0, len(test) - 1, count).round().astype(int)
+    return [test[i] for i in pick]
+
+
+def piece_midi(data: Path, piece: dict[str, Any], cache: Path) -> Path:
+    """A manifest piece's MIDI: the dataset's cached conversion, the source file, or a new
+    conversion of the music21 score into ``cache/midi`` (needs ``mel2mel[data]``)."""
+    cached = Path(data) / "sources" / f"{piece['id']}.mid"
+    if cached.is_file():
+        return cached
+    source = piece["source"]
+    if "#" in source or source.startswith("generated:"):  # made by a recipe when built
+        raise UserError(f"{cached} is missing: rebuild the dataset to restore {piece['id']}")
+    if not source.startswith("music21:"):
+        return Path(source)
+    out = Path(cache) / "midi" / f"{piece['id']}.mid"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(convert_music21(source.removeprefix("music21:")))
+    return out
 
 
 # -- instruments ------------------------------------------------------------------------------
@@ -214,15 +260,17 @@ def derived_pieces(
     *,
     variants: int,
     textures: int,
+    strikes: int = 0,
     seed: int = 0,
     max_seconds: float | None = None,
 ) -> list[Piece]:
-    """The scores, ``variants`` seeded performances of each, and ``textures`` generated pieces.
+    """The scores, ``variants`` seeded performances of each, ``textures`` generated pieces and
+    ``strikes`` generated dynamics studies.
 
     With ``max_seconds`` the scores are cut to their first ``max_seconds`` (an ``"excerpt"``
     recipe) and performances take a seeded window of that length (30 s without it). Seeds are
     functions of ``seed`` and the piece id, so a piece is the same whatever else is built.
-    Textures are ``texture-NNNN`` and split by their own id.
+    Textures are ``texture-NNNN``, strikes ``strikes-NNNN``, each split by its own id.
     """
     out: list[Piece] = []
     for p in scores:
@@ -233,11 +281,12 @@ def derived_pieces(
             recipe = ("perform", s, max_seconds or 30.0)
             out.append(replace(p, id=f"{p.id}-perf{k}", source=f"{p.source}#perform-{k}",
                                group=p.id, recipe=recipe))  # fmt: skip
-    for i in range(textures):
-        s = stable_hash(f"mel2mel-texture:{seed}:{i}") % 2**31
-        name = f"texture-{i:04d}"
-        recipe = ("texture", s, min(20.0, max_seconds or 20.0))
-        out.append(Piece(id=name, source=f"generated:{name}", recipe=recipe))
+    for kind, count in (("texture", textures), ("strikes", strikes)):
+        for i in range(count):
+            s = stable_hash(f"mel2mel-{kind}:{seed}:{i}") % 2**31
+            name = f"{kind}-{i:04d}"
+            recipe = (kind, s, min(20.0, max_seconds or 20.0))
+            out.append(Piece(id=name, source=f"generated:{name}", recipe=recipe))
     return out
 
 

@@ -6,6 +6,12 @@ register (from the bottom octave of the piano to its top), at a seeded tempo (50
 a seeded articulation (staccato to legato). The notes then get dynamics and sustain pedal from
 :mod:`mel2mel.data.perform`, so textures come at every loudness, pedalled or dry. Everything is
 a function of the seed; the choices are returned for the manifest.
+
+A strikes piece (:func:`strikes_piece`) is the dynamics study that phrase curves make rare:
+isolated chords and single notes in any register, each struck at a velocity drawn uniformly
+over 1..127 or stepping through a crescendo or diminuendo of one repeated chord (as a velocity
+ramp does), held for a seeded time and left to decay, so that every velocity is seen on its
+own, from the softest touch to the hardest.
 """
 
 from __future__ import annotations
@@ -183,3 +189,61 @@ def texture_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, An
         "pedal": mode,
     }
     return write_midi(notes, pedals), params
+
+
+def _strike_chord(rng: np.random.Generator) -> list[int]:
+    """The pitches of one struck chord: 1-6 tones of a seeded triad from any register."""
+    size = int(rng.choice([1, 2, 3, 4, 4, 5, 6]))
+    key, mode = int(rng.integers(12)), str(rng.choice(list(SCALES)))
+    low = int(rng.integers(C.MIDI_MIN, C.MIDI_MAX - 24))
+    spread = _place(_chord(key, mode, int(rng.integers(7))), low, 2 * size)
+    tones = spread[::2] if rng.random() < 0.5 else spread[:size]  # open or close position
+    return [p for p in tones if p <= C.MIDI_MAX]
+
+
+def strikes_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[str, Any]]:
+    """The notes of strikes piece ``seed`` (velocities included) and the choices made.
+
+    Groups of strikes follow each other: a group is either one chord repeated with velocities
+    stepping evenly up or down between two seeded levels (``"ramp"``, 4-10 strikes) or 3-8
+    chords each at its own uniform velocity (``"random"``). Each strike is held 0.1-1.5 s and
+    followed by a 0.05-1 s rest, so decays are heard; velocities get +-3 of per-note jitter.
+    """
+    rng = np.random.default_rng([seed, 2])
+    notes: list[PNote] = []
+    groups = []
+    t = 0.3
+    while t < seconds - 0.2:
+        kind = str(rng.choice(["ramp", "random"]))
+        count = int(rng.integers(4, 11) if kind == "ramp" else rng.integers(3, 9))
+        chord = _strike_chord(rng)
+        if kind == "ramp":
+            a, b = sorted(rng.uniform(1, 127, size=2))
+            if rng.random() < 0.5:
+                a, b = b, a
+            levels = np.linspace(a, b, count)
+        else:
+            levels = rng.uniform(1, 127, size=count)
+        hold = float(rng.uniform(0.1, 1.5))
+        rest = float(rng.uniform(0.05, 1.0))
+        for level in levels:
+            if t >= seconds - 0.2:
+                break
+            if kind == "random":
+                chord = _strike_chord(rng)
+            for p in chord:
+                v = int(np.clip(round(level + rng.normal(0.0, 3.0)), 1, 127))
+                notes.append(PNote(p, t, min(t + hold, seconds), v, 0))
+            t += hold + rest
+        groups.append({"kind": kind, "strikes": count, "hold": round(hold, 3)})
+    notes.sort(key=lambda n: (n.start, n.pitch))
+    return notes, {"groups": groups}
+
+
+def strikes_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
+    """MIDI bytes of strikes piece number ``seed`` and its recorded choices."""
+    notes, params = strikes_notes(seed, seconds)
+    rng = np.random.default_rng([seed, 3])
+    mode = str(rng.choice(["none", "none", "harmonic", "long"]))
+    params = {"kind": "strikes", "seed": seed, "seconds": seconds, **params, "pedal": mode}
+    return write_midi(notes, pedal_events(notes, rng, mode)), params

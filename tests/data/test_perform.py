@@ -9,6 +9,7 @@ from the written MIDI, the path the builder takes. The channel-volume tests comp
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -24,7 +25,13 @@ from mel2mel.data import corpus
 from mel2mel.data.build import build_dataset
 from mel2mel.data.fluidsynth import RenderSettings, render_midi
 from mel2mel.data.perform import PNote, dynamics, pedal_events, perform, write_midi
-from mel2mel.data.textures import FIGURES, texture_notes, texture_piece
+from mel2mel.data.textures import (
+    FIGURES,
+    strikes_notes,
+    strikes_piece,
+    texture_notes,
+    texture_piece,
+)
 from mel2mel.midi import log_gain, read_notes
 
 
@@ -113,10 +120,34 @@ def test_textures_cover_every_figure_in_every_register():
     assert read_notes(data).duration < 10
 
 
+def test_strikes_cover_every_velocity_alone_with_decays():
+    vels, pitches, ramps = [], [], 0
+    for seed in range(12):
+        notes, params = strikes_notes(seed, 15.0)
+        assert notes and max(n.end for n in notes) <= 15.0
+        vels += [n.velocity for n in notes]
+        pitches += [n.pitch for n in notes]
+        ramps += sum(g["kind"] == "ramp" for g in params["groups"])
+        onsets = sorted({n.start for n in notes})
+        for a, b in itertools.pairwise(onsets):  # one strike at a time, then a rest
+            assert max(n.end for n in notes if n.start == a) < b
+    counts = np.histogram(vels, bins=[1, 20, 40, 60, 80, 100, 128])[0]
+    assert counts.min() > 0.08 * len(vels), counts  # about uniform over 1..127
+    assert min(pitches) < 40 and max(pitches) > 90 and ramps > 0
+    data, params = strikes_piece(3, 8.0)
+    assert data == strikes_piece(3, 8.0)[0] and params["kind"] == "strikes"
+    assert data != strikes_piece(4, 8.0)[0] and read_notes(data).duration <= 8.0 + 1e-3
+
+
 def test_derived_pieces_share_the_split_of_their_score():
     scores = corpus.music21_pieces()[:40]
-    pieces = corpus.derived_pieces(scores, variants=2, textures=30, seed=0, max_seconds=15)
-    assert len(pieces) == 40 * 3 + 30
+    plain = corpus.derived_pieces(scores, variants=2, textures=30, seed=0, max_seconds=15)
+    pieces = corpus.derived_pieces(
+        scores, variants=2, textures=30, strikes=20, seed=0, max_seconds=15
+    )
+    assert pieces[: len(plain)] == plain  # strikes are added, nothing else moves
+    assert len(pieces) == 40 * 3 + 30 + 20
+    assert pieces[-1].id == "strikes-0019" and pieces[-1].recipe[0] == "strikes"
     by_id = {p.id: p for p in pieces}
     for p in pieces:
         if p.group is not None:
@@ -182,13 +213,15 @@ def test_build_with_performances_and_textures(midi_writer, tmp_path):
     score(midi_writer, src)
     out = tmp_path / "ds"
     report = build_dataset(
-        out, midi_dir=src, instruments="Grand Piano", variants=1, textures=2, max_seconds=4,
-        workers=1, progress=False,
+        out, midi_dir=src, instruments="Grand Piano", variants=1, textures=2, strikes=1,
+        max_seconds=4, workers=1, progress=False,
     )  # fmt: skip
     assert report.exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     pieces = {p["id"]: p for p in manifest["pieces"]}
-    assert set(pieces) == {"score", "score-perf1", "texture-0000", "texture-0001"}
+    assert set(pieces) == {"score", "score-perf1", "texture-0000", "texture-0001", "strikes-0000"}
+    assert pieces["strikes-0000"]["augment"]["kind"] == "strikes"
+    assert corpus.piece_kind(pieces["strikes-0000"]) == "performed"
     assert pieces["score-perf1"]["group"] == "score"
     assert pieces["score-perf1"]["split"] == pieces["score"]["split"]
     assert pieces["score-perf1"]["augment"]["kind"] == "perform"
