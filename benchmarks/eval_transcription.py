@@ -92,20 +92,23 @@ from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
 # -- inputs --------------------------------------------------------------------------------
 
 
-def reference_notes(path: Path, seconds: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Intervals ``float[N x 2]`` and MIDI pitches ``int[N]`` of the notes starting before
-    ``seconds - END_MARGIN`` (ends cut at ``seconds``), unisons merged; and how many merged."""
+def reference_notes(
+    path: Path, seconds: float, start: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Intervals ``float[N x 2]`` and MIDI pitches ``int[N]`` of the notes starting in
+    ``start`` .. ``start + seconds - END_MARGIN``, in seconds from ``start`` (ends cut at
+    ``seconds``), unisons merged; and how many merged."""
     notes = sorted(read_notes(path, warn=False).notes, key=lambda n: (n.pitch, n.start))
     kept: list[list[float]] = []
     merged = 0
     for n in notes:
-        if n.start >= seconds - END_MARGIN:
+        if not start <= n.start < start + seconds - END_MARGIN:
             continue
-        if kept and kept[-1][2] == n.pitch and n.start - kept[-1][0] < ONSET_TOLERANCE:
-            kept[-1][1] = max(kept[-1][1], n.end)
+        if kept and kept[-1][2] == n.pitch and n.start - start - kept[-1][0] < ONSET_TOLERANCE:
+            kept[-1][1] = max(kept[-1][1], n.end - start)
             merged += 1
             continue
-        kept.append([n.start, n.end, n.pitch])
+        kept.append([n.start - start, n.end - start, n.pitch])
     arr = np.array(sorted(kept), dtype=np.float64).reshape(-1, 3)
     arr[:, 1] = np.clip(arr[:, 1], arr[:, 0] + 1e-3, seconds)
     return arr[:, :2], arr[:, 2].astype(int), merged

@@ -157,9 +157,9 @@ LAYERS = {
     "data": 3, "vocoders": 3, "examples": 3,
     "models": 4,
     "train": 5, "timbre": 5,
-    "synthesis": 6, "evaluation": 6,
+    "synthesis": 6, "evaluation": 6, "listening": 6,
     "synthesizer": 7,
-    "mel2mel": 8, "web": 8, "cli": 9, "__main__": 10,
+    "mel2mel": 8, "web": 8, "gallery": 8, "cli": 9, "__main__": 10,
 }  # fmt: skip
 
 

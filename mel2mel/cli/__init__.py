@@ -31,12 +31,14 @@ COMMAND_MODULES = (
     "render",
     "plot",
     "timbre",
+    "gallery",
     "serve",
+    "listen",
 )
 
 # Commands that write through temporary files and clean up when SIGTERM/SIGHUP unwind them.
 # Others keep their own handling (serve: uvicorn's; train: its checkpointing; data: workers).
-UNWIND_ON_TERMINATION = frozenset({"render", "vocode", "mel", "timbre"})
+UNWIND_ON_TERMINATION = frozenset({"render", "vocode", "mel", "timbre", "gallery"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,22 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from mel2mel import constants as C
 from mel2mel import validate
-from mel2mel.errors import UserError, one_line
+from mel2mel.errors import UserError
 from mel2mel.midi import time_to_frame
 from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.web.bodies import read_json, read_upload, wav_bytes
 from mel2mel.web.config import MB, WebConfig
 from mel2mel.web.errors import ApiError
+from mel2mel.web.handlers import install_error_handlers
 from mel2mel.web.jobs import Job, JobManager
 from mel2mel.web.maps import MapService, Space, plotly_js
 from mel2mel.web.pools import PARSE_SECONDS_PER_MB, Lane, process_pool, thread_pool
@@ -74,10 +72,6 @@ def available_vocoders(synth: Synthesizer) -> dict[str, Vocoder]:
         except (UserError, OSError, ValueError):
             continue
     return found
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def create_app(
@@ -150,37 +144,10 @@ def create_app(
     app.state.lanes, app.state.counters = lanes, counters
     app.state.close = jobs.close  # on SIGTERM, before connections drain (mel2mel.web.server)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error(err.status, err.message, err.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_params(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        return _error(400, f"bad request: {where}: {first['msg']}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        path = request.url.path[:80]
-        if err.status_code == 404:
-            message = f"no such page: {path}"
-        elif err.status_code == 405:
-            message = f"{request.method} is not allowed on {path}"
-        else:  # multipart parsing and the like: starlette's detail is one line
-            message = one_line(Exception(err.detail))[:200]
-        return _error(err.status_code, message, dict(err.headers or {}))
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_left(request: Request, err: ClientDisconnect) -> Response:
+    def count_disconnect() -> None:
         counters["client_disconnects"] += 1
-        log.info("client left during %s %s", request.method, request.url.path[:80])
-        return _error(400, "the client disconnected")  # nobody reads it
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, err: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=err)
-        return _error(500, "internal error (the server's log has the details)")
+    install_error_handlers(app, log, count_disconnect)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
