@@ -48,7 +48,12 @@ from mel2mel.web.handlers import install_error_handlers
 from mel2mel.web.listening_page import results_html
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_FILES = {"listen.js": "text/javascript", "listen.css": "text/css", "style.css": "text/css"}
+PAGE_FILES = {
+    "common.js": "text/javascript",
+    "listen.js": "text/javascript",
+    "listen.css": "text/css",
+    "style.css": "text/css",
+}
 MAX_BODY_BYTES = 4096
 MAX_TOKEN_CHARS = 64
 AUDIO_TYPES = {

@@ -2,7 +2,6 @@
 // streaming player (16-bit PCM fetched progressively and scheduled in an AudioContext).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const state = {
   info: null, map: null, space: null, upload: null, mapColor: "centroid",
   spaceColor: "centroid", point: null, jobId: null, previewKey: "",
@@ -15,19 +14,6 @@ function setStatus(text, error = false) {
   el.textContent = text;
   el.classList.toggle("error", error);
   if (error) window.m2m.errors.push(text);
-}
-
-async function api(path, options = {}) {
-  const resp = await fetch(path, options);
-  if (!resp.ok) {
-    let msg = `${resp.status} ${resp.statusText}`;
-    try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
-    const err = new Error(msg);
-    err.status = resp.status;
-    err.retryAfter = Number(resp.headers.get("Retry-After") || 0);
-    throw err;
-  }
-  return resp;
 }
 
 // ---- colour maps -------------------------------------------------------------------------

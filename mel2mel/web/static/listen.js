@@ -3,7 +3,6 @@
 // localStorage so that a reload goes on where the listener stopped.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "mel2mel-listen-token";
 const EXAMPLES = {
   best: ["best", "Example of the best quality you will hear in this test."],
@@ -23,18 +22,6 @@ function setStatus(text, error = false) {
   if (error) state.errors.push(text);
 }
 
-async function api(path, options = {}) {
-  const resp = await fetch(path, options);
-  if (!resp.ok) {
-    let msg = `${resp.status} ${resp.statusText}`;
-    try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
-    const err = new Error(msg);
-    err.status = resp.status;
-    throw err;
-  }
-  return resp.json();
-}
-
 function show(view) {
   for (const el of document.querySelectorAll(".view")) el.hidden = el.id !== `view-${view}`;
   state.view = view;
@@ -46,7 +33,7 @@ function testCount() { return trials().filter((t) => t.phase === "test").length;
 // ---- start -------------------------------------------------------------------------------
 async function loadSession() {
   try {
-    state.session = await api(`/api/listeners/${encodeURIComponent(state.token)}`);
+    state.session = await apiJson(`/api/listeners/${encodeURIComponent(state.token)}`);
   } catch (err) {
     if (err.status === 403) {  // an unknown token (a new database): start afresh
       localStorage.removeItem(TOKEN_KEY);
@@ -70,7 +57,7 @@ async function start() {
   if ($("expertise").value) body.expertise = $("expertise").value;
   $("start").disabled = true;
   try {
-    const made = await api("/api/listeners", {
+    const made = await apiJson("/api/listeners", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
@@ -147,7 +134,7 @@ async function next() {
   updateNext();
   try {
     const path = `/api/listeners/${encodeURIComponent(state.token)}/ratings/${trial.id}`;
-    const done = await api(path, {
+    const done = await apiJson(path, {
       method: "PUT", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ score }),
     });
