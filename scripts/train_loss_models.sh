@@ -12,8 +12,10 @@
 #
 #   mel2mel gallery build --data DATA -o site --config original --config mulaw8 \
 #       --config anchor --config fast-true \
-#       --config loss-abs=OUT/abs:fast:0 --config loss-log-abs=OUT/log-abs:fast:0 \
-#       --config loss-tanh-log-abs=OUT/tanh-log-abs:fast:0
+#       --config model-abs=OUT/abs:fast:0 --config model-log-abs=OUT/log-abs:fast:0 \
+#       --config model-tanh-log-abs=OUT/tanh-log-abs:fast:0
+#
+# (the column names that mel2mel listen results puts beside the paper's MOS).
 set -euo pipefail
 DATA=${1:?usage: $0 DATA OUT [STEPS] [THREADS]}
 OUT=${2:?usage: $0 DATA OUT [STEPS] [THREADS]}
