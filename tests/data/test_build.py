@@ -302,7 +302,7 @@ def test_convert_a_curated_chorale():
 def test_default_corpus_build_caches_the_conversion(tmp_path):
     pytest.importorskip("music21")
     out = tmp_path / "out"
-    scores_only = {"variants": 0, "textures": 0}  # test_perform.py builds the derived pieces
+    scores_only = {"variants": 0, "textures": 0, "strikes": 0}  # test_perform.py: the derived
     report = build_dataset(out, instruments="Vibraphone", limit=1, progress=False, **scores_only)
     assert report.items_built == 1 and report.pieces_prepared == 1
     m = manifest_of(out)
