@@ -37,6 +37,13 @@ def add_force_argument(
     p.add_argument("-f", "--force", action="store_true", help=help)
 
 
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """``--host``, ``--port`` and ``--log-level`` of the commands that run a web server."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
+
+
 def main_timbre(args: argparse.Namespace) -> Any:
     """The main timbre option, syntax-checked (names are resolved once the model is loaded)."""
     from mel2mel.timbre.spec import Morph, parse_mix

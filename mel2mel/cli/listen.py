@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from mel2mel import validate
-from mel2mel.cli.common import add_force_argument, add_output_argument
+from mel2mel.cli.common import add_force_argument, add_output_argument, add_server_arguments
 from mel2mel.errors import require
 from mel2mel.fileio import atomic_write_text, refuse_overwrite
 
@@ -38,8 +38,7 @@ def add_listen_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("site", type=Path, help="gallery folder (with gallery.json)")
     p.add_argument("--db", type=Path, required=True, help="SQLite database (created if absent)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    add_server_arguments(p)
     p.add_argument("--trials", type=int, default=40, help="test clips per listener (40)")
     p.add_argument("--training", type=int, default=4, help="training clips, not counted (4)")
     p.add_argument(
@@ -57,7 +56,6 @@ def add_listen_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--results-key", metavar="K", help="the results page needs ?key=K")
     p.add_argument("--session", metavar="NAME", help="label stored with each rating (the date)")
-    p.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
     p.set_defaults(func=run_listen_serve)
 
 

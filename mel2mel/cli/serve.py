@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from mel2mel import validate
+from mel2mel.cli.common import add_server_arguments
 from mel2mel.errors import UserError, require
 
 
@@ -64,8 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve the mel2mel page and its JSON/audio API with uvicorn. Everything "
         "is served locally (no CDN). Needs: pip install 'mel2mel[web]'.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    add_server_arguments(p)
     p.add_argument("--model", type=Path, help="export, or 'paper' (default: pretrained)")
     p.add_argument("--space", type=Path, help="space100.json (default: pretrained)")
     p.add_argument("--space-model", type=Path, help="its 10-D acoustic model (default: pretrained)")
@@ -81,5 +81,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-rss-mb", type=int, default=1536,
         help="memory ceiling the limits must fit under (1536 MB; see docs/WEB.md)",
     )  # fmt: skip
-    p.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
     p.set_defaults(func=run_serve)
