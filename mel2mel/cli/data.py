@@ -87,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ramps and random; default: 60 for the music21 corpus, 0 with --midi-dir)",
     )
     build.add_argument(
+        "--instruments-per-piece",
+        type=int,
+        metavar="K",
+        help="render each piece with only K of the instruments, dealt out evenly per split "
+        "(more music per instrument for a large set such as space100; default: all)",
+    )
+    build.add_argument(
         "--no-plain",
         action="store_true",
         help="leave out the scores as written: build only their performances and the textures",
@@ -170,6 +177,7 @@ def _build(args: argparse.Namespace) -> int:
         variants=args.variants,
         textures=args.textures,
         strikes=args.strikes,
+        instruments_per_piece=args.instruments_per_piece,
         seed=args.seed,
         max_seconds=args.max_seconds,
         plain=not args.no_plain,

@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="model_kind", metavar="MODEL", required=True)
     add_evaluate_acoustic(sub)
     add_evaluate_vocoder(sub)
+    add_evaluate_space(sub)
 
 
 def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
@@ -137,4 +138,56 @@ def run_evaluate_vocoder(args: argparse.Namespace) -> int:
     print(f"{'MR-STFT':<22}" + "".join(f"{o['mr_stft']:>13.3f}" for o in overall))
     print(f"{'x real time':<22}" + "".join(f"{o['real_time_factor']:>13.1f}" for o in overall))
     print(f"wrote {args.output}")
+    return 0
+
+
+def add_evaluate_space(sub: argparse._SubParsersAction) -> None:
+    """``mel2mel evaluate space``."""
+    p = sub.add_parser(
+        "space",
+        help="how organized a many-instrument model's timbre space is",
+        description="Nearest neighbours by GM program and family in the embedding table and its "
+        "3-D t-SNE, Spearman of the table's directions with spectral centroid and energy, "
+        "all against random tables as chance; writes organization.json (docs/SPACE100.md).",
+    )
+    p.add_argument(
+        "--model", type=Path, help="export or checkpoint (default: the shipped acoustic100)"
+    )
+    add_output_argument(p, "output directory", required=True)
+    p.add_argument(
+        "--features",
+        default="soundfont",
+        choices=["soundfont", "model"],
+        help="centroid and energy of each instrument from its SoundFont's render of the "
+        "reference passage (needs FluidSynth; default) or from the model's prediction",
+    )
+    p.add_argument("--draws", type=int, default=200, help="random tables for chance (default 200)")
+    p.add_argument("--cache", type=Path, help="SoundFont render cache (default: ~/.cache/mel2mel)")
+    add_force_argument(p, "overwrite an existing report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_evaluate_space)
+
+
+def run_evaluate_space(args: argparse.Namespace) -> int:
+    """Execute ``mel2mel evaluate space``; returns the exit status."""
+    from mel2mel import pretrained
+    from mel2mel.evaluation.acoustic import load_model
+    from mel2mel.evaluation.space import evaluate_space, summary_lines, write_space_report
+
+    refuse_overwrite([args.output / "organization.json"], args.force)
+    if args.draws < 1:
+        raise UserError(f"--draws must be at least 1, got {args.draws}")
+    model = load_model(args.model or pretrained.path(pretrained.ACOUSTIC100))
+    report = evaluate_space(
+        model,
+        features=args.features,
+        cache_dir=args.cache,
+        draws=args.draws,
+        progress=not args.no_progress,
+    )
+    report["model"] = str(args.model or "acoustic100")
+    path = write_space_report(report, args.output)
+    for line in summary_lines(report):
+        print(line)
+    print(f"wrote {path}")
     return 0

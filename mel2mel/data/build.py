@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mel2mel import constants as C
 from mel2mel.audio import cpu_log_mel
 from mel2mel.data import dataset as D
@@ -70,6 +72,7 @@ class BuildReport:
     out: Path
     pieces: int = 0
     instruments: int = 0
+    per_piece: int | None = None  # instruments per piece when not all of them render each
     items_finished_before: int = 0
     items_built: int = 0
     pieces_prepared: int = 0
@@ -89,8 +92,13 @@ class BuildReport:
 
     def summary(self) -> list[str]:
         """Human-readable summary, one fact per line."""
+        each = (
+            f"{self.instruments}"
+            if self.per_piece is None
+            else (f"{self.per_piece} of {self.instruments}")
+        )
         lines = [
-            f"built {self.items_built} item(s) ({self.pieces} piece(s) x {self.instruments} "
+            f"built {self.items_built} item(s) ({self.pieces} piece(s) x {each} "
             f"instrument(s), {self.items_finished_before} already finished) in "
             f"{self.seconds:.1f} s: {self.audio_seconds / 60:.1f} min of audio"
         ]
@@ -123,12 +131,53 @@ class _PiecePlan:
     todo: list[Instrument]
 
 
+def assign_instruments(
+    pieces: Sequence[Piece], instruments: Sequence[Instrument], per_piece: int, seed: int
+) -> dict[str, list[Instrument]]:
+    """The ``per_piece`` instruments that render each piece, balanced within each split.
+
+    The pieces of a split deal out a seeded shuffle of the instruments ``per_piece`` at a
+    time, a new shuffle each round, so every instrument gets the same number of pieces of
+    every split (to within one) and one piece never gets an instrument twice. Depends only on
+    the piece list (before ``--split``/``--shard`` filtering) and the seed, so every shard of
+    a sharded build agrees.
+    """
+    if not 1 <= per_piece <= len(instruments):
+        raise UserError(
+            f"--instruments-per-piece must be in 1..{len(instruments)} (the number of "
+            f"instruments), got {per_piece}"
+        )
+    out: dict[str, list[Instrument]] = {}
+    for split in D.SPLITS:
+        rng = np.random.default_rng([seed, 7919, D.SPLITS.index(split)])
+        deck: list[int] = []
+        for piece in (p for p in pieces if p.split == split):
+            chosen: list[int] = []
+            while len(chosen) < per_piece:
+                if len(deck) < per_piece:  # the rest of the deck first, then a new shuffle
+                    deck += [int(i) for i in rng.permutation(len(instruments))]
+                rest = []
+                for i in deck:  # deal from the top; a card already dealt waits for later
+                    (chosen if len(chosen) < per_piece and i not in chosen else rest).append(i)
+                deck = rest
+            out[piece.id] = [instruments[i] for i in sorted(chosen)]
+    return out
+
+
 def _plan(
-    root: Path, pieces: Sequence[Piece], instruments: Sequence[Instrument], settings: RenderSettings
+    root: Path,
+    pieces: Sequence[Piece],
+    all_instruments: Sequence[Instrument],
+    settings: RenderSettings,
+    assignment: dict[str, list[Instrument]],
 ) -> tuple[list[_PiecePlan], int, int]:
-    """Per-piece work left, the number of finished items and of removed temporary files."""
+    """Per-piece work left, the number of finished items and of removed temporary files.
+
+    A piece is rendered with ``assignment[piece.id]``, or with every instrument if it has none.
+    """
     plans, finished, removed, mismatch = [], 0, 0, []
     for piece in pieces:
+        instruments = assignment.get(piece.id, all_instruments)
         cache = root / D.SOURCES / f"{piece.id}.mid"
         own = piece.path is not None and piece.recipe is None
         midi_path = str(piece.path) if own else (str(cache) if cache.is_file() else None)
@@ -180,6 +229,7 @@ def build_dataset(
     variants: int | None = None,
     textures: int | None = None,
     strikes: int | None = None,
+    instruments_per_piece: int | None = None,
     seed: int = 0,
     max_seconds: float | None = None,
     plain: bool = True,
@@ -222,8 +272,14 @@ def build_dataset(
         Generated dynamics studies (:func:`mel2mel.data.textures.strikes_piece`: isolated
         chords at velocities over all of 1..127); ``None``: 60 for the default corpus, 0 with
         ``midi_dir``.
+    instruments_per_piece:
+        Render each piece with only this many of the instruments, dealt out so that every
+        instrument gets as many pieces of each split as the others (:func:`assign_instruments`):
+        more music per instrument for the same rendering time with a large instrument set.
+        ``None``: every piece with every instrument.
     seed:
-        Seed of the performances, textures and strikes (recorded per piece in the manifest).
+        Seed of the performances, textures and strikes (recorded per piece in the manifest) and
+        of the instrument assignment.
     max_seconds:
         Cut every score to its first ``max_seconds``, and take performances and textures of at
         most that length (default: whole scores, 30 s performances, 20 s textures).
@@ -283,6 +339,9 @@ def build_dataset(
     )
     if not plain:
         pieces = [p for p in pieces if p.recipe is not None and p.recipe[0] != "excerpt"]
+    assignment = {}
+    if instruments_per_piece is not None:
+        assignment = assign_instruments(pieces, insts, instruments_per_piece, seed)
     if split is not None:
         if split not in D.SPLITS:
             raise UserError(f"--split must be one of {', '.join(D.SPLITS)}, got {split!r}")
@@ -292,8 +351,10 @@ def build_dataset(
         raise UserError("nothing to build: no piece is left after --no-plain/--split/--shard")
     D.check_output_dir(root)
 
-    plans, finished, removed = _plan(root, pieces, insts, settings)
-    report = BuildReport(root, len(pieces), len(insts), finished, temp_files_removed=removed)
+    plans, finished, removed = _plan(root, pieces, insts, settings, assignment)
+    report = BuildReport(
+        root, len(pieces), len(insts), instruments_per_piece, finished, temp_files_removed=removed
+    )
     try:
         usable = _run(root, plans, settings, report, workers, progress)
     except BrokenProcessPool as err:

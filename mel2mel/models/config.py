@@ -61,6 +61,11 @@ class AcousticConfig:
         ``log``, ``0.2 + 0.8 ln(v) / ln(127)`` (0.2 at ``v = 1``, 1 at 127), affine in
         FluidSynth's velocity gain in dB (40 log10(v / 127)), so the input projection can map
         a note's velocity onto a log-mel level linearly. See :func:`mel2mel.models.code_velocity`.
+    embedding_init_std:
+        Standard deviation of the embedding table's normal initialization (1, PyTorch's
+        default, for every 10-instrument model). A small value (0.1 for the 100-instrument
+        space) starts every instrument near the origin, so that where it ends up is set by
+        training rather than by its random starting point (see docs/SPACE100.md).
     """
 
     n_instruments: int = 10
@@ -74,6 +79,7 @@ class AcousticConfig:
     dropout: float = 0.0
     n_mels: int = C.N_MELS
     velocity_coding: str = "linear"
+    embedding_init_std: float = 1.0
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -87,6 +93,8 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.frontend_kernel must be odd and >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("AcousticConfig.dropout must be in [0, 1)")
+        if not self.embedding_init_std > 0:
+            raise ValueError("AcousticConfig.embedding_init_std must be > 0")
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 

@@ -58,6 +58,10 @@ class TrainConfig:
     weight_decay:
         AdamW decoupled weight decay, applied to matrices only (not biases, the embedding
         table or FiLM maps).
+    embedding_lr_scale:
+        Learning rate of the embedding table relative to ``lr`` (same schedule). Adam moves a
+        parameter by about ``lr`` per step whatever its scale, so a table of 100 instruments
+        that each see a few hundredths of the batches needs a larger step to organize.
     betas:
         AdamW betas.
     grad_clip:
@@ -97,6 +101,7 @@ class TrainConfig:
     min_lr: float = 2e-5
     warmup_steps: int = 150
     weight_decay: float = 0.01
+    embedding_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     loss: str = "tanh-log-abs"
@@ -118,6 +123,8 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         positive = ("steps", "batch_size", "crop_frames", "crops_per_item", "log_every")
+        if not self.embedding_lr_scale > 0:
+            raise ValueError("train.embedding_lr_scale must be > 0")
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))
 
     def to_dict(self) -> dict[str, Any]:

@@ -67,18 +67,29 @@ def lr_lambda(step: int, *, warmup: int, total: int, floor: float) -> float:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices of the convolutions and the LSTM only."""
-    decay, no_decay = [], []
+    """AdamW with weight decay on weight matrices of the convolutions and the LSTM only.
+
+    With ``train.embedding_lr_scale != 1`` the embedding table gets a third group at
+    ``lr * embedding_lr_scale`` (only then, so the checkpoints of earlier runs, with two
+    groups, still resume).
+    """
+    t = config.train
+    decay, no_decay, table = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.dim() < 2 or name.startswith(("embedding.", "film_"))
-        (no_decay if skip else decay).append(p)
-    t = config.train
+        if name.startswith("embedding.") and t.embedding_lr_scale != 1:
+            table.append(p)
+        elif p.dim() < 2 or name.startswith("film_"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
     groups = [
         {"params": decay, "weight_decay": t.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if table:
+        groups.append({"params": table, "weight_decay": 0.0, "lr": t.lr * t.embedding_lr_scale})
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
 
 

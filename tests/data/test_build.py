@@ -326,3 +326,55 @@ def test_every_curated_piece_converts():
         data = list(pool.map(corpus.convert_music21, names))
     seconds = [read_notes(d, warn=False).duration for d in data]
     assert min(seconds) > 10 and sum(seconds) > 2 * 3600
+
+
+# -- instruments per piece --------------------------------------------------------------------
+
+
+def test_instruments_per_piece_are_dealt_evenly_per_split():
+    from mel2mel.data.build import assign_instruments
+    from mel2mel.instruments import Instrument
+
+    insts = [Instrument(f"inst {i}", i) for i in range(10)]
+    pieces = [corpus.Piece(f"piece-{k:03d}", f"test:{k}") for k in range(60)]
+    sizes = {s: sum(p.split == s for p in pieces) for s in ("train", "valid", "test")}
+    assert min(sizes.values()) >= 3
+    got = assign_instruments(pieces, insts, 3, seed=0)
+    assert set(got) == {p.id for p in pieces}
+    for split, n in sizes.items():
+        counts = {i.name: 0 for i in insts}
+        for p in pieces:
+            if p.split == split:
+                chosen = got[p.id]
+                assert len(chosen) == len({i.name for i in chosen}) == 3  # no repeats
+                for i in chosen:
+                    counts[i.name] += 1
+        assert max(counts.values()) - min(counts.values()) <= 1, (split, counts)
+        assert sum(counts.values()) == 3 * n
+    assert assign_instruments(pieces, insts, 3, seed=0) == got  # reproducible
+    assert assign_instruments(pieces, insts, 3, seed=1) != got  # and seeded
+    assert all(len(v) == 10 for v in assign_instruments(pieces, insts, 10, seed=0).values())
+    for bad in (0, 11):
+        with pytest.raises(UserError, match=r"--instruments-per-piece must be in 1\.\.10"):
+            assign_instruments(pieces, insts, bad, seed=0)
+
+
+@requires_fluidsynth
+def test_build_with_instruments_per_piece(tiny_inputs, tmp_path, capsys):
+    out = tmp_path / "data"
+    args = ["data", "build", "-o", str(out), "--midi-dir", str(tiny_inputs)]
+    args += ["--instruments", "Grand Piano,Trumpet,Flute", "--workers", "2", "--no-progress"]
+    assert main([*args, "--instruments-per-piece", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "built 2 item(s) (3 piece(s) x 1 of 3 instrument(s)" in printed  # one is corrupt
+    items = manifest_of(out)["items"]
+    assert len(items) == 2 and len({it["piece"] for it in items}) == 2
+    # Asking for every instrument later adds the missing items and keeps the others.
+    before = {
+        it["id"]: (out / "items" / f"{it['id']}.audio.npy").stat().st_mtime_ns for it in items
+    }
+    assert main(args) == 0
+    after = manifest_of(out)["items"]
+    assert len(after) == 6
+    for item_id, mtime in before.items():
+        assert (out / "items" / f"{item_id}.audio.npy").stat().st_mtime_ns == mtime

@@ -90,3 +90,26 @@ def test_space100_config_parses():
     config = load_run_config(ROOT / "configs" / "space100.yaml")
     assert config.model.embedding_dim == 10
     assert config.train.init_from == "mel2mel/pretrained/acoustic"
+
+
+def test_embedding_starts_small_and_learns_faster_when_asked():
+    from mel2mel.train.loop import make_optimizer
+
+    torch.manual_seed(0)
+    config = AcousticConfig.preset("debug", n_instruments=100, embedding_dim=10)
+    wide = Mel2Mel(config)
+    small = Mel2Mel(AcousticConfig.preset("debug", n_instruments=100, embedding_dim=10,
+                                          embedding_init_std=0.1))  # fmt: skip
+    assert 0.9 < wide.embedding.weight.std().item() < 1.1
+    assert 0.09 < small.embedding.weight.std().item() < 0.11
+    with pytest.raises(ValueError, match="embedding_init_std"):
+        AcousticConfig(embedding_init_std=0.0)
+    plain = make_optimizer(small, RunConfig(config, TrainConfig(lr=0.002)))
+    assert len(plain.param_groups) == 2  # as before: earlier checkpoints still resume
+    fast = make_optimizer(small, RunConfig(config, TrainConfig(lr=0.002, embedding_lr_scale=10)))
+    assert len(fast.param_groups) == 3
+    table = fast.param_groups[2]
+    assert table["params"] == [small.embedding.weight] and table["lr"] == pytest.approx(0.02)
+    assert all(small.embedding.weight is not p for g in fast.param_groups[:2] for p in g["params"])
+    with pytest.raises(ValueError, match="embedding_lr_scale"):
+        TrainConfig(embedding_lr_scale=0)
