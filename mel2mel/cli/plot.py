@@ -122,6 +122,12 @@ def add_space3d(sub: argparse._SubParsersAction) -> None:
     add_output_argument(p, "output prefix (.json, .png)", required=True, metavar="PREFIX")
     p.add_argument("--json", type=Path, help="write the JSON here instead of PREFIX.json")
     p.add_argument("--seed", type=int, help="t-SNE random_state (default: a fixed one, 0)")
+    p.add_argument(
+        "--samples",
+        action="store_true",
+        help="also write each dot's two clips of the reference passage, the model's (fast "
+        "vocoder) and its SoundFont's (FluidSynth), to PREFIX-samples/ and list them in the JSON",
+    )
     add_force_argument(p, "overwrite existing files")
     p.set_defaults(func=run_space3d)
 
@@ -141,6 +147,10 @@ def run_space3d(args: argparse.Namespace) -> int:
     name = export_paths(args.model)[0].stem
     seed = {} if args.seed is None else {"seed": args.seed}
     doc = space3d.space3d(model, name=name, **seed)
+    if args.samples:
+        folder = json_path.with_name(args.output.name + "-samples")
+        space3d.write_samples(model, doc, folder, progress=True)
+        print(f"wrote {2 * len(doc['instruments'])} clips to {folder}")
     space3d.write_json(doc, json_path)
     space3d.plot_space3d(doc, png_path)
     print(f"wrote {json_path} ({len(doc['instruments'])} instruments) and {png_path}")

@@ -56,12 +56,18 @@ def _round(x: float) -> float:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def write_midi(notes: Sequence[PNote], pedals: Sequence[tuple[float, bool]] = ()) -> bytes:
+def write_midi(
+    notes: Sequence[PNote],
+    pedals: Sequence[tuple[float, bool]] = (),
+    controls: Sequence[tuple[float, int, int, int]] = (),
+) -> bytes:
     """Standard MIDI File bytes (type 1, one track per channel) of ``notes`` and pedal events.
 
-    ``pedals`` are ``(time, down)`` sustain-pedal changes, sent on every channel that has notes.
-    Times are quantized to 1/1920 s. A note-off at the same tick as a note-on of the same key
-    is written first, so a re-struck key is a new note, not an extension.
+    ``pedals`` are ``(time, down)`` sustain-pedal changes, sent on every channel that has notes;
+    ``controls`` are other ``(time, channel, controller, value)`` changes (on channels that
+    have notes). Times are quantized to 1/1920 s. A note-off at the same tick as a note-on of
+    the same key is written first, so a re-struck key is a new note, not an extension; a
+    controller change comes before the notes of its tick.
     """
     sec_per_tick = TEMPO_US * 1e-6 / TICKS_PER_BEAT
     notes = _trim_overlaps(notes)
@@ -81,6 +87,10 @@ def write_midi(notes: Sequence[PNote], pedals: Sequence[tuple[float, bool]] = ()
             value = 127 if down else 0
             msg = mido.Message("control_change", channel=ch, control=SUSTAIN_CC, value=value)
             events.append((round(t / sec_per_tick), 1, msg))
+        for t, cch, control, value in controls:
+            if cch == ch:
+                msg = mido.Message("control_change", channel=ch, control=control, value=value)
+                events.append((round(t / sec_per_tick), 1, msg))
         events.sort(key=lambda e: (e[0], e[1]))
         track = mido.MidiTrack()
         if ci == 0:

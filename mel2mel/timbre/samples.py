@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import threading
@@ -40,7 +41,7 @@ from mel2mel.data.perform import PNote, write_midi
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
 from mel2mel.instruments import Instrument
-from mel2mel.midi import NoteSequence
+from mel2mel.midi import DEFAULT_VOLUME, VOLUME_CC, NoteSequence
 from mel2mel.timbre.map import reference_passage
 
 CACHE_VERSION = 1
@@ -145,10 +146,28 @@ class SoundFontSamples:
         return audio
 
 
-def sequence_midi(seq: NoteSequence) -> bytes:
-    """Standard MIDI File bytes of a note sequence (no pedal: ``end`` is where a note stops)."""
-    notes = [PNote(n.pitch, n.start, n.end, n.velocity, n.channel) for n in seq.notes]
-    return write_midi(notes)
+def sequence_midi(seq: NoteSequence, start: float = 0.0, seconds: float | None = None) -> bytes:
+    """Standard MIDI File bytes of ``seq`` from ``start`` for ``seconds`` (all of it: ``None``).
+
+    Notes keep their sounding ends (pedal included, so no pedal events are written), cut to
+    the segment and shifted to start at 0. The channels' volume curves (CC7 x CC11, see
+    :mod:`mel2mel.midi`) come back as CC7 changes of the same gain (CC7 = 100 sqrt(gain),
+    at most 127), so FluidSynth plays the segment as it played the whole file.
+    """
+    stop = math.inf if seconds is None else start + seconds
+    notes = [
+        PNote(n.pitch, max(n.start, start) - start, min(n.end, stop) - start, n.velocity, n.channel)
+        for n in seq.notes
+        if n.end > start and n.start < stop and n.start >= start - 1e-9
+    ]
+    controls = []
+    for ch, points in seq.volume.items():
+        before = [g for t, g in points if t <= start]
+        gains = [(0.0, before[-1] if before else 1.0)]
+        gains += [(t - start, g) for t, g in points if start < t < stop]
+        for t, g in gains:
+            controls.append((t, ch, VOLUME_CC, min(127, round(DEFAULT_VOLUME * math.sqrt(g)))))
+    return write_midi(notes, controls=controls)
 
 
 def reference_midi() -> bytes:

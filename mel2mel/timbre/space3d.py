@@ -40,7 +40,9 @@ from mel2mel import pretrained
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
+from mel2mel.instruments import Instrument, slugify
 from mel2mel.timbre.map import mel_statistics, passage_roll, reference_passage
+from mel2mel.timbre.organization import GM_FAMILIES, gm_family
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = pretrained.path(pretrained.ACOUSTIC100)
@@ -137,6 +139,7 @@ def space3d(model: Any, *, name: str = "model", seed: int = TSNE_SEED) -> dict[s
                 "index": i,
                 "embedding": [round(float(v), 6) for v in emb[i]],
                 "position": [round(float(v), 5) for v in pos[i]],
+                "family": None if inst.program is None else GM_FAMILIES[gm_family(inst.program)],
                 "centroid_hz": round(float(centroid[i]), 2),
                 "energy_db": round(float(energy[i]), 3),
                 "color_centroid": colors["centroid"][i],
@@ -182,14 +185,14 @@ def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | N
     insts = doc["instruments"]
     pos = np.array([i["position"] for i in insts])
     fonts = sorted({str(i["soundfont"]) for i in insts})
-    fig = plt.figure(figsize=(13, 6.2), dpi=110)
+    fig = plt.figure(figsize=(19, 6.2), dpi=110)
     for k, (field, label, key) in enumerate(
         [
             ("centroid_hz", "spectral centroid (Hz)", "centroid"),
             ("energy_db", "mean energy (dB)", "energy"),
         ]
     ):
-        ax = fig.add_subplot(1, 2, k + 1, projection="3d")
+        ax = fig.add_subplot(1, 3, k + 1, projection="3d")
         values = np.array([i[field] for i in insts])
         norm = Normalize(values.min(), values.max())
         for f, font in enumerate(fonts):
@@ -216,6 +219,7 @@ def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | N
         fig.colorbar(ScalarMappable(norm, COLOR_MAPS[key]), ax=ax, shrink=0.55, label=label)
         if k == 0 and len(fonts) > 1:
             ax.legend(loc="upper left", fontsize=7, title="marker = SoundFont", title_fontsize=7)
+    _family_panel(fig.add_subplot(1, 3, 3, projection="3d"), insts, pos)
     n, e = len(insts), doc.get("embedding_dim")
     fig.suptitle(title or f"{doc.get('model')}: 3-D t-SNE of {n} instruments' {e}-D embeddings")
     fig.tight_layout()
@@ -224,3 +228,97 @@ def plot_space3d(doc: dict[str, Any], path: str | os.PathLike, *, title: str | N
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+FAMILY_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#ad494a",
+    "#637939",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+)  # fmt: skip  (the web page's, one per GM family)
+
+
+def _family_panel(ax: Any, insts: list[dict[str, Any]], pos: np.ndarray) -> None:
+    """The third view: one colour per General MIDI family, with a legend."""
+    for f, family in enumerate(GM_FAMILIES):
+        sel = [j for j, i in enumerate(insts) if _family_of(i) == family]
+        if sel:
+            ax.scatter(*pos[sel].T, color=FAMILY_COLORS[f], s=34, edgecolors="k",
+                       linewidths=0.3, depthshade=False, label=family)  # fmt: skip
+    ax.set_title("coloured by General MIDI family", fontsize=10)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.set_zticklabels([])
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="GM family",
+              title_fontsize=7)  # fmt: skip
+
+
+def _family_of(inst: dict[str, Any]) -> str | None:
+    if inst.get("family"):
+        return inst["family"]
+    program = inst.get("program")
+    return GM_FAMILIES[gm_family(program)] if isinstance(program, int) else None
+
+
+def write_samples(
+    model: Any,
+    doc: dict[str, Any],
+    folder: str | os.PathLike,
+    *,
+    vocoder: Any = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Path:
+    """Each dot's two clips of the reference passage, side by side: the model's rendition and
+    its SoundFont's (FluidSynth), as ``folder/NNN-slug.model.ogg`` and ``.soundfont.ogg``
+    (Ogg/Opus, one gain per pair so their levels compare); adds their paths, relative to
+    ``folder``'s parent, to each instrument of ``doc`` (keys ``sample_model``,
+    ``sample_soundfont``).
+
+    Parameters
+    ----------
+    model:
+        The :class:`~mel2mel.models.acoustic.Mel2Mel` of ``doc``.
+    vocoder:
+        A :class:`~mel2mel.vocoders.base.Vocoder`; ``None`` for the shipped fast vocoder.
+    """
+    import soundfile as sf
+    import torch
+    from tqdm import tqdm
+
+    from mel2mel.models.export import load_pretrained_vocoder
+    from mel2mel.timbre.samples import SoundFontSamples, reference_midi
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    voc = vocoder if vocoder is not None else load_pretrained_vocoder("fast")
+    samples = SoundFontSamples(cache_dir)
+    roll = torch.from_numpy(passage_roll(reference_passage()))[None]  # 1 x 176 x F
+    midi = reference_midi()
+    for inst in tqdm(doc["instruments"], desc="samples", disable=None if progress else True):
+        with torch.inference_mode():
+            mel = model.infer(roll, instrument=inst["index"])
+            ours = voc.vocode(mel).reshape(-1).cpu().numpy()
+        real = samples.render(Instrument(inst["name"], inst["program"]), midi)
+        n = min(len(ours), len(real))
+        peak = max(float(np.abs(ours[:n]).max()), float(np.abs(real[:n]).max()), 1e-6)
+        stem = f"{inst['index']:03d}-{slugify(inst['name'], sep='-')}"
+        for kind, audio in (("model", ours[:n]), ("soundfont", real[:n])):
+            path = folder / f"{stem}.{kind}.ogg"
+            clip = (0.5 / peak) * audio  # -6 dBFS for the louder of the pair
+            atomic_write(path, lambda tmp, a=clip: sf.write(tmp, a, C.SAMPLE_RATE,
+                         format="OGG", subtype="OPUS"), suffix=".ogg")  # fmt: skip
+            inst[f"sample_{kind}"] = f"{folder.name}/{path.name}"
+    return folder

@@ -9,6 +9,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
+import torch
 from conftest import SOUNDFONT, piano_trumpet_model, requires_fluidsynth
 
 from mel2mel import constants as C
@@ -141,3 +142,35 @@ def test_learning_recovers_a_trained_instrument(tmp_path):
     assert abs(result.mel_error_db - own_db) < 0.05 * own_db, (result.mel_error_db, own_db)
     ranked = learn_timbre(synth, audio, notes, steps=0, progress=False).starts
     assert ranked[0][0] == "Trumpet", ranked[:3]
+
+
+@requires_fluidsynth
+def test_learn_with_a_100_instrument_style_model(tmp_path, midi_writer, monkeypatch, capsys):
+    """A 10-D embedding (the 100-instrument space) learns and renders like the 2-D one."""
+    from mel2mel.data.instrument_sets import space100_spec
+    from mel2mel.models.acoustic import Instrument, Mel2Mel
+    from mel2mel.models.config import AcousticConfig
+
+    monkeypatch.setenv("MEL2MEL_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    spec = space100_spec()[:12]
+    model = Mel2Mel(
+        AcousticConfig.preset("debug", n_instruments=12, embedding_dim=10),
+        [Instrument(n, p) for n, p, _ in spec],
+    ).eval()
+    folder = tmp_path / "model100"
+    save_pretrained(model, folder)
+    midi = midi_writer(tmp_path / "x.mid", tune(3.0))
+    write_audio(tmp_path / "x.wav", fluidsynth_audio(midi, 56, tmp_path))
+    args = ["timbre", "learn", "--audio", str(tmp_path / "x.wav"), "--midi", str(midi),
+            "--model", str(folder), "--steps", "3", "-q", "--name", "Wide Horn"]  # fmt: skip
+    assert main(args) == 0
+    assert "saved 'Wide Horn'" in capsys.readouterr().out
+    data = json.loads((tmp_path / "home" / "timbres" / "wide-horn.json").read_text())
+    assert len(data["vector"]) == 10
+    assert main(["timbre", "learn", *args[2:-1], "Other", "--init", "0.1,0.2"]) == 2
+    assert "10" in capsys.readouterr().err  # a 2-D start for a 10-D space is refused
+    out = tmp_path / "y.wav"
+    assert main(["render", str(midi), "-o", str(out), "--model", str(folder), "-i", "wide horn",
+                 "--vocoder", "griffinlim", "--quiet", "--duration", "0.5"]) == 0  # fmt: skip
+    assert out.stat().st_size > 1000

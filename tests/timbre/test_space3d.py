@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import requires_fluidsynth
 
 from mel2mel import pretrained
 from mel2mel.cli import main
@@ -21,7 +22,7 @@ from mel2mel.timbre import space3d as S
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 KEYS = {"name", "soundfont", "program", "index", "embedding", "position", "centroid_hz"}
-KEYS |= {"energy_db", "color_centroid", "color_energy"}
+KEYS |= {"energy_db", "color_centroid", "color_energy", "family"}
 SHIPPED = pretrained.path(pretrained.ACOUSTIC100)
 SHIPPED_JSON = pretrained.path(pretrained.SPACE100)
 
@@ -92,6 +93,33 @@ def test_cli_writes_json_and_png(tmp_path, capsys):
     assert main(args) == 2 and "exists; pass -f" in capsys.readouterr().err
     other = tmp_path / "web.json"
     assert main([*args, "-f", "--json", str(other)]) == 0 and other.is_file()
+    assert [i["family"] for i in doc["instruments"]] == [
+        "Piano",
+        "Piano",
+        "Piano",
+        "Chromatic Percussion",
+    ]
+
+
+@requires_fluidsynth
+def test_cli_writes_each_dots_model_and_soundfont_clips(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    save_pretrained(tiny_model(2), tmp_path / "m2")
+    out = tmp_path / "out" / "space"
+    assert (
+        main(["plot", "space3d", "--model", str(tmp_path / "m2"), "-o", str(out), "--samples"]) == 0
+    )
+    doc = json.loads(out.with_suffix(".json").read_text())
+    for inst in doc["instruments"]:
+        model_clip, real_clip = (out.parent / inst[f"sample_{k}"] for k in ("model", "soundfont"))
+        a, sr = sf.read(model_clip)
+        b, _ = sf.read(real_clip)
+        assert sr == 48000 or sr == 16000  # Opus decodes at its own rate
+        assert len(a) == len(b) and len(a) > 3.5 * sr
+        assert max(np.abs(a).max(), np.abs(b).max()) == pytest.approx(0.5, abs=0.08)  # -6 dBFS
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2  # the SoundFont renders, cached
 
 
 @pytest.mark.skipif(not SHIPPED.with_suffix(".json").is_file(), reason="no shipped model")
