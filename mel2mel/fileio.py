@@ -77,3 +77,12 @@ def refuse_overwrite(paths: Iterable[str | os.PathLike], force: bool, hint: str 
     for path in paths:
         if Path(path).exists():
             raise UserError(f"{path} exists; pass {hint} to overwrite")
+
+
+def cache_root() -> Path:
+    """The folder of mel2mel's caches: ``$MEL2MEL_CACHE``, else ``$XDG_CACHE_HOME/mel2mel``,
+    else ``~/.cache/mel2mel`` (ONNX graphs of the served models, SoundFont renders)."""
+    if os.environ.get("MEL2MEL_CACHE"):
+        return Path(os.environ["MEL2MEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mel2mel"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mel2mel.cli.common import add_force_argument, add_output_argument
+from mel2mel.cli.export import add_export_onnx, add_export_site
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
 
@@ -48,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_export_acoustic(export_sub)
     add_export_vocoder(export_sub)
     add_export_texture(export_sub)
+    add_export_onnx(export_sub)  # the in-page models and the static site (cli/export.py)
+    add_export_site(export_sub)
 
 
 def add_train_acoustic(sub: argparse._SubParsersAction) -> None:

@@ -112,7 +112,8 @@ class Mel2Mel(nn.Module):
         self.metadata: dict[str, Any] = {}  # provenance (loss, step, ...) kept by exports
         c = config
         self.embedding = nn.Embedding(c.n_instruments, c.embedding_dim)
-        nn.init.normal_(self.embedding.weight, std=c.embedding_init_std)
+        if c.embedding_init_std != 1.0:  # nn.Embedding draws N(0, 1) itself
+            nn.init.normal_(self.embedding.weight, std=c.embedding_init_std)
         self.input = nn.Conv1d(c.roll_channels, c.channels, 1)
         front: list[nn.Module] = []
         for _ in range(c.frontend_layers):

@@ -39,7 +39,7 @@ from mel2mel.data.fluidsynth import (
 from mel2mel.data.instrument_sets import INSTRUMENT_SETS, SOUNDFONTS, soundfont_path
 from mel2mel.data.perform import PNote, write_midi
 from mel2mel.errors import UserError
-from mel2mel.fileio import atomic_write
+from mel2mel.fileio import atomic_write, cache_root
 from mel2mel.instruments import Instrument
 from mel2mel.midi import DEFAULT_VOLUME, VOLUME_CC, NoteSequence
 from mel2mel.timbre.map import reference_passage
@@ -48,9 +48,8 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/mel2mel/soundfont-samples``, else ``~/.cache/mel2mel/...``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mel2mel" / "soundfont-samples"
+    """:func:`mel2mel.fileio.cache_root` / ``soundfont-samples``."""
+    return cache_root() / "soundfont-samples"
 
 
 def soundfont_for(instrument: Instrument) -> Path:

@@ -31,13 +31,15 @@ from mel2mel import validate
 from mel2mel.errors import UserError
 from mel2mel.midi import time_to_frame
 from mel2mel.synthesizer import TAIL_SECONDS, Synthesizer
+from mel2mel.timbre.samples import SoundFontSamples
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.web.bodies import read_json, read_upload, wav_bytes
 from mel2mel.web.config import MB, WebConfig
 from mel2mel.web.errors import ApiError
 from mel2mel.web.handlers import install_error_handlers
+from mel2mel.web.inpage import PLOTLY_3D, CrossOriginIsolation, InpageModels
 from mel2mel.web.jobs import Job, JobManager
-from mel2mel.web.maps import MapService, Space, plotly_js
+from mel2mel.web.maps import MapService, Space, plotly_js, soundfont_wav
 from mel2mel.web.pools import PARSE_SECONDS_PER_MB, Lane, process_pool, thread_pool
 from mel2mel.web.segments import RenderSpec
 from mel2mel.web.uploads import Upload, UploadStore, parse_piece
@@ -82,6 +84,7 @@ def create_app(
     map_resolution: int = 41,
     vocoders: Mapping[str, Vocoder] | None = None,
     timbre_library: Path | None = None,
+    soundfont_cache: Path | None = None,
 ) -> FastAPI:
     """Build the app around a synthesizer (default: the shipped models).
 
@@ -101,6 +104,9 @@ def create_app(
     timbre_library:
         Folder of the timbre library whose learned timbres the map shows (default: the
         synthesizer's library, whose timbres renders resolve by name).
+    soundfont_cache:
+        Folder of the cached SoundFont renders behind the space's dots (default:
+        :func:`mel2mel.timbre.samples.default_cache_dir`).
     """
     cfg = config or WebConfig()
     if cfg.torch_threads is not None:
@@ -109,6 +115,7 @@ def create_app(
         torch.set_num_threads(cfg.torch_threads)
     synth = synth or Synthesizer.from_pretrained(vocoder="griffinlim")
     space = space or Space()
+    samples = SoundFontSamples(soundfont_cache)
     uploads = UploadStore(cfg)
     jobs = JobManager(cfg)
     maps = MapService(synth, map_resolution, timbre_library)
@@ -116,6 +123,7 @@ def create_app(
     default_vocoder = next(
         (k for k in ("fast", "griffinlim") if k in vocoders), next(iter(vocoders))
     )
+    inpage = InpageModels(synth, vocoders.get("fast"), space)  # ONNX files for the page
     parse = Lane(process_pool(cfg.parse_workers), cfg.parse_workers,  # cost: MB of MIDI
                  cfg.parse_workers + cfg.max_queued_parses, "reading a file",
                  PARSE_SECONDS_PER_MB)  # fmt: skip
@@ -131,6 +139,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         map_pool = ThreadPoolExecutor(1, "mel2mel-map")
         state["map"] = map_pool.submit(maps.compute)
+        inpage.start()
         if space.available:  # load its model now rather than on the first click
             map_pool.submit(space.synth)
         yield
@@ -148,6 +157,7 @@ def create_app(
         counters["client_disconnects"] += 1
 
     install_error_handlers(app, log, count_disconnect)
+    app.add_middleware(CrossOriginIsolation)  # threads for onnxruntime-web (mel2mel.web.inpage)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -157,10 +167,22 @@ def create_app(
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     async def plotly() -> Response:
-        path = plotly_js()
+        # plotly.js's 3-D bundle (1.75 MB; the page draws only scatter3d), else the wheel's (4.8)
+        path = PLOTLY_3D if PLOTLY_3D.is_file() else plotly_js()
         if path is None:
             raise ApiError(404, "plotly is not installed: pip install 'mel2mel[web]'")
         return FileResponse(path, media_type="text/javascript")
+
+    @app.api_route("/onnx/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def onnx_file(name: str) -> FileResponse:
+        try:
+            path = inpage.path(name)
+        except LookupError as err:
+            raise ApiError(404, str(err)) from None
+        if path is None:
+            raise ApiError(503, "the in-page models are being built", {"Retry-After": "1"})
+        media = "application/json" if name.endswith(".json") else "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/info")
     async def info() -> dict[str, Any]:
@@ -179,6 +201,7 @@ def create_app(
                 "max_render_seconds": cfg.max_render_seconds,
             },
             "space": {"available": space.available, "reason": space.reason},
+            "inpage": inpage.status(),
         }
 
     @app.get("/api/health")
@@ -221,6 +244,32 @@ def create_app(
     @app.get("/api/space")
     async def space_info() -> dict[str, Any]:
         return space.public()
+
+    @app.get("/api/space/{index}/soundfont.wav")
+    async def space_soundfont(
+        index: int, upload_id: str | None = None, start: float = 0.0
+    ) -> Response:
+        """The SoundFont behind a dot (FluidSynth) playing what the model's clip plays."""
+        if not space.available:
+            raise ApiError(404, space.reason or "no 100-instrument space")
+        last = len(space.instruments) - 1
+        if not 0 <= index <= last:
+            raise ApiError(404, f"no instrument {index}: the space has 0..{last}")
+        if not SoundFontSamples.available():
+            raise ApiError(503, "SoundFont samples need FluidSynth on the server "
+                           "(apt install fluidsynth)")  # fmt: skip
+        try:
+            start = validate.seconds(start, "start")
+        except UserError as err:
+            raise ApiError(400, str(err)) from None
+        item = uploads.get(upload_id) if upload_id is not None else None
+        seq = item.piece.unpack() if item is not None else maps.reference
+        if start >= max(seq.duration, 0.0) and start > 0:
+            raise ApiError(400, f"start {start:g} s is past the end ({seq.duration:.2f} s)")
+        inst = space.soundfont_instrument(index)
+        data = await light.run(soundfont_wav, samples, inst, seq, start, cfg.space_clip_seconds,
+                               timeout=cfg.render_timeout_s)  # fmt: skip
+        return Response(data, media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/uploads", status_code=201)
     async def upload(request: Request, name: str = "upload.mid") -> Response:

@@ -22,10 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from mel2mel import constants as C
+from mel2mel.data.instrument_sets import SOUNDFONTS
+from mel2mel.errors import UserError
+from mel2mel.instruments import Instrument
 from mel2mel.models.export import model_fingerprint
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
 from mel2mel.timbre import map as timbre_map
 from mel2mel.timbre.library import TimbreLibrary
+from mel2mel.timbre.organization import GM_FAMILIES, gm_family
+from mel2mel.timbre.samples import SoundFontSamples, sequence_midi
+from mel2mel.web.errors import ApiError
 
 PREVIEW_RANGE = (-11.5, 2.5)  # log-mel values shown from black to white
 PREVIEW_CACHE = 512
@@ -157,17 +164,31 @@ class Space:
         self.instruments = doc["instruments"]
 
     def public(self) -> dict[str, Any]:
-        """The JSON the page gets."""
+        """The JSON the page gets: per instrument its GM family too, and whether the server
+        can play the SoundFont behind each dot (FluidSynth installed)."""
         keys = ("name", "soundfont", "program", "position", "centroid_hz", "energy_db",
                 "color_centroid", "color_energy")  # fmt: skip
         return {
             "available": self.available,
             "reason": self.reason,
+            "soundfont_samples": self.available and SoundFontSamples.available(),
+            "families": list(GM_FAMILIES),
             "instruments": [
-                {"index": k, **{key: inst.get(key) for key in keys}}
+                {"index": k, **{key: inst.get(key) for key in keys}, "family": _family(inst)}
                 for k, inst in enumerate(self.instruments)
             ],
         }
+
+    def soundfont_instrument(self, index: int) -> Instrument:
+        """The instrument behind dot ``index``: name, program and its SoundFont's path.
+
+        The JSON's ``soundfont`` (a file name) picks one of the Debian SoundFonts; otherwise the
+        SoundFont comes from the name (:func:`mel2mel.timbre.samples.soundfont_for`).
+        """
+        inst = self.instruments[index]
+        known = {sf.path.name: sf.path for sf in SOUNDFONTS.values()}
+        path = known.get(str(inst.get("soundfont")))
+        return Instrument(inst["name"], inst.get("program"), None if path is None else str(path))
 
     def synth(self) -> Synthesizer:
         """The space's synthesizer (loaded once, in whichever thread asks first)."""
@@ -179,6 +200,35 @@ class Space:
     def embedding(self, index: int) -> np.ndarray:
         """The embedding of instrument ``index``."""
         return np.asarray(self.instruments[index]["embedding"], dtype=np.float32)
+
+
+def soundfont_wav(
+    samples: SoundFontSamples, inst: Instrument, seq: Any, start: float, seconds: float
+) -> bytes:
+    """16-bit WAV of ``seq`` from ``start`` for ``seconds`` played by ``inst``'s SoundFont,
+    peak-normalized like the model's clips are not: FluidSynth's own level is kept.
+
+    Raises ApiError 503 naming the Debian package when the SoundFont is missing.
+    """
+    from mel2mel.web.bodies import wav_bytes
+
+    try:
+        audio = samples.render(inst, sequence_midi(seq, start, seconds))
+    except UserError as err:
+        if "SoundFont" not in str(err):
+            raise ApiError(422, err.public_message()[:300]) from None
+        package = next((sf.package for sf in SOUNDFONTS.values() if sf.package in str(err)), None)
+        hint = f" (apt install {package})" if package else ""
+        msg = f"the SoundFont of {inst.name} is not installed on the server{hint}"
+        raise ApiError(503, msg) from None
+    audio = audio[: round(seconds * C.SAMPLE_RATE)]
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    return wav_bytes([pcm.tobytes()])
+
+
+def _family(inst: dict[str, Any]) -> str | None:
+    program = inst.get("program")
+    return GM_FAMILIES[gm_family(program)] if isinstance(program, int) else None
 
 
 @functools.cache

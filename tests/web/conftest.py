@@ -107,6 +107,7 @@ def web_parts(tmp_path_factory: pytest.TempPathFactory, web_synth: Synthesizer) 
         "space": make_space(tmp_path_factory.mktemp("space")),
         "vocoders": {"griffinlim": GriffinLim(n_iter=4, nnls_iterations=2)},
         "map_resolution": 9,
+        "soundfont_cache": tmp_path_factory.mktemp("soundfont-samples"),
     }
 
 

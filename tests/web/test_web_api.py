@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import requires_fluidsynth
 from fastapi.testclient import TestClient
 
 from mel2mel import constants as C
@@ -175,6 +176,33 @@ def test_space_render(client: TestClient) -> None:
     assert job["label"] == "Inst 3"
     assert len(stream(client, job["id"])) == 2 * C.SAMPLE_RATE
     error(client.post("/api/render", json={"space_index": 12}), 400, "space_index")
+
+
+@requires_fluidsynth
+def test_space_soundfont_sample(client: TestClient, web_parts: dict) -> None:
+    space = client.get("/api/space").json()
+    assert space["soundfont_samples"] and "Brass" in space["families"]
+    families = [i["family"] for i in space["instruments"]]  # the test space's programs: 0..11
+    assert families[7:9] == ["Piano", "Chromatic Percussion"]
+    cache = web_parts["soundfont_cache"]  # shared with the browser tests' server
+    before = set(cache.glob("*.npy"))
+    r = client.get("/api/space/1/soundfont.wav")  # program 1 on the reference passage
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    audio, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    assert sr == C.SAMPLE_RATE and len(audio) == 2 * C.SAMPLE_RATE  # the space's clip length
+    assert 0.003 < np.abs(audio).max() < 1.0
+    cached = set(cache.glob("*.npy"))
+    assert len(cached - before) <= 1 and cached  # rendered once (or already by another test)
+    assert client.get("/api/space/1/soundfont.wav").content == r.content  # from the cache
+    assert set(cache.glob("*.npy")) == cached
+    # an upload's segment, from a start time, plays its own notes
+    up = client.post("/api/uploads?name=a.mid", content=midi_bytes(6.0)).json()
+    seg = client.get(f"/api/space/1/soundfont.wav?upload_id={up['id']}&start=2")
+    assert seg.status_code == 200 and seg.content != r.content
+    error(client.get(f"/api/space/1/soundfont.wav?upload_id={up['id']}&start=50"), 400, "past")
+    error(client.get("/api/space/12/soundfont.wav"), 404, "0..11")
+    error(client.get("/api/space/1/soundfont.wav?upload_id=nope"), 404)
+    error(client.get("/api/space/1/soundfont.wav?start=nan"), 400, "start")
 
 
 def test_segments_cover_the_range() -> None:

@@ -220,3 +220,23 @@ def test_space_rotate_and_click(page) -> None:
     )
     assert "100-instrument" in page.text_content("#status")
     shot(page, "06-space-click")
+
+
+def test_space_families_and_soundfont_sample(page) -> None:
+    page.locator("#space").scroll_into_view_if_needed()
+    page.check("input[name=spacecolor][value=family]")
+    wait_for(page, "document.querySelectorAll('#space .legendtext').length > 0", "a legend")
+    legend = page.eval_on_selector_all("#space .legendtext", "els => els.map(e => e.textContent)")
+    assert legend == ["Piano", "Chromatic Percussion"]  # the test space's programs 0..11
+    job_before = page.evaluate("window.m2m.state.jobId")
+    page.select_option("#space-select", "2")
+    wait_for(page, "old => window.m2m.state.jobId !== old", "the model's clip to start", job_before)
+    assert page.is_visible("#space-compare")
+    plays = page.evaluate("window.m2m.soundfontPlays || 0")
+    page.click("#space-soundfont")
+    wait_for(page, "n => (window.m2m.soundfontPlays || 0) > n", "the SoundFont sample", plays)
+    assert "playing the SoundFont" in page.text_content("#space-sample-msg")
+    assert page.evaluate("!document.getElementById('space-sample').paused")
+    page.check("input[name=spacecolor][value=centroid]")
+    wait_for(page, "document.querySelectorAll('#space .legendtext').length === 0", "no legend")
+    shot(page, "07-space-soundfont")

@@ -104,6 +104,10 @@ async function startRender(body, what) {
     await fetch(`/api/jobs/${state.jobId}`, { method: "DELETE" }).catch(() => {});
   }
   $("download").classList.add("disabled");
+  if (window.m2mInpage && window.m2mInpage.canRender(body)) {  // static/inpage/ui.js
+    state.jobId = null;
+    return window.m2mInpage.render(body, what, clickAt);
+  }
   body.vocoder = $("vocoder").value;
   if (state.upload) body.upload_id = state.upload.id;
   setStatus(`rendering ${what}…`);
@@ -148,11 +152,17 @@ async function startRender(body, what) {
 // ---- upload and piano roll ---------------------------------------------------------------
 async function uploadFile(file) {
   setStatus(`uploading ${file.name}…`);
+  const inpage = window.m2mInpage;  // static/inpage/ui.js: also read in the page
   try {
-    const resp = await api(`/api/uploads?name=${encodeURIComponent(file.name)}`, {
-      method: "POST", body: file, headers: { "Content-Type": "audio/midi" },
-    });
-    state.upload = await resp.json();
+    if (window.M2M_SITE) {
+      state.upload = await inpage.upload(file);
+    } else {
+      const resp = await api(`/api/uploads?name=${encodeURIComponent(file.name)}`, {
+        method: "POST", body: file, headers: { "Content-Type": "audio/midi" },
+      });
+      state.upload = await resp.json();
+      if (inpage && inpage.ready) await inpage.upload(file).catch(() => {});
+    }
   } catch (err) {
     setStatus(`error: ${err.message}`, true);
     return;
@@ -307,9 +317,14 @@ async function requestPreview(x, y) {
   if (previewBusy) { previewNext = [x, y]; return; }
   previewBusy = true;
   try {
-    const resp = await api(`/api/preview?x=${x.toFixed(3)}&y=${y.toFixed(3)}`);
-    const bins = Number(resp.headers.get("X-Mel-Bins")), frames = Number(resp.headers.get("X-Mel-Frames"));
-    drawPreview(new Uint8Array(await resp.arrayBuffer()), bins, frames);
+    if (window.m2mInpage && window.m2mInpage.active) {  // computed in the page
+      const p = await window.m2mInpage.preview(x, y);
+      drawPreview(p.data, p.bins, p.frames);
+    } else {
+      const resp = await api(`/api/preview?x=${x.toFixed(3)}&y=${y.toFixed(3)}`);
+      const bins = Number(resp.headers.get("X-Mel-Bins")), frames = Number(resp.headers.get("X-Mel-Frames"));
+      drawPreview(new Uint8Array(await resp.arrayBuffer()), bins, frames);
+    }
     $("preview-at").textContent = `(${x.toFixed(2)}, ${y.toFixed(2)})`;
     state.previewKey = `${x.toFixed(3)},${y.toFixed(3)}`;
     window.m2m.previews += 1;
@@ -381,31 +396,52 @@ async function loadMap() {
 }
 
 // ---- the 3-D space of 100 instruments ----------------------------------------------------
+// 16 General MIDI families (programs 0-7, 8-15, ...), one colour each
+const FAMILY_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+  "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39", "#7b4173", "#3182bd"];
+
+function spaceTrace(inst, indices, marker, name) {
+  return {
+    type: "scatter3d", mode: "markers", name, customdata: indices,
+    x: indices.map((k) => inst[k].position[0]), y: indices.map((k) => inst[k].position[1]),
+    z: indices.map((k) => inst[k].position[2]),
+    text: indices.map((k) => `${inst[k].name}${inst[k].family ? ` · ${inst[k].family}` : ""}`),
+    hovertemplate: "%{text}<extra></extra>", marker,
+  };
+}
+
 function drawSpace() {
   const s = state.space;
   if (!s || !s.available || !window.Plotly) return;
-  const inst = s.instruments, key = state.spaceColor === "centroid" ? "color_centroid" : "color_energy";
-  const value = state.spaceColor === "centroid" ? "centroid_hz" : "energy_db";
-  const colors = inst.map((i) => i[key] || null);
-  const trace = {
-    type: "scatter3d", mode: "markers",
-    x: inst.map((i) => i.position[0]), y: inst.map((i) => i.position[1]), z: inst.map((i) => i.position[2]),
-    text: inst.map((i) => `${i.name}${i.soundfont ? ` (${i.soundfont})` : ""}`),
-    hovertemplate: "%{text}<extra></extra>",
-    marker: colors.every((c) => c)
+  const inst = s.instruments, all = inst.map((_, k) => k);
+  let traces;
+  if (state.spaceColor === "family") {  // one trace per family: plotly's legend names them
+    const families = s.families || [];
+    traces = families.map((name, f) => {
+      const members = all.filter((k) => inst[k].family === name);
+      return members.length ? spaceTrace(inst, members, { size: 6, color: FAMILY_COLORS[f % 16] }, name) : null;
+    }).filter(Boolean);
+  } else {
+    const key = state.spaceColor === "centroid" ? "color_centroid" : "color_energy";
+    const value = state.spaceColor === "centroid" ? "centroid_hz" : "energy_db";
+    const colors = inst.map((i) => i[key] || null);
+    const marker = colors.every((c) => c)
       ? { size: 6, color: colors }
-      : { size: 6, color: inst.map((i) => i[value]), colorscale: "Viridis" },
-  };
+      : { size: 6, color: inst.map((i) => i[value]), colorscale: "Viridis" };
+    traces = [spaceTrace(inst, all, marker, "instruments")];
+  }
   const layout = {
-    margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false,
+    margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: state.spaceColor === "family",
+    legend: { itemclick: "toggle", font: { size: 11 } }, uirevision: "space",
     scene: { dragmode: "turntable", xaxis: { title: "" }, yaxis: { title: "" }, zaxis: { title: "" } },
   };
   const div = $("space");
-  Plotly.react(div, [trace], layout, { displaylogo: false, responsive: true });
+  Plotly.react(div, traces, layout, { displaylogo: false, responsive: true });
   if (!div.dataset.bound) {
     div.dataset.bound = "1";
-    div.on("plotly_click", (ev) => { if (ev.points.length) playSpace(ev.points[0].pointNumber); });
-    div.on("plotly_hover", (ev) => { window.m2m.spaceHover = ev.points.length ? ev.points[0].pointNumber : null; });
+    const index = (ev) => (ev.points.length ? ev.points[0].customdata : null);
+    div.on("plotly_click", (ev) => { const k = index(ev); if (k !== null) playSpace(k); });
+    div.on("plotly_hover", (ev) => { window.m2m.spaceHover = index(ev); });
     div.on("plotly_unhover", () => { window.m2m.spaceHover = null; });
     div.on("plotly_relayout", () => { window.m2m.spaceMoves = (window.m2m.spaceMoves || 0) + 1; });
   }
@@ -415,7 +451,32 @@ function playSpace(index) {
   const inst = state.space.instruments[index];
   const body = { space_index: index, label: inst.name };
   if (state.upload) body.start = Number($("start").value) || 0;
+  state.spaceIndex = index;
+  $("space-compare").hidden = false;
+  $("space-compare-label").textContent = `${inst.name}${inst.soundfont ? ` (${inst.soundfont})` : ""}:`;
+  $("space-sample-msg").textContent = "";
   startRender(body, `${inst.name} (100-instrument model)`);
+}
+
+// The SoundFont behind the dot, played by FluidSynth on the server: the same passage or
+// segment as the model's clip, so the two can be compared.
+async function playSoundFont() {
+  const index = state.spaceIndex, msg = $("space-sample-msg");
+  if (index === undefined) return;
+  const params = new URLSearchParams();
+  if (state.upload) { params.set("upload_id", state.upload.id); params.set("start", String(Number($("start").value) || 0)); }
+  msg.textContent = "rendering with FluidSynth…";
+  try {
+    const blob = await (await api(`/api/space/${index}/soundfont.wav?${params}`)).blob();
+    const audio = $("space-sample");
+    if (audio.src) URL.revokeObjectURL(audio.src);
+    audio.src = URL.createObjectURL(blob);
+    await audio.play();
+    msg.textContent = `playing the SoundFont (${(blob.size / 32000).toFixed(1)} s)`;
+    window.m2m.soundfontPlays = (window.m2m.soundfontPlays || 0) + 1;
+  } catch (err) {
+    msg.textContent = `SoundFont sample unavailable: ${err.message}`;
+  }
 }
 
 async function loadSpace() {
@@ -442,6 +503,13 @@ async function loadSpace() {
   sel.addEventListener("change", () => { if (sel.value !== "") playSpace(Number(sel.value)); });
   for (const r of document.querySelectorAll("input[name=spacecolor]")) {
     r.addEventListener("change", () => { state.spaceColor = r.value; drawSpace(); });
+  }
+  $("space-model").addEventListener("click", () => { if (state.spaceIndex !== undefined) playSpace(state.spaceIndex); });
+  if (s.soundfont_samples) {
+    $("space-soundfont").addEventListener("click", playSoundFont);
+  } else {
+    $("space-soundfont").disabled = true;
+    $("space-sample-msg").textContent = "SoundFont samples need FluidSynth on the server.";
   }
   drawSpace();
 }

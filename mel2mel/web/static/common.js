@@ -6,7 +6,10 @@ const $ = (id) => document.getElementById(id);
 // fetch() that turns an error answer into an Error carrying the server's {"error": ...} line,
 // the status and Retry-After (seconds); returns the Response.
 async function api(path, options = {}) {
-  const resp = await fetch(path, options);
+  // The static site (`mel2mel export site`) has no server: its answers are files.
+  const site = window.M2M_SITE, file = site && { "/api/info": "info.json", "/api/map": "map.json", "/api/space": "space.json" }[path];
+  if (site && !file) throw Object.assign(new Error(`no server on a static site (${path})`), { status: 404 });
+  const resp = await fetch(file ? `${site.data}${file}` : path, options);
   if (!resp.ok) {
     let msg = `${resp.status} ${resp.statusText}`;
     try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }

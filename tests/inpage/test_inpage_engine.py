@@ -1,0 +1,217 @@
+"""The in-page path in chromium against Python, on the shipped models and real MIDI.
+
+* ``midi.js`` gives the same notes, roll and channel-volume gain as :mod:`mel2mel.midi` (exactly)
+  on the test cases of :mod:`.cases` (a performance with pedal and CC7/CC11, a type-0 file,
+  overlapping notes, ...), and the same one-line errors for bad files;
+* the page's mel of ``examples/example.mid`` equals ``Synthesizer.mel`` within 0.005 dB mean,
+  0.05 dB max (measured 0.0016 / 0.0094 dB: the float16 weights), with and without texture
+  (the page's noise fed to torch);
+* the page's vocoder (ONNX network + ``dsp.js``) on Python's mel of the whole example (27.5 s)
+  against ``FastVocoder.vocode``: waveform SNR > 15 dB (measured 19 dB: the float16 weights'
+  phase drift over 27 s; 69 dB with float32 weights, tested below on 4 s), log-mel of the audio
+  within 0.2 dB (measured 0.08), and its blocks join exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mel2mel import constants as C
+from mel2mel.audio import log_mel
+from mel2mel.midi import log_gain, piano_roll, read_notes
+from mel2mel.synthesizer import Synthesizer
+
+from .cases import cases
+from .conftest import b64, floats
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def synth() -> Synthesizer:
+    return Synthesizer.from_pretrained(vocoder="fast")
+
+
+READ = """async (name) => {
+  const seq = M.readNotes(await (await fetch('/midi/' + name)).arrayBuffer());
+  const T = seq.numFrames() + 125, g = M.logGain(seq.notes, seq.volume, T);
+  return {T, roll: b64(new M.NoteRoll(seq.notes, T).window(0, T)), gain: g && b64(g),
+          notes: seq.notes.map(n => [n.pitch, n.start, n.end, n.velocity, n.channel, n.track]),
+          drums: seq.droppedDrums, range: seq.droppedOutOfRange};
+}"""
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_roll_and_gain_equal_python(engine_page, name: str) -> None:
+    got = engine_page.evaluate(READ, name)
+    seq = read_notes(cases()[name], warn=False)
+    total = seq.num_frames() + 125
+    assert got["T"] == total
+    assert got["notes"] == [[n.pitch, n.start, n.end, n.velocity, n.channel, n.track]
+                            for n in seq.notes]  # fmt: skip
+    assert (got["drums"], got["range"]) == (seq.dropped_drums, seq.dropped_out_of_range)
+    roll = floats(got["roll"]).reshape(C.ROLL_CHANNELS, total)
+    assert np.array_equal(roll, piano_roll(seq.notes, total))
+    gain = log_gain(seq.notes, seq.volume, total)
+    assert (got["gain"] is None) == (gain is None)
+    if gain is not None:
+        assert name == "performed.mid" and np.abs(gain).max() > 0.1
+        np.testing.assert_allclose(floats(got["gain"]), gain, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [(b"not midi at all", "not a MIDI file"), (b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01",
+      "truncated"), (None, "only drum notes")],
+)  # fmt: skip
+def test_bad_files_give_one_line_errors(engine_page, data, message: str) -> None:
+    if data is None:  # a file of drums only
+        import mido
+
+        from .cases import _bytes, _track
+
+        midi = mido.MidiFile(type=0)
+        drum = [(0, mido.Message("note_on", channel=9, note=36, velocity=99)),
+                (90, mido.Message("note_off", channel=9, note=36))]  # fmt: skip
+        midi.tracks.append(_track(drum))
+        data = _bytes(midi)
+    err = engine_page.evaluate(
+        """async (s) => { try { M.readNotes(Uint8Array.from(atob(s), c => c.charCodeAt(0)));
+        return null; } catch (e) { return [e.name, e instanceof M.MidiError, e.message]; } }""",
+        __import__("base64").b64encode(data).decode(),
+    )
+    assert err is not None and err[1] and message in err[2], err
+
+
+MEL = """async ([name, emb, strength]) => {
+  const seq = M.readNotes(await (await fetch('/midi/' + name)).arrayBuffer());
+  const out = await eng.mel(seq, emb, {strength, seed: 5});
+  return {mel: b64(out.mel), frames: out.frames, noise: b64(D.textureNoise(5, 0, out.frames, 16))};
+}"""
+
+
+@pytest.mark.parametrize("name, timbre", [("example.mid", "trumpet"), ("performed.mid", "organ")])
+def test_mel_equals_python(engine_page, synth: Synthesizer, name: str, timbre: str) -> None:
+    data, emb = cases()[name], [float(v) for v in synth.timbre(timbre).vector()]
+    ref = synth.mel(data, timbre=timbre, texture=0)
+    got = engine_page.evaluate(MEL, [name, emb, 0])
+    mel = floats(got["mel"]).reshape(C.N_MELS, got["frames"])
+    err = np.abs(mel - ref) * C.DB_PER_NEPER
+    assert mel.shape == ref.shape and err.mean() < 0.005 and err.max() < 0.05, err.max()
+
+    strength = synth.texture_strength
+    got = engine_page.evaluate(MEL, [name, emb, strength])
+    noise = torch.from_numpy(floats(got["noise"]).reshape(1, 16, -1).copy())
+    assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1) < 0.05
+    seq = read_notes(data, warn=False)
+    total = got["frames"]
+    roll, gain = piano_roll(seq.notes, total), log_gain(seq.notes, seq.volume, total)
+    with torch.no_grad():  # acoustic model, texture with the page's noise, then the gain
+        raw = synth.acoustic(torch.from_numpy(roll)[None], embedding=torch.tensor([emb]))
+        tex = synth.texture(raw, torch.tensor([emb]), noise, strength)[0]
+    ref = tex.numpy() if gain is None else np.maximum(tex.numpy() + gain, C.LOG_SILENCE)
+    mel = floats(got["mel"]).reshape(C.N_MELS, got["frames"])
+    err = np.abs(mel - ref) * C.DB_PER_NEPER
+    assert np.median(err) < 0.005 and err.mean() < 0.02, (err.mean(), err.max())
+
+
+VOCODE = """async ([mel, roll, total, blocks]) => {
+  const e = eng, src = {total, mel: unb64(mel), roll: unb64(roll)}, parts = [];
+  for await (const a of e.vocode(src, 0, total, async () => {}, blocks)) parts.push(a);
+  const y = new Float32Array(parts.reduce((s, a) => s + a.length, 0));
+  let o = 0; for (const a of parts) { y.set(a, o); o += a.length; }
+  return b64(y);
+}"""
+
+
+def snr(ref: np.ndarray, y: np.ndarray) -> float:
+    return float(10 * np.log10((ref**2).sum() / ((ref - y) ** 2).sum()))
+
+
+def test_vocoder_equals_python(engine_page, synth: Synthesizer) -> None:
+    data = cases()["example.mid"]
+    mel = synth.mel(data, timbre="trumpet")
+    roll = piano_roll(read_notes(data).notes, mel.shape[1])
+    ref = synth.load_vocoder("fast").vocode(mel, roll).numpy()
+    args = [b64(mel), b64(roll), mel.shape[1]]
+    y = floats(engine_page.evaluate(VOCODE, [*args, [125, 250, 500, 1000]]))
+    assert y.shape == ref.shape and np.abs(y).max() > 0.01
+    assert snr(ref, y) > 15.0
+    err = np.abs(log_mel(y) - log_mel(ref)).mean() * C.DB_PER_NEPER
+    assert err < 0.2, err
+    whole = floats(engine_page.evaluate(VOCODE, [*args, [10**6]]))
+    np.testing.assert_allclose(whole, y, atol=1e-5)  # blocks join exactly
+
+
+def test_dsp_is_exact_with_float32_weights(engine_page, synth: Synthesizer) -> None:
+    """With float32 weights only the JavaScript arithmetic differs from Python's."""
+    from mel2mel.models.onnx_export import vocoder_onnx
+
+    data = cases()["example.mid"]
+    mel = synth.mel(data, timbre="trumpet")[:, :500]
+    roll = piano_roll(read_notes(data).notes, 500)
+    ref = synth.load_vocoder("fast").vocode(mel, roll).numpy()
+    engine_page.evaluate(
+        """async (b) => { const bytes = Uint8Array.from(atob(b), c => c.charCodeAt(0));
+        eng.sessions.vocoder32 = await eng.ort.InferenceSession.create(bytes); }""",
+        __import__("base64")
+        .b64encode(vocoder_onnx(synth.load_vocoder("fast"), half=False))
+        .decode(),
+    )
+    got = engine_page.evaluate(
+        """async ([mel, roll, total]) => { const keep = eng.sessions.vocoder;
+        eng.sessions.vocoder = eng.sessions.vocoder32;
+        try { const src = {total, mel: unb64(mel), roll: unb64(roll)}, parts = [];
+          for await (const a of eng.vocode(src, 0, total, async () => {})) parts.push(...a);
+          return b64(Float32Array.from(parts)); } finally { eng.sessions.vocoder = keep; } }""",
+        [b64(mel), b64(roll), 500],
+    )
+    assert snr(ref, floats(got)) > 55.0
+
+
+RENDER = """async ([name, emb, strength, start, end]) => {
+  const seq = M.readNotes(await (await fetch('/midi/' + name)).arrayBuffer()), parts = [];
+  const opts = {embedding: emb, strength, start, end};
+  for await (const b of eng.render(seq, opts)) parts.push(b.audio);
+  const y = new Float32Array(parts.reduce((s, a) => s + a.length, 0));
+  let o = 0; for (const a of parts) { y.set(a, o); o += a.length; }
+  return b64(y);
+}"""
+
+
+@pytest.mark.parametrize("start, end, limit", [(0.0, None, 0.1), (5.0, 12.0, 0.4)])
+def test_streamed_render_matches_python(engine_page, synth: Synthesizer, start, end, limit):
+    """The streamed render (acoustic windows of 250-2000 frames with 500-1000 of context,
+    blocks of the vocoder; from ``start`` with the vocoder's pre-roll) against
+    ``Synthesizer.render``, both without texture (the page's noise is its own): the mean
+    log-mel error of the two audios, measured 0.037 dB from the start; 0.30 dB from 5 s, where
+    the first window's mel differs by 0.3 dB and so the vocoder's running phase from then on
+    (the same sound with other phases)."""
+    name = "performed.mid"
+    duration = None if end is None else end - start
+    ref = synth.render(cases()[name], timbre="church organ", texture=0, start=start,
+                       duration=duration)  # fmt: skip
+    emb = [float(v) for v in synth.timbre("church organ").vector()]
+    y = floats(engine_page.evaluate(RENDER, [name, emb, 0, start, end]))
+    assert y.shape == ref.shape
+    err = np.abs(log_mel(y) - log_mel(ref)) * C.DB_PER_NEPER
+    print(f"render: log-mel error mean {err.mean():.3f} dB, p99 {np.percentile(err, 99):.2f} dB")
+    assert err.mean() < limit, err.mean()
+
+
+@pytest.mark.parametrize(
+    "start, end, message",
+    [(40.0, None, "start 40 s is past the end (19.61 s)"), (5.0, 4.0, "bad range"),
+     (-1.0, None, "bad range")],
+)  # fmt: skip
+def test_bad_ranges_are_refused(engine_page, start, end, message: str) -> None:
+    err = engine_page.evaluate(
+        """async ([start, end]) => {
+        const seq = M.readNotes(await (await fetch('/midi/performed.mid')).arrayBuffer());
+        try { for await (const b of eng.render(seq, {embedding: [0, 0], start, end})) break;
+          return null; } catch (e) { return e.message; } }""",
+        [start, end],
+    )
+    assert err is not None and message in err, err
