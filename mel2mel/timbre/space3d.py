@@ -47,7 +47,7 @@ from mel2mel.timbre.organization import GM_FAMILIES, gm_family
 FORMAT_VERSION = 1
 DEFAULT_MODEL = pretrained.path(pretrained.ACOUSTIC100)
 TSNE_SEED = 0
-TSNE_MAX_PERPLEXITY = 30.0
+TSNE_MAX_PERPLEXITY = 10.0  # about an instrument's kin in the space100 set (docs/SPACE100.md)
 COLOR_MAPS = {"centroid": "viridis", "energy": "magma"}
 MARKERS = ("o", "^", "s", "D", "v", "P")
 
@@ -55,10 +55,13 @@ MARKERS = ("o", "^", "s", "D", "v", "P")
 def tsne_3d(embeddings: np.ndarray, *, seed: int = TSNE_SEED) -> tuple[np.ndarray, float, str]:
     """3-D t-SNE of ``float[N x E]`` embeddings -> (``float64[N x 3]``, perplexity, init).
 
-    The perplexity is ``min(30, (N - 1) / 3)`` (scikit-learn needs it below ``N``; a third of
-    the neighbours keeps small sets meaningful); the initialization is PCA, or random where
-    there are fewer than 3 points or dimensions. Positions are centred on their mean and scaled
-    so that the farthest point lies at distance 1.
+    The perplexity is ``min(10, (N - 1) / 3)`` (scikit-learn needs it below ``N``; a third of
+    the neighbours keeps small sets meaningful). The perplexity is about the neighbourhood
+    t-SNE keeps; 10 is the size of a General MIDI family in the 100-instrument set (6-10), and
+    keeps the embedding's nearest neighbours better than scikit-learn's default 30 (see
+    docs/SPACE100.md). The initialization is PCA, or random where there are fewer than 3
+    points or dimensions. Positions are centred on their mean and scaled so that the farthest
+    point lies at distance 1.
     """
     require("sklearn", "train")
     from sklearn.manifold import TSNE

@@ -109,8 +109,10 @@ def plain_site_url(site_dir: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module: Playwright's sync API allows one instance per thread at a
+    time, and tests/web/test_web_browser.py starts its own after these modules."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the [web] extra")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
