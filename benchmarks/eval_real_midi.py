@@ -187,7 +187,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         frames = round(args.seconds * C.FRAME_RATE)
         masks = frame_groups(midi_to_roll(path, frames), frames)
         for inst in instruments:
-            true = reference_mel(path, inst.program, args.seconds, settings, args.cache)
+            own = settings if inst.soundfont is None else RenderSettings(inst.soundfont)
+            true = reference_mel(path, inst.program, args.seconds, own, args.cache)
             for label, synth, strength in variants:
                 pred = synth.mel(path, timbre=inst.name, duration=args.seconds, texture=strength)
                 n = min(frames, true.shape[1], pred.shape[1])
@@ -269,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--model", action="append", help="'pretrained' (default), 'paper' or an export (repeatable)"
     )
-    p.add_argument("--instruments", help="comma-separated names or programs (default: paper's ten)")
+    p.add_argument(
+        "--instruments",
+        help="comma-separated names or programs, or a named set such as space100, whose "
+        "instruments are rendered with their own SoundFonts (default: the paper's ten)",
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="first N seconds of every file")
     p.add_argument(
         "--texture", type=float, action="append", help="texture strength (repeatable; 0)"

@@ -43,6 +43,11 @@ def gm_family(program: int) -> int:
     return program // 8
 
 
+def family_name(program: int | None) -> str | None:
+    """The GM family's name of a program, ``None`` for an unknown program."""
+    return GM_FAMILIES[gm_family(program)] if isinstance(program, int) else None
+
+
 def neighbour_order(x: np.ndarray) -> np.ndarray:
     """``int[N x N-1]``: every other point, nearest first (Euclidean), for each of ``x[N x D]``."""
     x = np.asarray(x, dtype=np.float64)

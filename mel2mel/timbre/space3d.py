@@ -42,7 +42,7 @@ from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
 from mel2mel.instruments import Instrument, slugify
 from mel2mel.timbre.map import mel_statistics, passage_roll, reference_passage
-from mel2mel.timbre.organization import GM_FAMILIES, gm_family
+from mel2mel.timbre.organization import GM_FAMILIES, family_name
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = pretrained.path(pretrained.ACOUSTIC100)
@@ -142,7 +142,7 @@ def space3d(model: Any, *, name: str = "model", seed: int = TSNE_SEED) -> dict[s
                 "index": i,
                 "embedding": [round(float(v), 6) for v in emb[i]],
                 "position": [round(float(v), 5) for v in pos[i]],
-                "family": None if inst.program is None else GM_FAMILIES[gm_family(inst.program)],
+                "family": family_name(inst.program),
                 "centroid_hz": round(float(centroid[i]), 2),
                 "energy_db": round(float(energy[i]), 3),
                 "color_centroid": colors["centroid"][i],
@@ -256,7 +256,7 @@ FAMILY_COLORS = (
 def _family_panel(ax: Any, insts: list[dict[str, Any]], pos: np.ndarray) -> None:
     """The third view: one colour per General MIDI family, with a legend."""
     for f, family in enumerate(GM_FAMILIES):
-        sel = [j for j, i in enumerate(insts) if _family_of(i) == family]
+        sel = [j for j, i in enumerate(insts) if family_name(i.get("program")) == family]
         if sel:
             ax.scatter(*pos[sel].T, color=FAMILY_COLORS[f], s=34, edgecolors="k",
                        linewidths=0.3, depthshade=False, label=family)  # fmt: skip
@@ -266,13 +266,6 @@ def _family_panel(ax: Any, insts: list[dict[str, Any]], pos: np.ndarray) -> None
     ax.set_zticklabels([])
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="GM family",
               title_fontsize=7)  # fmt: skip
-
-
-def _family_of(inst: dict[str, Any]) -> str | None:
-    if inst.get("family"):
-        return inst["family"]
-    program = inst.get("program")
-    return GM_FAMILIES[gm_family(program)] if isinstance(program, int) else None
 
 
 def write_samples(

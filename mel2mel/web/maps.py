@@ -30,7 +30,7 @@ from mel2mel.models.export import model_fingerprint
 from mel2mel.synthesizer import PRETRAINED_DIR, Synthesizer
 from mel2mel.timbre import map as timbre_map
 from mel2mel.timbre.library import TimbreLibrary
-from mel2mel.timbre.organization import GM_FAMILIES, gm_family
+from mel2mel.timbre.organization import GM_FAMILIES, family_name
 from mel2mel.timbre.samples import SoundFontSamples, sequence_midi
 from mel2mel.web.errors import ApiError
 
@@ -173,11 +173,13 @@ class Space:
             "reason": self.reason,
             "soundfont_samples": self.available and SoundFontSamples.available(),
             "families": list(GM_FAMILIES),
-            "instruments": [
-                {"index": k, **{key: inst.get(key) for key in keys}, "family": _family(inst)}
-                for k, inst in enumerate(self.instruments)
-            ],
+            "instruments": [self._public_instrument(k, keys) for k in range(len(self.instruments))],
         }
+
+    def _public_instrument(self, index: int, keys: tuple[str, ...]) -> dict[str, Any]:
+        inst = self.instruments[index]
+        family = family_name(inst.get("program"))
+        return {"index": index, **{key: inst.get(key) for key in keys}, "family": family}
 
     def soundfont_instrument(self, index: int) -> Instrument:
         """The instrument behind dot ``index``: name, program and its SoundFont's path.
@@ -205,8 +207,8 @@ class Space:
 def soundfont_wav(
     samples: SoundFontSamples, inst: Instrument, seq: Any, start: float, seconds: float
 ) -> bytes:
-    """16-bit WAV of ``seq`` from ``start`` for ``seconds`` played by ``inst``'s SoundFont,
-    peak-normalized like the model's clips are not: FluidSynth's own level is kept.
+    """16-bit WAV of ``seq`` from ``start`` for ``seconds`` played by ``inst``'s SoundFont, at
+    FluidSynth's own level (not normalized).
 
     Raises ApiError 503 naming the Debian package when the SoundFont is missing.
     """
@@ -224,11 +226,6 @@ def soundfont_wav(
     audio = audio[: round(seconds * C.SAMPLE_RATE)]
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
     return wav_bytes([pcm.tobytes()])
-
-
-def _family(inst: dict[str, Any]) -> str | None:
-    program = inst.get("program")
-    return GM_FAMILIES[gm_family(program)] if isinstance(program, int) else None
 
 
 @functools.cache
