@@ -509,7 +509,9 @@ async function loadSpace() {
     $("space-soundfont").addEventListener("click", playSoundFont);
   } else {
     $("space-soundfont").disabled = true;
-    $("space-sample-msg").textContent = "SoundFont samples need FluidSynth on the server.";
+    $("space-sample-msg").textContent = window.M2M_SITE
+      ? "SoundFont samples need mel2mel serve (a static site has no FluidSynth)."
+      : "SoundFont samples need FluidSynth on the server (apt install fluidsynth).";
   }
   drawSpace();
 }
