@@ -4,8 +4,10 @@
   (:func:`mel2mel.models.onnx_export.write_onnx`), built from the loaded models once, in a
   background thread when the app starts, into a cache folder keyed by the models' fingerprints
   (``$MEL2MEL_CACHE`` or ``$XDG_CACHE_HOME/mel2mel`` or ``~/.cache/mel2mel``, then
-  ``onnx/<key>/``), and served from there. 503 with ``Retry-After`` while they are built; 404
-  when the served models cannot run in the page (no fast vocoder, no ``onnx`` package).
+  ``onnx/<key>/``), and served from there; folders of other models unused for
+  :data:`STALE_DAYS` days are removed then (:func:`prune_cache`). 503 with ``Retry-After``
+  while they are built; 404 when the served models cannot run in the page (no fast vocoder,
+  no ``onnx`` package).
 * Cross-origin isolation (``Cross-Origin-Opener-Policy: same-origin``,
   ``Cross-Origin-Embedder-Policy: require-corp`` on every response), which lets
   onnxruntime-web use threads (SharedArrayBuffer). Everything the page loads is same-origin.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from mel2mel.version import __version__
 log = logging.getLogger("mel2mel.web")
 # plotly.js's 3-D partial bundle, vendored from npm (static/vendor/plotly/README.md)
 PLOTLY_3D = Path(__file__).resolve().parent / "static" / "vendor" / "plotly" / "plotly-gl3d.min.js"
+STALE_DAYS = 30  # a cached model folder unused this long is removed by the next server
 ISOLATION_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-embedder-policy", b"require-corp"),
@@ -53,6 +58,24 @@ class CrossOriginIsolation:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def prune_cache(root: Path, keep: Path, max_age_s: float = STALE_DAYS * 86400.0) -> list[Path]:
+    """Remove the model folders of ``root`` other than ``keep`` whose ``manifest.json`` (touched
+    each time a server uses the folder) is older than ``max_age_s``; returns what went.
+    Folders without a manifest, and anything else in ``root``, are left alone."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for folder in root.iterdir():
+        manifest = folder / "manifest.json"
+        if folder == keep or not folder.is_dir() or not manifest.is_file():
+            continue
+        if now - manifest.stat().st_mtime > max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class InpageModels:
@@ -127,6 +150,9 @@ class InpageModels:
                 # traced from copies: the served models keep rendering in other threads
                 parts = (self.synth.acoustic, self.synth.texture, self.vocoder, space_model)
                 write_onnx(folder, *(copy.deepcopy(p) for p in parts), embeddings)
+            (folder / "manifest.json").touch()  # in use: not stale for prune_cache
+            for old in prune_cache(self.root, folder):
+                log.info("removed the in-page models of %s, unused for %d days", old, STALE_DAYS)
             self.folder = folder
         except (UserError, OSError, ValueError, RuntimeError) as err:
             log.error("the in-page models could not be built: %s", err)

@@ -131,3 +131,24 @@ def test_without_a_fast_vocoder_the_page_uses_the_server(tmp_path: Path) -> None
         assert r.headers["cross-origin-embedder-policy"] == "require-corp"
         r = client.get("/onnx/manifest.json")
         assert r.status_code == 404 and r.json() == {"error": "the server has no fast vocoder"}
+
+
+def test_prune_cache_removes_only_stale_model_folders(tmp_path: Path) -> None:
+    import os
+
+    from mel2mel.web.inpage import STALE_DAYS, prune_cache
+
+    day = 86400.0
+    folders = {}
+    for name, age in [("current", 400), ("recent", 3), ("stale", STALE_DAYS + 1)]:
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        manifest = folders[name] / "manifest.json"
+        manifest.write_text("{}")
+        os.utime(manifest, (time.time() - age * day,) * 2)
+    (tmp_path / "half-written").mkdir()  # no manifest: not a finished folder, left alone
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert prune_cache(tmp_path, keep=folders["current"]) == [folders["stale"]]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["current", "half-written", "notes.txt", "recent"]
+    assert prune_cache(tmp_path / "absent", keep=folders["current"]) == []
