@@ -123,6 +123,14 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
         if not weights.is_file():
             raise UserError(f"train.init_from: no checkpoint or exported weights at {source}")
         theirs = load_file(str(weights))
+    return copy_matching(model, theirs, source)
+
+
+def copy_matching(
+    model: nn.Module, theirs: dict[str, torch.Tensor], source: str | Path
+) -> tuple[list[str], list[str]]:
+    """Load the tensors of ``theirs`` whose name and shape match into ``model``; returns
+    ``(copied, fresh)`` names as :func:`init_from_pretrained` does."""
     ours = model.state_dict()
     match = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     if not match:

@@ -54,6 +54,7 @@ from mel2mel.train.loop import (
     ThroughputWindow,
     TrainerBase,
     TrainResult,
+    copy_matching,
     lr_lambda,
     train_session,
 )
@@ -235,8 +236,10 @@ class _TextureTrainer(TrainerBase):
 
         torch.manual_seed(t.seed)
         self.model = TexturePostnet(config.model_config()).to(info.device)
-        if t.init_from:
-            self.model.load_state_dict(initial_weights(t.init_from))
+        if t.init_from:  # another embedding size (a 100-instrument model) keeps fresh FiLM maps
+            _, fresh = copy_matching(self.model, initial_weights(t.init_from), t.init_from)
+            if fresh and info.is_main:
+                print(f"mel2mel: fresh (not in {t.init_from}): {', '.join(fresh)}", flush=True)
         self.disc = Discriminator(len(self.rows), channels=t.disc_channels).to(info.device)
         self.gen: nn.Module = self.model
         self.dnet: nn.Module = self.disc

@@ -301,3 +301,22 @@ def test_init_from_an_exported_post_net(synthetic_dataset, acoustic_export, tmp_
     )  # fmt: skip
     assert state_max_diff(started.model.state_dict(), run.model.state_dict()) == 0
     assert (started.model.output.weight != 0).any()
+
+
+def test_init_from_a_post_net_of_another_embedding_size(synthetic_dataset, acoustic_export,
+                                                        tmp_path, capsys):  # fmt: skip
+    """The 10-instrument post-net (2-D FiLM inputs) starts a 100-instrument one (10-D): the
+    convolutions are taken, the FiLM maps start fresh (as the identity)."""
+    other = random_postnet(embedding_dim=5)
+    save_texture(other, tmp_path / "export" / "wide", acoustic_digest="0" * 16)
+    started = train_texture(
+        synthetic_dataset, tmp_path / "run",
+        tiny_run(acoustic_export, init_from=str(tmp_path / "export" / "wide_texture.json")),
+        stop_at=0, progress=False,
+    )  # fmt: skip
+    ours, theirs = started.model.state_dict(), other.state_dict()
+    films = [k for k in ours if ".film." in k and k.endswith(".weight")]
+    assert films and all(ours[k].shape != theirs[k].shape for k in films)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if k not in films)
+    assert all(not ours[k].any() for k in films if ".gamma." in k)  # identity modulation
+    assert "blocks.0.film.gamma.weight" in capsys.readouterr().out
