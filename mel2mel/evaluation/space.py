@@ -5,6 +5,12 @@ its 3-D t-SNE (:func:`mel2mel.timbre.space3d.tsne_3d`), with each instrument's s
 centroid and energy measured on its SoundFont's own render of the reference passage
 (:mod:`mel2mel.timbre.samples`; FluidSynth needed) or, with ``features="model"``, on the
 model's prediction of it.
+
+As a reference for the neighbour measures it also asks how far the *sound* groups the
+instruments: the same measures on the SoundFonts' own renders of the reference passage, each
+a log-mel (80 bins x the passage's frames) with its mean level removed, compared by Euclidean
+distance (``report["soundfont_audio"]``). A table organized by sound can hardly group the GM
+families better than the sound itself does.
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ import numpy as np
 from mel2mel.audio import log_mel
 from mel2mel.errors import UserError
 from mel2mel.timbre.map import passage_roll, reference_passage
-from mel2mel.timbre.organization import GM_FAMILIES, gm_family, organization_report
+from mel2mel.timbre.organization import (
+    GM_FAMILIES,
+    gm_family,
+    neighbour_measures,
+    organization_report,
+)
 from mel2mel.timbre.samples import SoundFontSamples, reference_midi, soundfont_for
 from mel2mel.timbre.space3d import instrument_statistics, tsne_3d
 from mel2mel.timbre.sweep import mel_statistics
@@ -28,8 +39,9 @@ FEATURE_SOURCES = ("soundfont", "model")
 
 def soundfont_statistics(
     model: Any, samples: SoundFontSamples, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid (Hz) and energy (dB) of every instrument's SoundFont on the reference passage.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid (Hz), energy (dB) and log-mel of every instrument's SoundFont on the reference
+    passage: ``float[N]``, ``float[N]``, ``float32[N x 80 x T]``.
 
     Measured like :func:`mel2mel.timbre.space3d.instrument_statistics` (same frames, same
     formulas), on the log-mel of FluidSynth's audio instead of the model's prediction.
@@ -49,8 +61,9 @@ def soundfont_statistics(
         if mel.shape[1] < frames:  # FluidSynth stops at the last release: pad with silence
             mel = np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=mel.min())
         mels.append(mel)
-    centroid, energy = mel_statistics(torch.from_numpy(np.stack(mels)), active)
-    return centroid.numpy(), energy.numpy()
+    mels = np.stack(mels)
+    centroid, energy = mel_statistics(torch.from_numpy(mels), active)
+    return centroid.numpy(), energy.numpy(), mels
 
 
 def evaluate_space(
@@ -75,8 +88,11 @@ def evaluate_space(
     emb = model.embedding.weight.detach().cpu().double().numpy()
     programs = [int(i.program) for i in model.instruments]
     fonts = [soundfont_for(i).name for i in model.instruments]
+    sound = None
     if features == "soundfont":
-        centroid, energy = soundfont_statistics(model, SoundFontSamples(cache_dir), progress)
+        samples = SoundFontSamples(cache_dir)
+        centroid, energy, mels = soundfont_statistics(model, samples, progress)
+        sound = (mels - mels.mean(axis=(1, 2), keepdims=True)).reshape(len(mels), -1)
     else:
         centroid, energy, _ = instrument_statistics(model)
     positions, _, _ = tsne_3d(emb)
@@ -89,6 +105,8 @@ def evaluate_space(
         draws=draws,
     )
     report["features_from"] = features
+    if sound is not None:
+        report["soundfont_audio"] = {"neighbours": neighbour_measures(sound, programs, fonts)}
     for row in report["nearest"]:
         i, j = row["index"], row["nearest"]
         row.update(name=model.instruments[i].name, nearest_name=model.instruments[j].name,
@@ -106,14 +124,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"{report['instruments']} instruments in {report['families']} GM families; "
         f"chance from {report['chance']['draws']} random N(0, 1) tables (mean / 95th pct)",
-        f"{'measure':<34} {'embedding':>9} {'t-SNE':>7} {'chance':>15} {'random nn':>9}",
+        f"{'measure':<34} {'embedding':>9} {'t-SNE':>7} {'chance':>15} {'random nn':>9} "
+        f"{'SoundFont audio':>15}",
     ]
     emb, tsne = report["embedding"]["neighbours"], report.get("tsne", {}).get("neighbours", {})
+    sound = report.get("soundfont_audio", {}).get("neighbours", {})
     for key in ("same_program", "same_family", "family_at_k", "same_soundfont"):
         c = chance[key]
         lines.append(
             f"{'nearest neighbour ' + key:<34} {emb[key]:>9.3f} {tsne.get(key, np.nan):>7.3f} "
-            f"{c['mean']:>7.3f} / {c['p95']:.3f} {rand[key]:>9.3f}"
+            f"{c['mean']:>7.3f} / {c['p95']:.3f} {rand[key]:>9.3f} {sound.get(key, np.nan):>15.3f}"
         )
     for name, d in report["embedding"]["directions"].items():
         c = chance[f"{name}_loo_direction_rho"]

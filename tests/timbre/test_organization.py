@@ -141,5 +141,9 @@ def test_evaluate_space_cli(tmp_path, capsys):
     rows = report["nearest"]
     assert [r["name"] for r in rows] == [n for n, _, _ in spec]
     assert all(r["soundfont"] == "TimGM6mb.sf2" and r["centroid_hz"] > 100 for r in rows)
+    # the sound's own grouping, as a reference: one SoundFont here, so every neighbour shares it
+    sound = report["soundfont_audio"]["neighbours"]
+    assert sound["same_soundfont"] == 1.0 and 0 <= sound["same_family"] <= 1
+    assert "SoundFont audio" in printed
     assert main(args) == 2  # the report exists: refused without --force
     assert "pass -f to overwrite" in capsys.readouterr().err
