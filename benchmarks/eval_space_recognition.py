@@ -17,6 +17,9 @@ split FluidSynth audio over all the instruments) labels every clip. Per instrume
 
     OMP_NUM_THREADS=1 python benchmarks/eval_space_recognition.py --data data/space100 \
         --model mel2mel/pretrained/acoustic100 -o runs/space100-recognition.json
+
+``--texture S`` passes the model's mel through the texture post-net exported beside it
+(``acoustic100_texture.*``) at strength ``S`` (0, the default, judges the acoustic model alone).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import numpy as np
 import torch
 
 from mel2mel.data.dataset import read_manifest
-from mel2mel.models.export import load_acoustic, load_pretrained_vocoder
+from mel2mel.models.export import load_acoustic, load_pretrained_vocoder, load_texture, stem_paths
+from mel2mel.models.texture import texture_noise
 
 CLIP_SECONDS = 3.0
 
@@ -57,6 +61,12 @@ def run(args: argparse.Namespace) -> dict:
     if [i.name for i in model.instruments] != names:
         sys.exit("the model's instruments are not the dataset's (same names, same order)")
     vocoder = load_pretrained_vocoder("fast").eval()
+    texture = None
+    if args.texture:
+        weights = stem_paths(args.model)[0]
+        texture = load_texture(weights.with_suffix(""), weights)
+        if texture is None:
+            sys.exit(f"--texture: no post-net exported beside {args.model}")
     t0 = time.perf_counter()
     x, y = EI.training_set(args.data, manifest, "train", CLIP_SECONDS, args.train_clips, args.cache)
     classifier = EI.train(x, y)
@@ -71,6 +81,9 @@ def run(args: argparse.Namespace) -> dict:
         true_mel = np.load(args.data / "items" / piece / f"{slug}.mel.npy").astype(np.float32)
         with torch.inference_mode():
             mel = model.infer(torch.from_numpy(roll)[None], instrument=it["instrument"])
+            if texture is not None:
+                noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
+                mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
             ours = vocoder.vocode(mel).reshape(-1).numpy()
             copy = vocoder.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
         got = {
@@ -103,8 +116,9 @@ def run(args: argparse.Namespace) -> dict:
         summary[f"{key}_share"] = float(np.mean([r[key] for r in judged]))
     for key in ("model_acc", "soundfont_acc", "copy_acc"):
         summary[key] = float(np.mean([r[key] for r in judged]))
-    return {"model": str(args.model), "data": str(args.data), "split": args.split,
-            "clip_seconds": CLIP_SECONDS, "summary": summary, "instruments": rows}  # fmt: skip
+    return {"model": str(args.model), "texture": args.texture, "data": str(args.data),
+            "split": args.split, "clip_seconds": CLIP_SECONDS, "summary": summary,
+            "instruments": rows}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument(
+        "--texture",
+        type=float,
+        default=0.0,
+        help="texture post-net strength (default 0: the acoustic model alone)",
+    )
     p.add_argument("--clips", type=int, default=3, help="clips per test item (default 3)")
     p.add_argument("--train-clips", type=int, default=3, help="clips per train item (default 3)")
     p.add_argument("--cache", type=Path, default=Path("runs/eval-space-cache"))

@@ -181,7 +181,8 @@ class Mel2Mel(nn.Module):
         Returns
         -------
         Tensor[B x E] or Tensor[B x E x T]
-            The looked-up (and broadcast) or given embedding.
+            The looked-up (and broadcast) or given embedding; a looked-up one carries the
+            training noise of ``config.embedding_noise`` in training mode.
         """
         if (instrument is None) == (embedding is None):
             raise ValueError("give exactly one of instrument= and embedding=")
@@ -191,6 +192,10 @@ class Mel2Mel(nn.Module):
             )
         if embedding is None:
             embedding = self.embed(instrument)
+            if self.training and self.config.embedding_noise > 0:
+                spread = self.embedding.weight.detach().std(dim=0, correction=0)  # E
+                noise = torch.randn_like(embedding) * spread * self.config.embedding_noise
+                embedding = embedding + noise
             if embedding.shape[0] == 1 and roll.shape[0] > 1:
                 embedding = embedding.expand(roll.shape[0], -1)
         if embedding.shape[0] != roll.shape[0] or embedding.shape[1] != self.embedding_dim:

@@ -66,6 +66,14 @@ class AcousticConfig:
         default, for every 10-instrument model). A small value (0.1 for the 100-instrument
         space) starts every instrument near the origin, so that where it ends up is set by
         training rather than by its random starting point (see docs/SPACE100.md).
+    embedding_noise:
+        In training mode only, Gaussian noise added to every looked-up embedding, with a
+        standard deviation of this fraction of the table's own spread in each dimension (the
+        standard deviation over instruments, not a gradient path). A model trained so must
+        play nearly the same for nearby points, which pulls instruments that sound alike
+        together and makes the space between them playable; the table cannot outgrow the
+        noise by scaling up. 0 (the default, every model before the organized 100-instrument
+        space) adds none. See docs/SPACE100.md.
     """
 
     n_instruments: int = 10
@@ -80,6 +88,7 @@ class AcousticConfig:
     n_mels: int = C.N_MELS
     velocity_coding: str = "linear"
     embedding_init_std: float = 1.0
+    embedding_noise: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -95,6 +104,8 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.dropout must be in [0, 1)")
         if not self.embedding_init_std > 0:
             raise ValueError("AcousticConfig.embedding_init_std must be > 0")
+        if self.embedding_noise < 0:
+            raise ValueError("AcousticConfig.embedding_noise must be >= 0")
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 

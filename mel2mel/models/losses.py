@@ -14,6 +14,15 @@ where the squared error is taken:
     MSE after squashing the log magnitude, ``mean((s(x) - s(y))**2)`` with
     ``s(v) = tanh((v - TANH_OFFSET) / TANH_SCALE)``. The paper's best loss.
 
+Frame level
+-----------
+:func:`level_loss` is an optional extra term (``train.level_weight``), not one of the paper's
+losses: the mean absolute difference between the frame power of the prediction and of the
+truth, in nepers of magnitude. A loss on log magnitudes settles on a geometric mean, which in
+power lies below what the note plays wherever the truth varies (attacks, beating), and most
+below at the loudest velocities; the frame power is what a listener hears as level and what the
+velocity-ramp check of docs/MODELS.md measures.
+
 Squashing constants
 -------------------
 The data lie in ``[log(1e-5), ~3] = [-11.5, ~3]`` (see :mod:`mel2mel.constants`), with most
@@ -62,6 +71,17 @@ def tanh_log_abs_loss(
 ) -> torch.Tensor:
     """MSE on tanh-squashed log magnitudes: Tensor[B x M x T] log-mels -> scalar."""
     return torch.mean((squash(pred, offset, scale) - squash(target, offset, scale)) ** 2)
+
+
+def frame_level(log_mel: torch.Tensor) -> torch.Tensor:
+    """Tensor[B x M x T] natural-log mel -> Tensor[B x T]: log of each frame's summed power,
+    halved (so it is in nepers of magnitude, like the mel)."""
+    return 0.5 * torch.logsumexp(2.0 * log_mel, dim=1)
+
+
+def level_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute frame-level error (nepers): Tensor[B x M x T] log-mels -> scalar."""
+    return torch.mean(torch.abs(frame_level(pred) - frame_level(target)))
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

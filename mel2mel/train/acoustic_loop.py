@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
-from mel2mel.models.losses import LOSSES, get_loss
+from mel2mel.models.losses import LOSSES, frame_level, get_loss, level_loss
 from mel2mel.train.config import RunConfig
 from mel2mel.train.data import dataset_instruments, make_datasets
 from mel2mel.train.distributed import (
@@ -121,7 +121,11 @@ class _Trainer(TrainerBase):
         roll = batch["roll"].to(dev, non_blocking=True)
         mel = batch["mel"].to(dev, non_blocking=True)
         inst = batch["instrument"].to(dev, non_blocking=True)
-        return self.optimize(self.loss_fn(self.net(roll, instrument=inst), mel))
+        pred = self.net(roll, instrument=inst)
+        loss = self.loss_fn(pred, mel)
+        if self.config.train.level_weight > 0:
+            loss = loss + self.config.train.level_weight * level_loss(pred, mel)
+        return self.optimize(loss)
 
     @torch.no_grad()
     def validate(self, logger: RunLogger | None) -> dict[str, float]:
@@ -136,7 +140,7 @@ class _Trainer(TrainerBase):
         )
         loader = DataLoader(self.valid_set, batch_size=t.batch_size, sampler=sampler)
         self.model.eval()
-        sums = torch.zeros(len(LOSSES) + 2, dtype=torch.float64)
+        sums = torch.zeros(len(LOSSES) + 3, dtype=torch.float64)
         first = None
         for i, batch in enumerate(loader):
             if t.valid_batches and i >= t.valid_batches:
@@ -146,7 +150,9 @@ class _Trainer(TrainerBase):
             n = mel.shape[0]
             for j, name in enumerate(LOSSES):
                 sums[j] += self.metric_fns[name](pred, mel).item() * n
-            sums[-2] += (pred - mel).abs().mean().item() * C.DB_PER_NEPER * n
+            sums[-3] += (pred - mel).abs().mean().item() * C.DB_PER_NEPER * n
+            level_db = (frame_level(pred) - frame_level(mel)).abs().mean() * C.DB_PER_NEPER
+            sums[-2] += level_db.item() * n
             sums[-1] += n
             if first is None:
                 first = (mel[0].cpu(), pred[0].cpu(), int(batch["instrument"][0]))
@@ -156,7 +162,8 @@ class _Trainer(TrainerBase):
             return {}
         result = {f"valid/{name}": float(sums[j] / sums[-1]) for j, name in enumerate(LOSSES)}
         result["valid/loss"] = result[f"valid/{t.loss}"]
-        result["valid/mae_db"] = float(sums[-2] / sums[-1])
+        result["valid/mae_db"] = float(sums[-3] / sums[-1])
+        result["valid/level_db"] = float(sums[-2] / sums[-1])
         if self.info.distributed:  # DDP keeps replicas equal; make that visible in the log
             result["dist/replica_max_diff"] = replicas_max_difference(self.model, self.info)
         if logger is not None and first is not None:

@@ -70,6 +70,9 @@ class TrainConfig:
         ``abs``, ``log-abs`` or ``tanh-log-abs`` (see :mod:`mel2mel.models.losses`).
     tanh_offset, tanh_scale:
         Squashing constants of ``tanh-log-abs``.
+    level_weight:
+        Weight of :func:`mel2mel.models.losses.level_loss` (frame power, nepers) added to the
+        loss; 0 (the default) adds nothing.
     num_workers:
         DataLoader worker processes per training process.
     seed:
@@ -107,6 +110,7 @@ class TrainConfig:
     loss: str = "tanh-log-abs"
     tanh_offset: float = TANH_OFFSET
     tanh_scale: float = TANH_SCALE
+    level_weight: float = 0.0
     num_workers: int = 1
     seed: int = 0
     log_every: int = 25
@@ -125,6 +129,8 @@ class TrainConfig:
         positive = ("steps", "batch_size", "crop_frames", "crops_per_item", "log_every")
         if not self.embedding_lr_scale > 0:
             raise ValueError("train.embedding_lr_scale must be > 0")
+        if self.level_weight < 0:
+            raise ValueError("train.level_weight must be >= 0")
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from mel2mel.models.losses import (
     TANH_OFFSET,
     TANH_SCALE,
     abs_loss,
+    frame_level,
     get_loss,
+    level_loss,
     squash,
 )
 
@@ -85,3 +87,19 @@ def test_zero_at_target_and_differentiable(name):
 def test_unknown_loss():
     with pytest.raises(ValueError, match="tanh-log-abs"):
         get_loss("l1")
+
+
+def test_level_loss_measures_frame_power_not_bins():
+    true = torch.zeros(1, 2, 3)  # two bins of magnitude 1 in every frame
+    # all the power moved into one bin: the per-bin loss sees it, the frame level does not
+    moved = torch.stack([torch.full((3,), 0.5 * math.log(2.0)), torch.full((3,), -30.0)])[None]
+    assert get_loss("log-abs")(moved, true) > 100
+    assert level_loss(moved, true).item() < 1e-6
+    # every bin 1 neper louder: the frame level is 1 neper louder
+    assert level_loss(true + 1.0, true).item() == pytest.approx(1.0, abs=1e-6)
+    # by hand: magnitudes e^0 and e^1 -> 0.5 * ln(1 + e^2)
+    by_hand = 0.5 * math.log(1 + math.exp(2.0))
+    assert frame_level(torch.tensor([[[0.0], [1.0]]])).item() == pytest.approx(by_hand)
+    pred = true.clone().requires_grad_(True)
+    level_loss(pred - 0.3, true).backward()
+    assert torch.all(pred.grad < 0)  # too quiet: every bin is pushed up

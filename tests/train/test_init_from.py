@@ -113,3 +113,26 @@ def test_embedding_starts_small_and_learns_faster_when_asked():
     assert all(small.embedding.weight is not p for g in fast.param_groups[:2] for p in g["params"])
     with pytest.raises(ValueError, match="embedding_lr_scale"):
         TrainConfig(embedding_lr_scale=0)
+
+
+def test_embedding_noise_only_in_training_and_scaled_to_the_table():
+    config = AcousticConfig.preset("debug", n_instruments=100, embedding_dim=10,
+                                   embedding_init_std=0.1, embedding_noise=0.5)  # fmt: skip
+    torch.manual_seed(0)
+    model = Mel2Mel(config)
+    roll = torch.zeros(64, config.roll_channels, 4)
+    rows = torch.full((64,), 3)
+    table = model.embed(3)
+    noisy = model.conditioning(roll, instrument=rows) - table
+    spread = model.embedding.weight.detach().std(dim=0, correction=0)
+    assert torch.allclose(noisy.std(dim=0) / spread, torch.full((10,), 0.5), atol=0.15)
+    with torch.no_grad():
+        model.embedding.weight.mul_(100.0)  # a larger table gets larger noise
+    assert (model.conditioning(roll, instrument=rows) - model.embed(3)).std() > 20 * noisy.std()
+    model.eval()
+    assert torch.equal(model.conditioning(roll, instrument=rows), model.embed(3).expand(64, -1))
+    model.train()
+    free = torch.randn(64, 10)
+    assert torch.equal(model.conditioning(roll, embedding=free), free)  # given points: no noise
+    with pytest.raises(ValueError, match="embedding_noise"):
+        AcousticConfig(embedding_noise=-0.1)

@@ -22,7 +22,7 @@ from mel2mel.models.config import AcousticConfig
 from mel2mel.train.acoustic_loop import train_acoustic
 from mel2mel.train.checkpoint import load_checkpoint, model_from_checkpoint
 from mel2mel.train.config import RunConfig, TrainConfig, load_run_config
-from mel2mel.train.loop import lr_lambda
+from mel2mel.train.loop import TrainResult, lr_lambda
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
