@@ -212,3 +212,29 @@ def test_two_process_ddp_replicas_stay_identical(synthetic_dataset, tmp_path):
     assert state_max_diff(fresh.state_dict(), w0) == 0.0
     valid = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [v["dist/replica_max_diff"] for v in valid if "dist/replica_max_diff" in v] == [0.0, 0.0]
+
+
+def test_level_term_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
+    def one_step(name: str, **train) -> tuple[dict, TrainResult]:
+        config = tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1, **train)
+        torch.manual_seed(0)
+        result = train_acoustic(synthetic_dataset, tmp_path / name, config, progress=False)
+        return load_checkpoint(tmp_path / name / "checkpoint.pt")["model"], result
+
+    plain, result = one_step("plain")
+    assert 0 <= result.valid["valid/level_db"] < 200
+    level, _ = one_step("level", level_weight=5.0)
+    again, _ = one_step("again")
+    assert all(torch.equal(plain[k], again[k]) for k in plain)  # the comparison is exact...
+    assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the term counts
+    noisy = RunConfig(
+        AcousticConfig.preset("debug", embedding_noise=0.5),
+        tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1).train,
+    )
+    torch.manual_seed(0)
+    train_acoustic(synthetic_dataset, tmp_path / "noisy", noisy, progress=False)
+    state = load_checkpoint(tmp_path / "noisy" / "checkpoint.pt")
+    assert state["config"]["model"]["embedding_noise"] == 0.5
+    assert any(not torch.equal(plain[k], state["model"][k]) for k in plain)
+    with pytest.raises(ValueError, match="level_weight"):
+        TrainConfig(level_weight=-1)
