@@ -55,7 +55,8 @@ def add_export_site(sub: argparse._SubParsersAction) -> None:
         "site",
         help="write the web page as a static site that runs everything in the browser",
         description="Write index.html, the scripts, onnxruntime-web, plotly.js, the models "
-        "as ONNX and the map and space data to DIR. Serve it with any static host, e.g. "
+        "as ONNX, the map and space data and (with FluidSynth) the space's SoundFont clips "
+        "of the reference passage to DIR. Serve it with any static host, e.g. "
         "'python -m http.server -d DIR'.",
     )
     p.add_argument("directory", type=Path, metavar="DIR", help="output directory (created)")
@@ -63,15 +64,26 @@ def add_export_site(sub: argparse._SubParsersAction) -> None:
                    help="export, or 'paper' (default: pretrained)")  # fmt: skip
     p.add_argument("--map-resolution", type=int, default=41,
                    help="cells per side of the timbre map (default: 41)")  # fmt: skip
+    p.add_argument("--no-soundfont-samples", dest="soundfont_samples", action="store_false",
+                   help="leave out the space's SoundFont clips of the reference passage "
+                   "(rendered with FluidSynth at export when it is installed)")  # fmt: skip
     add_force_argument(p, "overwrite an existing site")
     p.set_defaults(func=run_export_site)
 
 
 def run_export_site(args: argparse.Namespace) -> int:
-    from mel2mel.web.site import export_site
+    from mel2mel.timbre.samples import SoundFontSamples
+    from mel2mel.web.site import SOUNDFONT_CLIPS, export_site
 
     files = export_site(args.directory, model=args.model, map_resolution=args.map_resolution,
+                        soundfont_samples=args.soundfont_samples, progress=True,
                         force=args.force)  # fmt: skip
+    clips = [size for name, size in files.items() if name.startswith(f"data/{SOUNDFONT_CLIPS}/")]
+    if args.soundfont_samples and not SoundFontSamples.available():
+        print("note: FluidSynth is not installed (apt install fluidsynth): the site's space "
+              "gets no SoundFont samples")  # fmt: skip
+    if clips:
+        print(f"{len(clips)} SoundFont clips of the reference passage ({sum(clips) / 1e6:.2f} MB)")
     total = sum(files.values())
     print(f"wrote {len(files)} files ({total / 1e6:.1f} MB) to {args.directory}")
     print(f"serve it with: python -m http.server -d {args.directory} 8000")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,74 @@ def _family_panel(ax: Any, insts: list[dict[str, Any]], pos: np.ndarray) -> None
               title_fontsize=7)  # fmt: skip
 
 
+def soundfont_references(
+    instruments: list[dict[str, Any]],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    missing_ok: bool = False,
+) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """Each instrument's SoundFont (FluidSynth) playing the reference passage:
+    ``(instrument, float32[N])`` at FluidSynth's own level, cached
+    (:class:`~mel2mel.timbre.samples.SoundFontSamples`).
+
+    ``instruments``: dicts with ``name`` and ``program`` (a space document's). With
+    ``missing_ok``, an instrument whose SoundFont is not installed is left out; otherwise its
+    UserError (naming the Debian package) is raised.
+    """
+    from tqdm import tqdm
+
+    from mel2mel.timbre.samples import SoundFontSamples, reference_midi
+
+    samples = SoundFontSamples(cache_dir)
+    midi = reference_midi()
+    for inst in tqdm(instruments, desc="samples", disable=None if progress else True):
+        try:
+            audio = samples.render(Instrument(inst["name"], inst["program"]), midi)
+        except UserError as err:
+            if missing_ok and "SoundFont" in str(err):
+                continue
+            raise
+        yield inst, audio
+
+
+def write_clip(folder: Path, inst: dict[str, Any], kind: str, audio: np.ndarray) -> None:
+    """``audio`` (``float[N]``, 16 kHz) as ``folder/NNN-slug.KIND.ogg`` (Ogg/Opus), its path
+    relative to ``folder``'s parent set as ``inst["sample_KIND"]``."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{inst['index']:03d}-{slugify(inst['name'], sep='-')}.{kind}.ogg"
+    clip = np.clip(audio, -1.0, 1.0)
+    atomic_write(path, lambda tmp: sf.write(tmp, clip, C.SAMPLE_RATE, format="OGG",
+                 subtype="OPUS"), suffix=".ogg")  # fmt: skip
+    inst[f"sample_{kind}"] = f"{folder.name}/{path.name}"
+
+
+def write_soundfont_samples(
+    instruments: list[dict[str, Any]],
+    folder: str | os.PathLike,
+    *,
+    seconds: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> int:
+    """Each instrument's SoundFont clip of the reference passage, at FluidSynth's own level (as
+    the web app's "SoundFont sample" plays it), as ``folder/NNN-slug.soundfont.ogg``, with the
+    key ``sample_soundfont`` added to each instrument (:func:`write_clip`); ``seconds`` cuts
+    the clips (``None``: the whole render, the release included). An instrument whose
+    SoundFont is not installed gets no clip. Returns the number of clips written.
+    """
+    n = None if seconds is None else round(seconds * C.SAMPLE_RATE)
+    written = 0
+    refs = soundfont_references(instruments, cache_dir=cache_dir, progress=progress,
+                                missing_ok=True)  # fmt: skip
+    for inst, audio in refs:
+        write_clip(Path(folder), inst, "soundfont", audio[:n])
+        written += 1
+    return written
+
+
 def write_samples(
     model: Any,
     doc: dict[str, Any],
@@ -278,10 +347,10 @@ def write_samples(
     progress: bool = False,
 ) -> Path:
     """Each dot's two clips of the reference passage, side by side: the model's rendition and
-    its SoundFont's (FluidSynth), as ``folder/NNN-slug.model.ogg`` and ``.soundfont.ogg``
-    (Ogg/Opus, one gain per pair so their levels compare); adds their paths, relative to
-    ``folder``'s parent, to each instrument of ``doc`` (keys ``sample_model``,
-    ``sample_soundfont``).
+    its SoundFont's (FluidSynth, :func:`soundfont_references`), as
+    ``folder/NNN-slug.model.ogg`` and ``.soundfont.ogg`` (Ogg/Opus, one gain per pair so their
+    levels compare); adds their paths, relative to ``folder``'s parent, to each instrument of
+    ``doc`` (keys ``sample_model``, ``sample_soundfont``).
 
     Parameters
     ----------
@@ -290,31 +359,21 @@ def write_samples(
     vocoder:
         A :class:`~mel2mel.vocoders.base.Vocoder`; ``None`` for the shipped fast vocoder.
     """
-    import soundfile as sf
     import torch
-    from tqdm import tqdm
 
     from mel2mel.models.export import load_pretrained_vocoder
-    from mel2mel.timbre.samples import SoundFontSamples, reference_midi
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     voc = vocoder if vocoder is not None else load_pretrained_vocoder("fast")
-    samples = SoundFontSamples(cache_dir)
     roll = torch.from_numpy(passage_roll(reference_passage()))[None]  # 1 x 176 x F
-    midi = reference_midi()
-    for inst in tqdm(doc["instruments"], desc="samples", disable=None if progress else True):
+    refs = soundfont_references(doc["instruments"], cache_dir=cache_dir, progress=progress)
+    for inst, real in refs:
         with torch.inference_mode():
             mel = model.infer(roll, instrument=inst["index"])
             ours = voc.vocode(mel).reshape(-1).cpu().numpy()
-        real = samples.render(Instrument(inst["name"], inst["program"]), midi)
         n = min(len(ours), len(real))
         peak = max(float(np.abs(ours[:n]).max()), float(np.abs(real[:n]).max()), 1e-6)
-        stem = f"{inst['index']:03d}-{slugify(inst['name'], sep='-')}"
         for kind, audio in (("model", ours[:n]), ("soundfont", real[:n])):
-            path = folder / f"{stem}.{kind}.ogg"
-            clip = (0.5 / peak) * audio  # -6 dBFS for the louder of the pair
-            atomic_write(path, lambda tmp, a=clip: sf.write(tmp, a, C.SAMPLE_RATE,
-                         format="OGG", subtype="OPUS"), suffix=".ogg")  # fmt: skip
-            inst[f"sample_{kind}"] = f"{folder.name}/{path.name}"
+            write_clip(folder, inst, kind, (0.5 / peak) * audio)  # -6 dBFS for the louder
     return folder

@@ -8,6 +8,12 @@ would answer (``data/info.json``, ``data/map.json``, ``data/space.json``). The p
 ``window.M2M_SITE`` and runs everything in the browser: MIDI reading, previews, renders, the
 100-instrument space. No server code; ``python -m http.server`` works (one thread without
 cross-origin isolation, see docs/WEB.md for the headers that give two).
+
+The space's "SoundFont sample" needs FluidSynth, which a static host does not run: when it is
+installed at export time, each dot's SoundFont playing the reference passage is rendered then
+(:func:`mel2mel.timbre.space3d.write_soundfont_samples`, Ogg/Opus, about 15 kB each) into
+``data/soundfont/``, and ``space.json`` says so (``"soundfont_reference_only": true``, per
+instrument ``sample_soundfont``, relative to ``data/``).
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from mel2mel.fileio import atomic_write_text
 from mel2mel.models.onnx_export import export_onnx
 from mel2mel.synthesizer import Synthesizer
 from mel2mel.timbre import map as timbre_map
+from mel2mel.timbre.samples import SoundFontSamples
+from mel2mel.timbre.space3d import write_soundfont_samples
+from mel2mel.web.config import WebConfig
 from mel2mel.web.inpage import PLOTLY_3D
 from mel2mel.web.maps import Space, plotly_js
 
 STATIC = Path(__file__).resolve().parent / "static"
 SITE_CONFIG = '<script>window.M2M_SITE = {"models": "models/", "data": "data/"};</script>\n'
 LEFT_OUT = ("listen.html", "listen.js", "listen.css")  # the listening test needs its server
+SOUNDFONT_CLIPS = "soundfont"  # data/soundfont/NNN-slug.soundfont.ogg
 
 
 def site_index() -> str:
@@ -54,13 +64,33 @@ def map_json(synth: Synthesizer, resolution: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def space_json(space: Space, data: Path, *, soundfont_samples: bool = True,
+               progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """``/api/space``'s answer for the static site, with the dots' SoundFont clips of the
+    reference passage written under ``data`` when ``soundfont_samples`` and FluidSynth is
+    installed (none otherwise, and ``"soundfont_samples": false``)."""
+    doc = {**space.public(), "soundfont_samples": False, "soundfont_reference_only": True}
+    clips = data / SOUNDFONT_CLIPS
+    if clips.exists():
+        shutil.rmtree(clips)
+    if soundfont_samples and space.available and SoundFontSamples.available():
+        seconds = WebConfig().space_clip_seconds  # as long as the model's clip of a dot
+        written = write_soundfont_samples(doc["instruments"], clips, seconds=seconds,
+                                          progress=progress)  # fmt: skip
+        doc["soundfont_samples"] = written > 0
+    return doc
+
+
 def export_site(out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
-                map_resolution: int = 41, half: bool = True,
-                force: bool = False) -> dict[str, int]:  # fmt: skip
+                map_resolution: int = 41, half: bool = True, soundfont_samples: bool = True,
+                progress: bool = False, force: bool = False) -> dict[str, int]:  # fmt: skip
     """Write the static site to ``out_dir``; returns the size in bytes of each file written.
 
     ``model``: the acoustic export (default: the shipped one; ``"paper"`` names the shipped
     model of the paper's loss), with its texture post-net if it has one.
+    ``soundfont_samples``: render each dot's SoundFont clip of the reference passage with
+    FluidSynth (skipped, without error, when FluidSynth is not installed; see
+    :func:`space_json`). ``progress``: a progress bar for those renders.
 
     Raises
     ------
@@ -99,9 +129,8 @@ def export_site(out_dir: str | os.PathLike, *, model: str | os.PathLike | None =
     }  # fmt: skip
     atomic_write_text(data / "info.json", json.dumps(info))
     atomic_write_text(data / "map.json", json.dumps(map_json(synth, map_resolution)))
-    # no server: the SoundFont comparison clips of the space's dots need FluidSynth on one
-    space_json = {**space.public(), "soundfont_samples": False}
-    atomic_write_text(data / "space.json", json.dumps(space_json))
+    doc = space_json(space, data, soundfont_samples=soundfont_samples, progress=progress)
+    atomic_write_text(data / "space.json", json.dumps(doc))
     atomic_write_text(out / "index.html", site_index())
     files = sorted(p for p in out.rglob("*") if p.is_file())
     return {str(p.relative_to(out)): p.stat().st_size for p in files}

@@ -1,6 +1,7 @@
 """``mel2mel export site`` in chromium, served by ``http.server`` with the network to everything
 else blocked: the page loads, previews the map and renders in the page (no server code), plays
-audio that is not silent, renders the 100-instrument space, and works without cross-origin
+audio that is not silent, renders the 100-instrument space, plays a dot's SoundFont clip of the
+reference passage (rendered at export with FluidSynth), and works without cross-origin
 isolation (one thread). Timings go to ``tests/artifacts/web/inpage-timings.json`` (the speed
 figures themselves: ``benchmarks/bench_inpage.py``).
 """
@@ -11,7 +12,9 @@ import json
 import math
 
 import mido
+import numpy as np
 import pytest
+from conftest import requires_fluidsynth
 
 from mel2mel.examples import chorale
 
@@ -123,9 +126,94 @@ def test_site_files_and_cli(site_dir, capsys: pytest.CaptureFixture[str]) -> Non
               *site_dir.glob("static/inpage/*")]  # fmt: skip
     size = sum(p.stat().st_size for p in inpage)
     assert size < 25_000_000, size  # models + WASM + in-page scripts (docs/WEB.md)
+    clips = sum(p.stat().st_size for p in site_dir.glob("data/soundfont/*.ogg"))
     total = sum(p.stat().st_size for p in site_dir.rglob("*") if p.is_file())
-    assert total < 25_000_000, total  # the whole site, plotly.js's 3-D bundle included
+    assert total - clips < 25_000_000, total  # the site, plotly.js's 3-D bundle included
     for name in ("info.json", "map.json", "space.json"):
         assert json.loads((site_dir / "data" / name).read_text())
     assert main(["export", "site", str(site_dir)]) != 0  # no silent overwrite
     assert "exists" in capsys.readouterr().err
+
+
+@requires_fluidsynth
+def test_site_has_each_dots_soundfont_clip(site_dir) -> None:
+    import soundfile as sf
+
+    space = json.loads((site_dir / "data" / "space.json").read_text())
+    assert space["soundfont_samples"] is True and space["soundfont_reference_only"] is True
+    clips = [site_dir / "data" / inst["sample_soundfont"] for inst in space["instruments"]]
+    assert len(clips) == 100 and all(c.parent.name == "soundfont" for c in clips)
+    size = sum(c.stat().st_size for c in clips)
+    assert size < 2_000_000, size  # 100 clips of 4 s (docs/WEB.md: 1.54 MB)
+    audio, sr = sf.read(clips[0])
+    assert len(audio) == pytest.approx(4.0 * sr, abs=0.01 * sr)  # the model's clip length
+    assert np.sqrt(np.mean(audio**2)) > 1e-3  # FluidSynth's own level, not silent
+
+
+def test_no_soundfont_samples_option_and_no_fluidsynth(tmp_path, monkeypatch, capsys) -> None:
+    from mel2mel.cli import main
+    from mel2mel.timbre.samples import SoundFontSamples
+
+    out = tmp_path / "site"
+    assert main(["export", "site", str(out), "--map-resolution", "2",
+                 "--no-soundfont-samples"]) == 0  # fmt: skip
+    space = json.loads((out / "data" / "space.json").read_text())
+    assert space["soundfont_samples"] is False
+    assert not any("sample_soundfont" in inst for inst in space["instruments"])
+    assert not (out / "data" / "soundfont").exists()
+    assert "note:" not in capsys.readouterr().out
+
+    monkeypatch.setattr(SoundFontSamples, "available", staticmethod(lambda: False))
+    assert main(["export", "site", str(out), "--map-resolution", "2", "-f"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: FluidSynth is not installed" in printed and "SoundFont clips" not in printed
+    assert json.loads((out / "data" / "space.json").read_text())["soundfont_samples"] is False
+    assert not (out / "data" / "soundfont").exists()
+
+
+@requires_fluidsynth
+def test_static_page_plays_a_dots_soundfont_clip(browser, site_url: str) -> None:
+    """A click on a dot, then "SoundFont sample (reference passage)" plays the clip written at
+    export; "Model (reference passage)" renders the same passage with a piece loaded."""
+    page = open_page(browser, site_url, "/index.html")
+    page.wait_for_function(READY)
+    page.wait_for_selector("#space canvas", state="attached")
+    button = page.locator("#space-soundfont")
+    assert "reference passage" in button.text_content()
+    assert "reference passage" in button.get_attribute("title")
+    # plotly's click on dot 7 (a real click on a 3-D dot: tests/web/test_web_browser.py)
+    click = "document.getElementById('space').emit('plotly_click', {points: [{customdata: 7}]})"
+    page.evaluate(click)
+    page.wait_for_function("window.m2m.state.spaceIndex === 7")
+    assert page.is_visible("#space-compare") and button.is_enabled()
+    record = render_and_wait(page, 1)  # the model's clip of the dot, 4 s
+    assert abs(record["seconds"] - 4.0) < 0.02, record
+
+    button.click()
+    page.wait_for_function("(window.m2m.soundfontPlays || 0) >= 1")
+    assert "reference passage" in page.text_content("#space-sample-msg")
+    clip = json.loads(page.evaluate("JSON.stringify(window.m2m.state.space.instruments[7])"))
+    assert page.evaluate("document.getElementById('space-sample').src").endswith(
+        "/data/" + clip["sample_soundfont"]
+    )
+    page.wait_for_function(
+        "(() => { const a = document.getElementById('space-sample');"
+        " return a.currentTime > 0 || a.ended; })()"
+    )  # it sounds: the clip was fetched and decoded
+
+    page.click("#space-model-reference")  # no piece: the reference passage, as the model's clip
+    first = render_and_wait(page, 2)
+    piece = chorale_bytes(1)
+    page.set_input_files("#file", files=[{"name": "chorale.mid", "mimeType": "audio/midi",
+                                          "buffer": piece}])  # fmt: skip
+    page.wait_for_function("document.getElementById('piece-info').textContent.includes('chorale')")
+    page.click("#space-model-reference")  # a piece loaded: still the reference passage
+    again = render_and_wait(page, 3)
+    assert "reference passage" in again["what"]
+    for key in ("seconds", "peak", "sumSquares"):  # the same passage, the same audio
+        assert again[key] == pytest.approx(first[key], rel=1e-6), key
+    page.click("#space-model")  # the piece's first 4 s: other audio
+    piece_clip = render_and_wait(page, 4)
+    assert piece_clip["sumSquares"] != pytest.approx(first["sumSquares"], rel=1e-3)
+    assert not page.blocked and not page.errors, (page.blocked, page.errors)
+    page.close()

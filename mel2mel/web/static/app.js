@@ -447,15 +447,41 @@ function drawSpace() {
   }
 }
 
-function playSpace(index) {
+// The static site's SoundFont samples are clips of the reference passage rendered at export
+// (`mel2mel export site`): no FluidSynth renders the upload there.
+const siteClips = () => Boolean(window.M2M_SITE && state.space.soundfont_samples && state.space.soundfont_reference_only);
+
+// The model plays dot `index`: the upload's segment (if any), or the reference passage
+// (always, with `reference`: the passage of the static site's SoundFont clips).
+function playSpace(index, reference = false) {
   const inst = state.space.instruments[index];
   const body = { space_index: index, label: inst.name };
-  if (state.upload) body.start = Number($("start").value) || 0;
+  if (reference) body.reference = true;
+  else if (state.upload) body.start = Number($("start").value) || 0;
   state.spaceIndex = index;
   $("space-compare").hidden = false;
   $("space-compare-label").textContent = `${inst.name}${inst.soundfont ? ` (${inst.soundfont})` : ""}:`;
   $("space-sample-msg").textContent = "";
-  startRender(body, `${inst.name} (100-instrument model)`);
+  if (siteClips()) {
+    $("space-soundfont").disabled = !inst.sample_soundfont;
+    if (!inst.sample_soundfont) $("space-sample-msg").textContent = "no SoundFont sample of this instrument (its SoundFont was missing at export)";
+  }
+  startRender(body, `${inst.name} (100-instrument model${reference ? ", reference passage" : ""})`);
+}
+
+// The static site's clip of the dot's SoundFont playing the reference passage.
+async function playSiteClip(index) {
+  const inst = state.space.instruments[index], msg = $("space-sample-msg"), audio = $("space-sample");
+  if (!inst.sample_soundfont) return;
+  if (audio.src.startsWith("blob:")) URL.revokeObjectURL(audio.src);
+  audio.src = `${window.M2M_SITE.data}${inst.sample_soundfont}`;
+  try {
+    await audio.play();
+    msg.textContent = "playing the SoundFont on the reference passage (rendered with FluidSynth at export)";
+    window.m2m.soundfontPlays = (window.m2m.soundfontPlays || 0) + 1;
+  } catch (err) {
+    msg.textContent = `SoundFont sample unavailable: ${err.message}`;
+  }
 }
 
 // The SoundFont behind the dot, played by FluidSynth on the server: the same passage or
@@ -463,6 +489,7 @@ function playSpace(index) {
 async function playSoundFont() {
   const index = state.spaceIndex, msg = $("space-sample-msg");
   if (index === undefined) return;
+  if (siteClips()) { await playSiteClip(index); return; }
   const params = new URLSearchParams();
   if (state.upload) { params.set("upload_id", state.upload.id); params.set("start", String(Number($("start").value) || 0)); }
   msg.textContent = "rendering with FluidSynth…";
@@ -507,6 +534,15 @@ async function loadSpace() {
   $("space-model").addEventListener("click", () => { if (state.spaceIndex !== undefined) playSpace(state.spaceIndex); });
   if (s.soundfont_samples) {
     $("space-soundfont").addEventListener("click", playSoundFont);
+    if (siteClips()) {  // the reference passage only: say so, and offer the model on it too
+      $("space-soundfont").textContent = "SoundFont sample (reference passage)";
+      $("space-soundfont").title = "The SoundFont behind this dot playing the reference passage, "
+        + "rendered with FluidSynth when the site was exported: a static site cannot render your piece with FluidSynth.";
+      const ref = $("space-model-reference");
+      ref.hidden = false;
+      ref.title = "The 100-instrument model playing the same reference passage, for a fair comparison.";
+      ref.addEventListener("click", () => { if (state.spaceIndex !== undefined) playSpace(state.spaceIndex, true); });
+    }
   } else {
     $("space-soundfont").disabled = true;
     $("space-sample-msg").textContent = window.M2M_SITE

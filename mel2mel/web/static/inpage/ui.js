@@ -142,11 +142,13 @@ function wavBlob(chunks) {
 }
 
 // Whether the page renders ``body`` itself: in-page synthesis is chosen and ready, the piece
-// was read in the page too, and the 100-instrument model is there when the body needs it.
-inpage.canRender = (body) => inpage.active && (!window.m2m.state.upload || inpage.hasPiece)
+// was read in the page too (unless the body asks for the reference passage), and the
+// 100-instrument model is there when the body needs it.
+inpage.canRender = (body) => inpage.active && (!window.m2m.state.upload || inpage.hasPiece || Boolean(body.reference))
   && (body.space_index == null || inpage.info.space100);
 
-// Render and play (body as for POST /api/render: x, y or space_index; start, end, label).
+// Render and play (body as for POST /api/render: x, y or space_index; start, end, label; and,
+// in the page only, `reference`: the reference passage even when a piece is loaded).
 inpage.render = async (body, what, clickAt) => {
   const m2m = window.m2m, player = m2m.player, token = {};
   inpage.current = token;
@@ -156,7 +158,7 @@ inpage.render = async (body, what, clickAt) => {
   player.ctx = player.ctx || new AudioContext();
   if (player.ctx.state !== "running") await player.ctx.resume();
   player.state = "buffering";
-  const msg = { type: "render", reference: !m2m.state.upload, start: body.start || 0, end: body.end == null ? null : body.end };
+  const msg = { type: "render", reference: Boolean(body.reference) || !m2m.state.upload, start: body.start || 0, end: body.end == null ? null : body.end };
   if (body.space_index != null) {
     msg.space = body.space_index;
     msg.end = msg.start + SPACE_CLIP_SECONDS;
