@@ -40,6 +40,9 @@ MEL_SCALE: float = 3.0
 MIDI_MIN: int = 21  # A0
 MIDI_MAX: int = 108  # C8
 N_KEYS: int = MIDI_MAX - MIDI_MIN + 1  # 88
+#: Velocity bands of a frame, by its loudest sounding note: pp < 40, mf 40-89, ff >= 90 (the
+#: evaluation's groups, and the frames ``train.quiet_weight`` weighs).
+VELOCITY_BANDS: dict[str, tuple[int, int]] = {"pp": (1, 39), "mf": (40, 89), "ff": (90, 127)}
 ROLL_CHANNELS: int = 2 * N_KEYS  # frame block, then onset block
 
 # The paper's ten General MIDI programs (0-based), in the paper's order.

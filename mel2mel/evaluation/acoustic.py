@@ -82,8 +82,7 @@ def predict_piece(
     return [pred[i, :, :t] for i, t in enumerate(frames)]
 
 
-#: Velocity bands of a frame, by the loudest sounding note: pp < 40, mf 40-89, ff >= 90.
-VELOCITY_BANDS: dict[str, tuple[int, int]] = {"pp": (1, 39), "mf": (40, 89), "ff": (90, 127)}
+VELOCITY_BANDS = C.VELOCITY_BANDS  # pp < 40, mf 40-89, ff >= 90, by the loudest sounding note
 #: Registers of a frame (the mean MIDI pitch of its sounding notes).
 REGISTERS: dict[str, tuple[int, int]] = {
     "low (A0-B2)": (21, 47),

@@ -84,6 +84,26 @@ def level_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.abs(frame_level(pred) - frame_level(target)))
 
 
+def reweighted(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    frames: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """``loss`` (a mean of elementwise terms) with the selected frames weighted ``weight`` and
+    the others 1, normalized by the total weight.
+
+    ``pred``, ``target``: Tensor[B x M x T]; ``frames``: bool Tensor[B x T].
+    """
+    n, chosen = frames.numel(), int(frames.sum())
+    whole = loss(pred, target)
+    if chosen == 0 or weight == 1.0:
+        return whole
+    part = loss(pred.transpose(1, 2)[frames], target.transpose(1, 2)[frames])  # chosen x M
+    return (n * whole + (weight - 1.0) * chosen * part) / (n + (weight - 1.0) * chosen)
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

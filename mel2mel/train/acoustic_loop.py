@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
-from mel2mel.models.losses import LOSSES, frame_level, get_loss, level_loss
+from mel2mel.models.losses import LOSSES, frame_level, get_loss, level_loss, reweighted
 from mel2mel.train.config import RunConfig
 from mel2mel.train.data import dataset_instruments, make_datasets
 from mel2mel.train.distributed import (
@@ -122,9 +122,16 @@ class _Trainer(TrainerBase):
         mel = batch["mel"].to(dev, non_blocking=True)
         inst = batch["instrument"].to(dev, non_blocking=True)
         pred = self.net(roll, instrument=inst)
-        loss = self.loss_fn(pred, mel)
-        if self.config.train.level_weight > 0:
-            loss = loss + self.config.train.level_weight * level_loss(pred, mel)
+        t = self.config.train
+        if t.quiet_weight != 1.0:
+            loud = roll[:, : C.N_KEYS].amax(dim=1) * 127.0  # B x T, the loudest sounding note
+            pp = C.VELOCITY_BANDS["pp"]
+            quiet = (loud.round() >= pp[0]) & (loud.round() <= pp[1])
+            loss = reweighted(self.loss_fn, pred, mel, quiet[:, : pred.shape[-1]], t.quiet_weight)
+        else:
+            loss = self.loss_fn(pred, mel)
+        if t.level_weight > 0:
+            loss = loss + t.level_weight * level_loss(pred, mel)
         return self.optimize(loss)
 
     @torch.no_grad()

@@ -73,6 +73,10 @@ class TrainConfig:
     level_weight:
         Weight of :func:`mel2mel.models.losses.level_loss` (frame power, nepers) added to the
         loss; 0 (the default) adds nothing.
+    quiet_weight:
+        Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
+        evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
+        quiet playing is a small share of any corpus. 1 (the default) weighs all frames alike.
     num_workers:
         DataLoader worker processes per training process.
     seed:
@@ -111,6 +115,7 @@ class TrainConfig:
     tanh_offset: float = TANH_OFFSET
     tanh_scale: float = TANH_SCALE
     level_weight: float = 0.0
+    quiet_weight: float = 1.0
     num_workers: int = 1
     seed: int = 0
     log_every: int = 25
@@ -131,6 +136,8 @@ class TrainConfig:
             raise ValueError("train.embedding_lr_scale must be > 0")
         if self.level_weight < 0:
             raise ValueError("train.level_weight must be >= 0")
+        if not self.quiet_weight > 0:
+            raise ValueError("train.quiet_weight must be > 0")
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))
 
     def to_dict(self) -> dict[str, Any]:

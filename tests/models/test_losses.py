@@ -17,6 +17,7 @@ from mel2mel.models.losses import (
     frame_level,
     get_loss,
     level_loss,
+    reweighted,
     squash,
 )
 
@@ -103,3 +104,19 @@ def test_level_loss_measures_frame_power_not_bins():
     pred = true.clone().requires_grad_(True)
     level_loss(pred - 0.3, true).backward()
     assert torch.all(pred.grad < 0)  # too quiet: every bin is pushed up
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_reweighted_is_the_weighted_mean_over_frames(name):
+    g = torch.Generator().manual_seed(0)
+    pred, true = torch.randn(2, 4, 5, generator=g) - 4, torch.randn(2, 4, 5, generator=g) - 4
+    frames = torch.tensor([[True, False, False, True, False], [False] * 5])
+    loss = get_loss(name)
+    w = torch.where(frames, 3.0, 1.0)[:, None, :].expand_as(pred)  # B x M x T
+    cells = np.ndindex(*pred.shape)
+    per_element = torch.stack([loss(pred[i].view(1, 1, 1), true[i].view(1, 1, 1)) for i in cells])
+    per_element = per_element.view(pred.shape)
+    by_hand = (w * per_element).sum() / w.sum()
+    assert reweighted(loss, pred, true, frames, 3.0).item() == pytest.approx(by_hand.item())
+    assert reweighted(loss, pred, true, frames, 1.0) == loss(pred, true)
+    assert reweighted(loss, pred, true, torch.zeros_like(frames), 3.0) == loss(pred, true)

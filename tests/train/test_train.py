@@ -214,27 +214,40 @@ def test_two_process_ddp_replicas_stay_identical(synthetic_dataset, tmp_path):
     assert [v["dist/replica_max_diff"] for v in valid if "dist/replica_max_diff" in v] == [0.0, 0.0]
 
 
-def test_level_term_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
+def test_level_and_quiet_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    # the same dataset played softly: every note at a quarter of its velocity (pp frames)
+    data = shutil.copytree(synthetic_dataset, tmp_path / "soft")
+    for path in (data / "rolls").glob("*.npy"):
+        np.save(path, np.load(path) // 4)
+
     def one_step(name: str, **train) -> tuple[dict, TrainResult]:
         config = tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1, **train)
         torch.manual_seed(0)
-        result = train_acoustic(synthetic_dataset, tmp_path / name, config, progress=False)
+        result = train_acoustic(data, tmp_path / name, config, progress=False)
         return load_checkpoint(tmp_path / name / "checkpoint.pt")["model"], result
 
     plain, result = one_step("plain")
     assert 0 <= result.valid["valid/level_db"] < 200
     level, _ = one_step("level", level_weight=5.0)
+    quiet, _ = one_step("quiet", quiet_weight=5.0)
     again, _ = one_step("again")
     assert all(torch.equal(plain[k], again[k]) for k in plain)  # the comparison is exact...
-    assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the term counts
+    assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the terms count
+    assert any(not torch.equal(plain[k], quiet[k]) for k in plain)
     noisy = RunConfig(
         AcousticConfig.preset("debug", embedding_noise=0.5),
         tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1).train,
     )
     torch.manual_seed(0)
-    train_acoustic(synthetic_dataset, tmp_path / "noisy", noisy, progress=False)
+    train_acoustic(data, tmp_path / "noisy", noisy, progress=False)
     state = load_checkpoint(tmp_path / "noisy" / "checkpoint.pt")
     assert state["config"]["model"]["embedding_noise"] == 0.5
     assert any(not torch.equal(plain[k], state["model"][k]) for k in plain)
     with pytest.raises(ValueError, match="level_weight"):
         TrainConfig(level_weight=-1)
+    with pytest.raises(ValueError, match="quiet_weight"):
+        TrainConfig(quiet_weight=0)
