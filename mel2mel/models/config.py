@@ -69,11 +69,11 @@ class AcousticConfig:
     embedding_noise:
         In training mode only, Gaussian noise added to every looked-up embedding, with a
         standard deviation of this fraction of the table's own spread in each dimension (the
-        standard deviation over instruments, not a gradient path). A model trained so must
-        play nearly the same for nearby points, which pulls instruments that sound alike
-        together and makes the space between them playable; the table cannot outgrow the
-        noise by scaling up. 0 (the default, every model before the organized 100-instrument
-        space) adds none. See docs/SPACE100.md.
+        standard deviation over instruments, not a gradient path), so that the table cannot
+        outgrow it by scaling up. A model trained so must play nearly the same for nearby
+        points, which is meant to pull instruments that sound alike together; on the
+        100-instrument space it measurably did not (docs/SPACE100.md), and no shipped model
+        uses it. 0 (the default) adds none.
     """
 
     n_instruments: int = 10
