@@ -79,9 +79,15 @@ def frame_level(log_mel: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.logsumexp(2.0 * log_mel, dim=1)
 
 
-def level_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute frame-level error (nepers): Tensor[B x M x T] log-mels -> scalar."""
-    return torch.mean(torch.abs(frame_level(pred) - frame_level(target)))
+def level_loss(
+    pred: torch.Tensor, target: torch.Tensor, frames: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute frame-level error (nepers): Tensor[B x M x T] log-mels -> scalar; over the
+    frames selected by ``frames`` (bool Tensor[B x T]) only, when given (0 if none is)."""
+    err = torch.abs(frame_level(pred) - frame_level(target))
+    if frames is None:
+        return torch.mean(err)
+    return (err * frames).sum() / frames.sum().clamp_min(1)
 
 
 def reweighted(

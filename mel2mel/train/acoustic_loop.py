@@ -123,15 +123,17 @@ class _Trainer(TrainerBase):
         inst = batch["instrument"].to(dev, non_blocking=True)
         pred = self.net(roll, instrument=inst)
         t = self.config.train
+        # B x T: the loudest sounding note of each frame (0 where none sounds)
+        loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]
         if t.quiet_weight != 1.0:
-            loud = roll[:, : C.N_KEYS].amax(dim=1) * 127.0  # B x T, the loudest sounding note
             pp = C.VELOCITY_BANDS["pp"]
-            quiet = (loud.round() >= pp[0]) & (loud.round() <= pp[1])
-            loss = reweighted(self.loss_fn, pred, mel, quiet[:, : pred.shape[-1]], t.quiet_weight)
+            quiet = (loud >= pp[0]) & (loud <= pp[1])
+            loss = reweighted(self.loss_fn, pred, mel, quiet, t.quiet_weight)
         else:
             loss = self.loss_fn(pred, mel)
         if t.level_weight > 0:
-            loss = loss + t.level_weight * level_loss(pred, mel)
+            frames = loud > 0 if t.level_frames == "sounding" else None
+            loss = loss + t.level_weight * level_loss(pred, mel, frames)
         return self.optimize(loss)
 
     @torch.no_grad()

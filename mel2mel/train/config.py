@@ -73,6 +73,9 @@ class TrainConfig:
     level_weight:
         Weight of :func:`mel2mel.models.losses.level_loss` (frame power, nepers) added to the
         loss; 0 (the default) adds nothing.
+    level_frames:
+        The frames the level term averages over: ``all``, or ``sounding`` (those where a note
+        sounds, leaving out silences and release tails).
     quiet_weight:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
@@ -115,6 +118,7 @@ class TrainConfig:
     tanh_offset: float = TANH_OFFSET
     tanh_scale: float = TANH_SCALE
     level_weight: float = 0.0
+    level_frames: str = "all"
     quiet_weight: float = 1.0
     num_workers: int = 1
     seed: int = 0
@@ -136,6 +140,8 @@ class TrainConfig:
             raise ValueError("train.embedding_lr_scale must be > 0")
         if self.level_weight < 0:
             raise ValueError("train.level_weight must be >= 0")
+        if self.level_frames not in ("all", "sounding"):
+            raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:
             raise ValueError("train.quiet_weight must be > 0")
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))

@@ -104,6 +104,13 @@ def test_level_loss_measures_frame_power_not_bins():
     pred = true.clone().requires_grad_(True)
     level_loss(pred - 0.3, true).backward()
     assert torch.all(pred.grad < 0)  # too quiet: every bin is pushed up
+    # over chosen frames only: an error in a left-out frame does not count
+    off = true.clone()
+    off[..., 0] += 2.0
+    chosen = torch.tensor([[False, True, True]])
+    assert level_loss(off, true, chosen).item() == 0.0
+    assert level_loss(off, true, ~chosen).item() == pytest.approx(2.0)
+    assert level_loss(off, true, torch.zeros_like(chosen)).item() == 0.0
 
 
 @pytest.mark.parametrize("name", LOSSES)

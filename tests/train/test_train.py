@@ -251,3 +251,5 @@ def test_level_and_quiet_terms_and_embedding_noise_change_the_step(synthetic_dat
         TrainConfig(level_weight=-1)
     with pytest.raises(ValueError, match="quiet_weight"):
         TrainConfig(quiet_weight=0)
+    with pytest.raises(ValueError, match="level_frames"):
+        TrainConfig(level_frames="loud")
