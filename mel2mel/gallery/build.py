@@ -92,24 +92,49 @@ def weights_fingerprint(cfg: ClipConfig) -> str:
     return _digest(paths) if paths else ""
 
 
+def _recorded_clips(site: Path) -> list[dict[str, Any]] | None:
+    """The clips listed by ``site/gallery.json``: ``None`` if there is no readable document,
+    raises if it is not a gallery's."""
+    doc_path = site / "gallery.json"
+    try:
+        doc = json.loads(doc_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if doc.get("format") != FORMAT:
+        raise UserError(f"{doc_path} is not a mel2mel gallery; use -f to replace it")
+    return list(doc.get("clips", []))
+
+
 def _old_clips(site: Path, force: bool) -> dict[tuple[str, str, str], dict[str, Any]]:
     """The clips of an earlier build of ``site`` (for reuse), by (track, instrument, config)."""
-    doc_path = site / "gallery.json"
     if site.exists() and not site.is_dir():
         raise UserError(f"{site} exists and is not a folder")
-    if not doc_path.is_file():
+    if not (site / "gallery.json").is_file():
         if site.is_dir() and any(site.iterdir()) and not force:
             raise UserError(f"{site} is not empty and holds no gallery; use -f to write there")
         return {}
     if force:
         return {}
-    try:
-        doc = json.loads(doc_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if doc.get("format") != FORMAT:
-        raise UserError(f"{doc_path} is not a mel2mel gallery; use -f to replace it")
-    return {(c["track"], c["instrument"], c["config"]): c for c in doc.get("clips", [])}
+    return {(c["track"], c["instrument"], c["config"]): c for c in _recorded_clips(site) or []}
+
+
+def _remove_dropped(site: Path, before: list[dict[str, Any]], clips: list[dict[str, Any]]) -> int:
+    """Delete the audio and mel files the earlier build listed (``before``) that the new one
+    does not (a dropped configuration, track or instrument, another audio format), and the
+    folders that leaves empty; files the gallery never listed are not touched. Returns the
+    number of files removed."""
+    keep = {c[k] for c in clips for k in ("audio", "mel")}
+    removed = 0
+    for rel in {c.get(k) for c in before for k in ("audio", "mel")} - keep - {None}:
+        path = site / rel
+        if path.is_file():
+            path.unlink()
+            removed += 1
+            for folder in path.parents:
+                if folder == site or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+    return removed
 
 
 def write_clip(path: Path, audio: np.ndarray, audio_format: str) -> None:
@@ -187,6 +212,10 @@ def build_gallery(
     if not rows:
         raise UserError(f"{data} has no rendered test item for these tracks and instruments")
     old = _old_clips(site, force)
+    try:  # with -f too: the files an earlier build wrote
+        before = _recorded_clips(site) or []
+    except UserError:  # -f over a folder that holds another document: not ours to clean
+        before = []
     site.mkdir(parents=True, exist_ok=True)
     fingerprints = {c.name: weights_fingerprint(c) for c in configs}
     maker = ClipMaker(data, device)
@@ -241,6 +270,7 @@ def build_gallery(
                                        chosen, configs, clips), with_html=False)  # fmt: skip
     doc = _document(data, title, seconds, audio_format, pieces, segments, chosen, configs, clips)
     write_page(site, doc)
+    _remove_dropped(site, before, clips)
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and ".cache" not in p.parts)
     return GalleryReport(site, len(rows), made, reused, time.perf_counter() - start_time,
                          size / 1e6)  # fmt: skip

@@ -178,3 +178,23 @@ def test_gallery_page_plays_in_chromium(site: Path, served: bool):
     finally:
         if server is not None:
             server.shutdown()
+
+
+def test_rebuild_removes_the_files_of_dropped_columns(site: Path, real_dataset, tiny_model,
+                                                      tmp_path):  # fmt: skip
+    import shutil
+
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    (copy / "audio" / "notes.txt").write_text("not the gallery's")
+    dropped = [c for c in configs(tiny_model) if c.name != "mulaw8"]
+    report = build_gallery(real_dataset, copy, dropped, seconds=SECONDS, progress=False)
+    assert (report.made, report.reused) == (0, 10)
+    assert not list(copy.rglob("mulaw8.*"))  # its 2 clips and 2 images are gone
+    assert len(list(copy.rglob("gl.ogg"))) == 2 and (copy / "audio" / "notes.txt").is_file()
+    doc = json.loads((copy / "gallery.json").read_text())
+    assert {c["config"] for c in doc["clips"]} == {c.name for c in dropped}
+    # another audio format: every clip is made again and the Ogg files go
+    wav = build_gallery(real_dataset, copy, dropped, seconds=SECONDS, audio_format="wav",
+                        progress=False)  # fmt: skip
+    assert wav.made == 10 and not list(copy.rglob("*.ogg")) and len(list(copy.rglob("*.wav"))) == 10
