@@ -217,3 +217,41 @@ def test_static_page_plays_a_dots_soundfont_clip(browser, site_url: str) -> None
     assert piece_clip["sumSquares"] != pytest.approx(first["sumSquares"], rel=1e-3)
     assert not page.blocked and not page.errors, (page.blocked, page.errors)
     page.close()
+
+
+def test_static_page_keeps_the_servers_limits(browser, site_url: str, site_dir) -> None:
+    from mel2mel.web.config import WebConfig
+
+    info = json.loads((site_dir / "data" / "info.json").read_text())
+    assert info["limits"]["max_render_seconds"] == WebConfig().max_render_seconds
+    page = open_page(browser, site_url, "/index.html")
+    page.wait_for_function(READY)
+    piece = chorale_bytes(2)  # 54 s
+    error = "document.getElementById('status').classList.contains('error')"
+
+    def upload(limits: dict) -> str:
+        page.evaluate("(l) => Object.assign(window.m2m.state.info.limits, l)", limits)
+        page.evaluate("document.getElementById('status').classList.remove('error')")
+        page.set_input_files("#file", files=[{"name": "chorale.mid", "mimeType": "audio/midi",
+                                              "buffer": piece}])  # fmt: skip
+        page.wait_for_function(f"{error} || document.getElementById('piece-info')"
+                               ".textContent.includes('chorale')")  # fmt: skip
+        return page.text_content("#status")
+
+    too_big = upload({"max_upload_bytes": 100})
+    assert f"file too big: {len(piece)} bytes, the limit is 100" in too_big
+    too_long = upload({"max_upload_bytes": 10**6, "max_piece_seconds": 10})
+    assert "piece too long: 53 s, the limit is 10 s" in too_long
+    upload({"max_piece_seconds": 3600, "max_render_seconds": 5})
+    page.fill("#start", "0")
+    page.fill("#end", "30")
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+    page.wait_for_function(error)
+    assert "the range is 30 s; renders are limited to 5 s" in page.text_content("#status")
+    assert page.evaluate("window.m2mInpage.renders.length") == 0
+    page.fill("#end", "4")  # within the limit: it renders
+    page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+    record = render_and_wait(page, 1)
+    assert abs(record["seconds"] - 4.0) < 0.02, record
+    page.close()

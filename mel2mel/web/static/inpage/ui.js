@@ -117,14 +117,25 @@ inpage.preview = async (x, y) => {
   return r;
 };
 
+// The server's limits (/api/info, or the static site's info.json), which the page keeps too.
+const limits = () => (window.m2m.state.info && window.m2m.state.info.limits) || {};
+
 // Read a MIDI file in the page; returns the summary app.js shows (as POST /api/uploads).
-// Rejects with the reader's one-line message for a file that cannot be used.
+// Rejects with a one-line message (the reader's, or the limit's, worded as the server's) for a
+// file that cannot be used.
 inpage.upload = async (file) => {
   inpage.hasPiece = false;
   await inpage.loading;
   if (!inpage.ready) throw new Error(`in-page synthesis is unavailable (${inpage.error})`);
+  const lim = limits();
+  if (lim.max_upload_bytes && file.size > lim.max_upload_bytes) {
+    throw new Error(`file too big: ${file.size} bytes, the limit is ${lim.max_upload_bytes}`);
+  }
   const buffer = await file.arrayBuffer();
   const r = await inpage.renderer.call({ type: "piece", buffer }, [buffer]);
+  if (lim.max_piece_seconds && r.duration > lim.max_piece_seconds) {
+    throw new Error(`piece too long: ${Math.round(r.duration)} s, the limit is ${Math.round(lim.max_piece_seconds)} s`);
+  }
   inpage.hasPiece = true;
   return { ...r, id: null, ok: undefined, name: file.name };
 };
@@ -150,7 +161,14 @@ inpage.canRender = (body) => inpage.active && (!window.m2m.state.upload || inpag
 // Render and play (body as for POST /api/render: x, y or space_index; start, end, label; and,
 // in the page only, `reference`: the reference passage even when a piece is loaded).
 inpage.render = async (body, what, clickAt) => {
-  const m2m = window.m2m, player = m2m.player, token = {};
+  const m2m = window.m2m, player = m2m.player, token = {}, lim = limits(), up = m2m.state.upload;
+  if (up && !body.reference && body.space_index == null && lim.max_render_seconds) {  // as the server
+    const seconds = Math.min(body.end == null ? up.duration : body.end, up.duration) - (body.start || 0);
+    if (seconds > lim.max_render_seconds) {
+      window.setStatus(`error: the range is ${Math.round(seconds)} s; renders are limited to ${Math.round(lim.max_render_seconds)} s: choose a shorter range`, true);
+      return;
+    }
+  }
   inpage.current = token;
   inpage.renderer.stop();  // a render still running ends at its next block
   player.stop();
@@ -159,6 +177,7 @@ inpage.render = async (body, what, clickAt) => {
   if (player.ctx.state !== "running") await player.ctx.resume();
   player.state = "buffering";
   const msg = { type: "render", reference: Boolean(body.reference) || !m2m.state.upload, start: body.start || 0, end: body.end == null ? null : body.end };
+
   if (body.space_index != null) {
     msg.space = body.space_index;
     msg.end = msg.start + SPACE_CLIP_SECONDS;
