@@ -286,18 +286,18 @@ def soundfont_references(
     """
     from tqdm import tqdm
 
-    from mel2mel.timbre.samples import SoundFontSamples, reference_midi
+    from mel2mel.timbre.samples import SoundFontSamples, reference_midi, soundfont_for
 
     samples = SoundFontSamples(cache_dir)
     midi = reference_midi()
     for inst in tqdm(instruments, desc="samples", disable=None if progress else True):
-        try:
-            audio = samples.render(Instrument(inst["name"], inst["program"]), midi)
-        except UserError as err:
-            if missing_ok and "SoundFont" in str(err):
+        instrument = Instrument(inst["name"], inst["program"])
+        if missing_ok:
+            try:
+                soundfont_for(instrument)
+            except UserError:  # its SoundFont is not installed
                 continue
-            raise
-        yield inst, audio
+        yield inst, samples.render(instrument, midi)
 
 
 def write_clip(folder: Path, inst: dict[str, Any], kind: str, audio: np.ndarray) -> None:
