@@ -105,17 +105,21 @@ def _recorded_clips(site: Path) -> list[dict[str, Any]] | None:
     return list(doc.get("clips", []))
 
 
-def _old_clips(site: Path, force: bool) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The clips of an earlier build of ``site`` (for reuse), by (track, instrument, config)."""
+def _earlier_clips(site: Path, force: bool) -> list[dict[str, Any]]:
+    """The clips an earlier build of ``site`` listed (``[]`` for a new gallery); refuses a
+    folder that holds something else unless ``force``."""
     if site.exists() and not site.is_dir():
         raise UserError(f"{site} exists and is not a folder")
     if not (site / "gallery.json").is_file():
         if site.is_dir() and any(site.iterdir()) and not force:
             raise UserError(f"{site} is not empty and holds no gallery; use -f to write there")
-        return {}
-    if force:
-        return {}
-    return {(c["track"], c["instrument"], c["config"]): c for c in _recorded_clips(site) or []}
+        return []
+    try:
+        return _recorded_clips(site) or []
+    except UserError:
+        if force:  # -f over another document: nothing of it is ours to reuse or clean
+            return []
+        raise
 
 
 def _remove_dropped(site: Path, before: list[dict[str, Any]], clips: list[dict[str, Any]]) -> int:
@@ -211,11 +215,8 @@ def build_gallery(
     rows = [(p, i) for p in pieces for i in chosen if (p["id"], i) in items]
     if not rows:
         raise UserError(f"{data} has no rendered test item for these tracks and instruments")
-    old = _old_clips(site, force)
-    try:  # with -f too: the files an earlier build wrote
-        before = _recorded_clips(site) or []
-    except UserError:  # -f over a folder that holds another document: not ours to clean
-        before = []
+    before = _earlier_clips(site, force)  # with -f too: their files are cleaned up at the end
+    old = {} if force else {(c["track"], c["instrument"], c["config"]): c for c in before}
     site.mkdir(parents=True, exist_ok=True)
     fingerprints = {c.name: weights_fingerprint(c) for c in configs}
     maker = ClipMaker(data, device)

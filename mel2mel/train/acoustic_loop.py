@@ -123,8 +123,9 @@ class _Trainer(TrainerBase):
         inst = batch["instrument"].to(dev, non_blocking=True)
         pred = self.net(roll, instrument=inst)
         t = self.config.train
-        # B x T: the loudest sounding note of each frame (0 where none sounds)
-        loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]
+        loud = None  # B x T: the loudest sounding note of each frame (0 where none sounds)
+        if t.quiet_weight != 1.0 or (t.level_weight > 0 and t.level_frames == "sounding"):
+            loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]
         if t.quiet_weight != 1.0:
             pp = C.VELOCITY_BANDS["pp"]
             quiet = (loud >= pp[0]) & (loud <= pp[1])
@@ -132,7 +133,7 @@ class _Trainer(TrainerBase):
         else:
             loss = self.loss_fn(pred, mel)
         if t.level_weight > 0:
-            frames = loud > 0 if t.level_frames == "sounding" else None
+            frames = loud > 0 if loud is not None and t.level_frames == "sounding" else None
             loss = loss + t.level_weight * level_loss(pred, mel, frames)
         return self.optimize(loss)
 

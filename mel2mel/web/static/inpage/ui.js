@@ -177,7 +177,6 @@ inpage.render = async (body, what, clickAt) => {
   if (player.ctx.state !== "running") await player.ctx.resume();
   player.state = "buffering";
   const msg = { type: "render", reference: Boolean(body.reference) || !m2m.state.upload, start: body.start || 0, end: body.end == null ? null : body.end };
-
   if (body.space_index != null) {
     msg.space = body.space_index;
     msg.end = msg.start + SPACE_CLIP_SECONDS;
