@@ -149,10 +149,18 @@ def describe(path: Path, seconds: float) -> dict[str, Any]:
 
 
 def metrics(stats: BinStats) -> dict[str, Any]:
-    """Mean per-bin r (constant bins skipped), MAE in dB and frame count of a group."""
+    """Mean per-bin r (constant bins skipped), the same over the bins where FluidSynth has sound
+    in at least half the frames (``BinStats.sounding_bins``), MAE in dB and frame count."""
     r = stats.correlation()
     mean_r = float(np.nanmean(r)) if np.isfinite(r).any() else None
-    return {"r": mean_r, "mae_db": stats.mae_db(), "frames": stats.n}
+    r_sounding, bins = stats.sounding_correlation()
+    return {
+        "r": mean_r,
+        "r_sounding": r_sounding,
+        "sounding_bins": bins,
+        "mae_db": stats.mae_db(),
+        "frames": stats.n,
+    }
 
 
 def load_variants(models: list[str], textures: list[float]) -> list[tuple[str, Synthesizer, float]]:
@@ -261,6 +269,14 @@ def print_tables(report: dict[str, Any]) -> None:
             frames = report["summary"][models[0]][kind][name]["frames"]
             label = f"{name} ({frames} fr)" if kind == "band" else name
             print(f"{label[:32]:32s}{cells}")
+        if kind == "band":  # r over the bins where FluidSynth has sound in half the frames
+            for name in names:
+                cells = ""
+                for m in models:
+                    g = report["summary"][m][kind][name]
+                    r = "-" if g["r_sounding"] is None else f"{g['r_sounding']:8.3f}"
+                    cells += f" | {r:>8s} {g['sounding_bins']:5d} bins"
+                print(f"{name + ', bins with sound':32s}{cells}")
 
 
 def main(argv: list[str] | None = None) -> int:

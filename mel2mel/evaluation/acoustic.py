@@ -131,9 +131,12 @@ def evaluate_acoustic(
     dict
         ``{"split", "pieces", "frames", "instruments": [{"name", "program", "items", "frames",
         "mae_db", "mean_correlation", "correlation": [M floats or None]}], "overall": {...},
-        "groups": {band or register: {"frames", "mae_db", "mean_correlation"}},
-        "mel_frequencies_hz": [M]}``; a group's correlation is the mean over instruments of
-        their mean per-bin r on the group's frames.
+        "groups": {band or register: {"frames", "mae_db", "mean_correlation",
+        "sounding_correlation", "sounding_bins"}}, "mel_frequencies_hz": [M]}``; a group's
+        correlation is the mean over instruments of their mean per-bin r on the group's frames;
+        its sounding correlation the same over the bins where the reference has sound in at
+        least half of those frames (:meth:`BinStats.sounding_bins`; ``sounding_bins`` is their
+        mean count).
     """
     from tqdm import tqdm
 
@@ -199,13 +202,16 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
         for s in parts:
             total.n += s.n
             total.sums += s.sums
-        r = [nanmean(s.correlation()) for s in parts]
-        r = [x for x in r if x is not None]
+        r = [x for x in (nanmean(s.correlation()) for s in parts) if x is not None]
+        sounding = [s.sounding_correlation() for s in parts]
+        r_sounding = [x for x, _ in sounding if x is not None]
         out[group] = {
             "frames": total.n,
             "instruments": len(parts),
             "mae_db": round(total.mae_db(), 4),
             "mean_correlation": round(float(np.mean(r)), 6) if r else None,
+            "sounding_correlation": round(float(np.mean(r_sounding)), 6) if r_sounding else None,
+            "sounding_bins": round(float(np.mean([k for _, k in sounding])), 1),
         }
     return out
 
@@ -280,9 +286,10 @@ def write_report(report: dict[str, Any], out: Path, model: Mel2Mel | None = None
     if report.get("groups"):
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["group", "frames", "instruments", "mae_db", "mean_correlation"])
+        keys = ["frames", "instruments", "mae_db", "mean_correlation", "sounding_correlation"]
+        w.writerow(["group", *keys, "sounding_bins"])
         for name, g in report["groups"].items():
-            w.writerow([name, g["frames"], g["instruments"], g["mae_db"], g["mean_correlation"]])
+            w.writerow([name, *(g[k] for k in keys), g["sounding_bins"]])
         paths.append(out / "groups.csv")
         atomic_write_text(paths[-1], buf.getvalue())
     paths.append(plot_correlation(report, out / "correlation.png"))

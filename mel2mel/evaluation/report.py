@@ -12,6 +12,12 @@ from mel2mel import constants as C
 from mel2mel.errors import require
 from mel2mel.fileio import atomic_write_text
 
+#: A reference log-mel value counts as sound when it is this far above the floor (0.5 nepers,
+#: 4.3 dB): :meth:`BinStats.sounding_bins`.
+SOUND_THRESHOLD: float = C.LOG_SILENCE + 0.5
+#: The share of a group's frames in which a bin must have sound for its r to be reported apart.
+SOUNDING_SHARE: float = 0.5
+
 
 class BinStats:
     """Running per-bin sums for Pearson correlation and absolute error (float64).
@@ -26,12 +32,14 @@ class BinStats:
         self.n = 0
         self.items = 0
         self.sums = np.zeros((6, n_bins), dtype=np.float64)  # x, y, xx, yy, xy, |x-y|
+        self.sounding = np.zeros(n_bins, dtype=np.int64)  # frames where the reference has sound
 
     def update(self, pred: np.ndarray, true: np.ndarray) -> None:
-        """Add one piece: ``pred`` and ``true`` are float[M x T] log-mels."""
+        """Add one piece: ``pred`` and ``true`` (the reference) are float[M x T] log-mels."""
         x, y = pred.astype(np.float64), true.astype(np.float64)
         self.n += x.shape[1]
         self.items += 1
+        self.sounding += (y > SOUND_THRESHOLD).sum(1)
         self.sums += np.stack(
             [
                 x.sum(1),
@@ -52,6 +60,21 @@ class BinStats:
         with np.errstate(invalid="ignore", divide="ignore"):
             r = cov / np.sqrt(np.where(var > 0, var, np.nan))
         return np.clip(r, -1.0, 1.0)
+
+    def sounding_bins(self, share: float = SOUNDING_SHARE) -> np.ndarray:
+        """``bool[M]``: bins where the reference is above the floor in at least ``share`` of frames.
+
+        Where the reference sits at the log floor in most frames (the top bins of quiet piano
+        passages, whose high partials FluidSynth's velocity filter removes), its Pearson r
+        measures a few rare frames and the floor; these bins are left out of
+        :meth:`sounding_correlation`.
+        """
+        return self.sounding >= share * max(self.n, 1)
+
+    def sounding_correlation(self) -> tuple[float | None, int]:
+        """Mean per-bin r over :meth:`sounding_bins` and how many bins that is."""
+        keep = self.sounding_bins()
+        return nanmean(self.correlation()[keep]), int(keep.sum())
 
     def mae_db(self) -> float:
         """Mean absolute log-mel error over all bins and frames, in dB."""

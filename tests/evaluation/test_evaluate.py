@@ -48,6 +48,26 @@ def test_bin_stats_constant_bin_is_nan_and_db_conversion():
     assert stats.mae_db() == pytest.approx(20 * math.log10(math.e))  # 8.686 dB
 
 
+def test_sounding_correlation_leaves_out_bins_silent_in_most_frames():
+    from mel2mel.constants import LOG_SILENCE
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(-4.0, 1.0, size=(3, 60))
+    y = x + rng.normal(0.0, 0.5, size=(3, 60))
+    y[1, :40] = LOG_SILENCE  # silent in 2/3 of the frames: a few frames decide its r
+    y[2, :25] = LOG_SILENCE + 0.4  # within the margin of the floor in 25 of 60: still kept
+    stats = BinStats(n_bins=3)
+    stats.update(x[:, :30], y[:, :30])
+    stats.update(x[:, 30:], y[:, 30:])
+    assert stats.sounding.tolist() == [60, 20, 35]
+    assert stats.sounding_bins().tolist() == [True, False, True]
+    r = stats.correlation()
+    mean, bins = stats.sounding_correlation()
+    assert bins == 2 and mean == pytest.approx((r[0] + r[2]) / 2, abs=1e-6)
+    assert mean > np.mean(r)  # the silent bin was the poorly correlated one
+    assert stats.sounding_bins(share=0.3).all()
+
+
 def model_for(dataset_instruments: int = 2, embedding_dim: int = 2) -> Mel2Mel:
     torch.manual_seed(0)
     cfg = AcousticConfig.preset(
@@ -200,5 +220,7 @@ def test_evaluate_reports_groups_and_piece_sets(synthetic_dataset):
     assert got == {name: n for name, n in expected.items() if n} and got
     for g in report["groups"].values():
         assert g["instruments"] == 2 and g["mae_db"] > 0
+        assert 0 <= g["sounding_bins"] <= 80
+        assert g["sounding_correlation"] is None or -1 <= g["sounding_correlation"] <= 1
     with pytest.raises(UserError, match="no performed items"):
         evaluate_acoustic(model_for(), synthetic_dataset, pieces="performed", progress=False)
