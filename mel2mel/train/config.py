@@ -217,7 +217,14 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
 class VocoderTrainConfig:
     """Hyperparameters of a vocoder run (see :class:`mel2mel.train.config.TrainConfig` for the
     meaning of the shared fields). ``crop_frames`` crops of ``crop_frames * 128`` samples;
-    ``valid_crops`` fixed crops of the valid split are scored at each validation."""
+    ``valid_crops`` fixed crops of the valid split are scored at each validation.
+
+    ``acoustic`` (fast vocoder only): an acoustic export whose predictions of the dataset's
+    pieces replace the true mels as the vocoder's input, while the loss still compares with the
+    true audio (ground-truth-aligned training, :mod:`mel2mel.train.predictions`): the vocoder
+    learns to play what that model predicts as FluidSynth would. Validation then scores the
+    vocoded prediction against the true mel.
+    """
 
     steps: int = 12000
     batch_size: int = 8
@@ -237,6 +244,7 @@ class VocoderTrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     init_from: str | None = None
+    acoustic: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "crop_frames", "log_every", "checkpoint_every")
@@ -257,6 +265,8 @@ class VocoderRunConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("fast", "wavenet"):
             raise ValueError(f"unknown vocoder kind {self.kind!r}; choose fast or wavenet")
+        if self.train.acoustic and self.kind != "fast":
+            raise ValueError("train.acoustic (an acoustic model's mels as input) needs kind: fast")
         # Validate, and store every field so that equal models have equal configs.
         object.__setattr__(self, "model", self.model_config().to_dict())
 

@@ -23,31 +23,23 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from mel2mel import constants as C
-from mel2mel import pretrained
-from mel2mel.data.dataset import crop_array, read_manifest, roll_path
+from mel2mel.data.dataset import read_manifest
 from mel2mel.errors import UserError
-from mel2mel.fileio import atomic_write, refuse_overwrite
+from mel2mel.fileio import refuse_overwrite
 from mel2mel.instruments import slugify
-from mel2mel.models.acoustic import Mel2Mel, UnknownInstrumentError, resolve_instrument
 from mel2mel.models.export import (
-    export_paths,
-    load_acoustic,
     save_texture,
     texture_paths,
-    weights_digest,
 )
 from mel2mel.models.texture import TexturePostnet, texture_noise
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import TextureRunConfig
-from mel2mel.train.data import SeededCrops
 from mel2mel.train.distributed import DistInfo, all_reduce_sum
 from mel2mel.train.logger import RunLogger
 from mel2mel.train.loop import (
@@ -58,6 +50,7 @@ from mel2mel.train.loop import (
     lr_lambda,
     train_session,
 )
+from mel2mel.train.predictions import PairCrops, prepare_predictions
 
 KIND = "texture"
 LEAK = 0.2
@@ -150,45 +143,6 @@ def initial_weights(source: str | Path) -> dict[str, torch.Tensor]:
     return ckpt.load_checkpoint(path, kind=KIND)["model"]
 
 
-def prediction_path(cache: Path, item_id: str) -> Path:
-    return cache / f"{item_id}.pred.npy"
-
-
-@torch.inference_mode()
-def predict_items(
-    acoustic: Mel2Mel, data: Path, items: list[dict[str, Any]], rows: list[int], cache: Path,
-    progress: bool = True,
-) -> None:  # fmt: skip
-    """Cache the acoustic model's exact prediction (float16[80 x frames]) of every item that
-    lacks one; ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
-    todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
-    for it in tqdm(todo, desc="predicting", unit="item", disable=not progress):
-        roll = np.load(roll_path(data, it["piece"]), mmap_mode="r")
-        roll = torch.from_numpy(crop_array(roll, 0, it["frames"], 0.0, 127.0))[None]
-        mel = acoustic.infer(roll, instrument=rows[it["instrument"]])[0]
-        out = prediction_path(cache, it["id"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda tmp, m=mel: np.save(tmp, m.numpy().astype(np.float16)), ".npy")
-
-
-class PairCrops(SeededCrops):
-    """:class:`SeededCrops` that also return the cached prediction of the crop (``"pred"``,
-    float32 Tensor[80 x crop_frames])."""
-
-    def __init__(self, *args: Any, cache: Path, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cache = cache
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        out = super().__getitem__(index)
-        item = self.items[out["item"]]
-        pred = np.load(prediction_path(self.cache, item["id"]), mmap_mode="r")
-        out["pred"] = torch.from_numpy(
-            crop_array(pred, out["start"], self.crop_frames, C.LOG_SILENCE)
-        )
-        return out
-
-
 def band_change(mel: torch.Tensor, active: torch.Tensor, bands: int = 8) -> torch.Tensor:
     """Mean absolute frame-to-frame change of ``mel`` Tensor[B x F x T] over pairs of active
     frames (``active`` bool Tensor[B x T]), per sequence and group of ``F // bands`` bins:
@@ -211,27 +165,14 @@ class _TextureTrainer(TrainerBase):
     def __init__(self, data: Path, run_dir: Path, config: TextureRunConfig, info: DistInfo):
         self.data, self.run_dir, self.info = data, run_dir, info
         t = config.train
-        source = t.acoustic or str(export_paths(pretrained.path(pretrained.ACOUSTIC))[0])
-        acoustic = load_acoustic(source, device=info.device)
-        self.acoustic_weights = export_paths(source)[0]
-        self.acoustic_digest = weights_digest(self.acoustic_weights)
-        manifest = read_manifest(data)
-        try:
-            self.rows = [resolve_instrument(acoustic.instruments, i["name"]) for i in
-                         manifest["instruments"]]  # fmt: skip
-        except UnknownInstrumentError as err:
-            raise UserError(f"the dataset's instruments do not fit {source}: {err}") from err
-        self.names = [i["name"] for i in manifest["instruments"]]
+        predictions, acoustic = prepare_predictions(t.acoustic, data, run_dir, info)
+        self.acoustic_weights, self.acoustic_digest = predictions.weights, predictions.digest
+        self.rows = predictions.rows
+        self.names = [i["name"] for i in read_manifest(data)["instruments"]]
         self.table = acoustic.embedding.weight.detach()[torch.tensor(self.rows)].to(info.device)
         model = {**config.model, "embedding_dim": acoustic.embedding_dim}
         self.config = config = dataclasses.replace(config, model=model)
-        cache = run_dir / f"predicted-{self.acoustic_digest}"
-        if info.is_main:
-            splits = ("train", "valid")
-            items = [it for it in manifest["items"] if it["split"] in splits]
-            predict_items(acoustic, data, items, self.rows, cache)
-        if info.distributed:
-            torch.distributed.barrier()
+        cache = predictions.cache
         del acoustic
 
         torch.manual_seed(t.seed)

@@ -8,6 +8,7 @@ checkpointing and the run logger.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from mel2mel.train.loop import (
     lr_lambda,
     train_session,
 )
+from mel2mel.train.predictions import PairCrops, Predictions, prepare_predictions
 from mel2mel.vocoders.base import Vocoder
 from mel2mel.vocoders.fast import FastVocoder, training_losses
 from mel2mel.vocoders.wavenet import WaveNet, training_step
@@ -97,11 +99,14 @@ class _VocoderTrainer(TrainerBase):
             self.optimizer,
             lambda s: lr_lambda(s, warmup=t.warmup_steps, total=t.steps, floor=t.min_lr / t.lr),
         )
+        self.predictions: Predictions | None = None
+        crops: Any = SeededCrops
+        if t.acoustic:
+            self.predictions, _ = prepare_predictions(t.acoustic, data, run_dir, info)
+            crops = functools.partial(PairCrops, cache=self.predictions.cache)
         common = {"audio": True, "seed": t.seed}
-        self.valid_set = SeededCrops(
-            data, "valid", t.valid_crop_frames, random_crops=False, **common
-        )
-        train_set = SeededCrops(data, "train", t.crop_frames, random_crops=True, **common)
+        self.valid_set = crops(data, "valid", t.valid_crop_frames, random_crops=False, **common)
+        train_set = crops(data, "train", t.crop_frames, random_crops=True, **common)
         self.use_train_set(train_set, "items")
         self._log_mel = LogMel().to(info.device)
 
@@ -113,7 +118,17 @@ class _VocoderTrainer(TrainerBase):
             raise UserError(f"train.init_from: {stem} has other sizes: {source.config}")
         self.model.load_state_dict(source.state_dict())
 
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self.predictions is not None:
+            p = self.predictions
+            state["metadata"].update(acoustic=str(p.weights), acoustic_digest=p.digest)
+        return state
+
     def restore(self, state: dict[str, Any]) -> None:
+        digest = None if self.predictions is None else self.predictions.digest
+        if state["metadata"].get("acoustic_digest") != digest:
+            raise UserError("the checkpoint was trained on other mels (train.acoustic differs)")
         saved = state["config"]
         if (saved["kind"], saved["model"]) != (self.config.kind, self.config.to_dict()["model"]):
             raise UserError(
@@ -125,11 +140,14 @@ class _VocoderTrainer(TrainerBase):
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         dev = self.info.device
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if k != "item"}
+        if "pred" in batch:  # ground-truth-aligned: the model's mel in, the true audio out
+            batch["mel"] = batch.pop("pred")
         return self.optimize(self.objective(batch))
 
     @torch.no_grad()
     def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
-        """Copy-synthesis log-mel error (fast) or teacher-forced cross-entropy (WaveNet)."""
+        """Copy-synthesis log-mel error (fast; with ``train.acoustic``, of the vocoded
+        prediction against the true mel) or teacher-forced cross-entropy (WaveNet)."""
         t = self.config.train
         n = min(len(self.valid_set), t.valid_crops) if t.valid_crops else len(self.valid_set)
         mine = range(self.info.rank, n, self.info.world_size)
@@ -139,7 +157,8 @@ class _VocoderTrainer(TrainerBase):
             item = self.valid_set[i]
             mel = item["mel"][None].to(self.info.device)
             if self.config.kind == "fast":
-                audio = self.model.vocode(mel, item["roll"][None])
+                source = item["pred"][None].to(self.info.device) if "pred" in item else mel
+                audio = self.model.vocode(source, item["roll"][None])
                 value = (self._log_mel(audio)[..., : mel.shape[-1]] - mel).abs().mean()
             else:
                 batch = {"mel": mel, "audio": item["audio"][None].to(self.info.device)}

@@ -147,3 +147,43 @@ def test_two_process_vocoder_replicas_stay_identical(real_dataset, tmp_path):
     assert state_max_diff(w0, w1) == 0.0
     state = load_checkpoint(tmp_path / "run", kind="vocoder")
     assert state["metadata"]["world_size"] == 2
+
+
+def test_trained_on_an_acoustic_models_mels(real_dataset, tmp_path):
+    """``train.acoustic``: the model's cached predictions go in, the true audio is the target,
+    and validation scores the vocoded prediction against the true mel."""
+    from conftest import debug_model
+
+    from mel2mel.models.export import save_pretrained
+    from mel2mel.train.predictions import PairCrops
+
+    (tmp_path / "m").mkdir()
+    save_pretrained(debug_model([("Grand Piano", 0), ("Trumpet", 56)]), tmp_path / "m")
+    config = tiny(acoustic=str(tmp_path / "m" / "acoustic"))
+    whole = train_vocoder(real_dataset, tmp_path / "a", config, progress=False)
+    cache = next((tmp_path / "a").glob("predicted-*"))
+    assert len(list(cache.glob("*/*.pred.npy"))) == 6  # 3 train/valid tunes x 2 instruments
+    crops = PairCrops(real_dataset, "valid", 40, random_crops=False, audio=True, seed=0,
+                      cache=cache)  # fmt: skip
+    model, errors = whole.model.eval(), []
+    with torch.no_grad():
+        for i in range(2):
+            pred, mel, roll = crops[i]["pred"], crops[i]["mel"], crops[i]["roll"]
+            assert (pred - mel).abs().mean() > 0.5  # an untrained model's mel, not the truth
+            audio = model.vocode(pred[None], roll[None])[0]
+            errors.append(np.abs(log_mel(audio)[:, : mel.shape[-1]] - mel.numpy()).mean())
+    valid = whole.valid["valid/log_mel_db"]
+    assert valid == pytest.approx(20 / math.log(10) * np.mean(errors), rel=1e-4)
+    # other inputs, other weights; exact resume; the export names the acoustic model
+    plain = train_vocoder(real_dataset, tmp_path / "p", tiny(), progress=False)
+    assert state_max_diff(plain.model.state_dict(), whole.model.state_dict()) > 0
+    train_vocoder(real_dataset, tmp_path / "b", config, stop_at=2, progress=False)
+    resumed = train_vocoder(real_dataset, tmp_path / "b", config, progress=False)
+    assert state_max_diff(resumed.model.state_dict(), whole.model.state_dict()) == 0.0
+    with pytest.raises(UserError, match="other mels"):
+        train_vocoder(real_dataset, tmp_path / "b", tiny(steps=6), progress=False)
+    assert main(["export", "vocoder", str(tmp_path / "a"), "-o", str(tmp_path / "x")]) == 0
+    meta = json.loads((tmp_path / "x" / "fast_vocoder.json").read_text())["metadata"]
+    assert meta["acoustic_digest"] == cache.name.removeprefix("predicted-")
+    with pytest.raises(ValueError, match="needs kind: fast"):
+        tiny("wavenet", acoustic=str(tmp_path / "m" / "acoustic"))
