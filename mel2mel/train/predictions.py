@@ -58,7 +58,8 @@ def predict_items(
     """Cache the acoustic model's exact prediction (float16[80 x frames]) of every item that
     lacks one; ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
     todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
-    for it in tqdm(todo, desc="predicting", unit="item", disable=not progress):
+    # disable=None: a bar on a terminal, none in a log file (a background run's log)
+    for it in tqdm(todo, desc="predicting", unit="item", disable=None if progress else True):
         roll = np.load(roll_path(data, it["piece"]), mmap_mode="r")
         roll = torch.from_numpy(crop_array(roll, 0, it["frames"], 0.0, 127.0))[None]
         mel = acoustic.infer(roll, instrument=rows[it["instrument"]])[0]
