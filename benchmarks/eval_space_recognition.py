@@ -20,6 +20,8 @@ split FluidSynth audio over all the instruments) labels every clip. Per instrume
 
 ``--texture S`` passes the model's mel through the texture post-net exported beside it
 (``acoustic100_texture.*``) at strength ``S`` (0, the default, judges the acoustic model alone).
+``--vocoder PATH`` plays the model's mel with another exported fast vocoder (copy synthesis keeps
+the shipped one, the reference).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ import numpy as np
 import torch
 
 from mel2mel.data.dataset import read_manifest
-from mel2mel.models.export import load_acoustic, load_pretrained_vocoder, load_texture, stem_paths
+from mel2mel.models.export import (
+    load_acoustic,
+    load_pretrained_vocoder,
+    load_texture,
+    load_vocoder,
+    stem_paths,
+)
 from mel2mel.models.texture import texture_noise
 
 CLIP_SECONDS = 3.0
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> dict:
     model = load_acoustic(args.model).eval()
     if [i.name for i in model.instruments] != names:
         sys.exit("the model's instruments are not the dataset's (same names, same order)")
-    vocoder = load_pretrained_vocoder("fast").eval()
+    shipped = load_pretrained_vocoder("fast").eval()
+    vocoder = shipped if args.vocoder is None else load_vocoder(args.vocoder).eval()
     texture = None
     if args.texture:
         weights = stem_paths(args.model)[0]
@@ -85,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
                 noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
             ours = vocoder.vocode(mel).reshape(-1).numpy()
-            copy = vocoder.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
+            copy = shipped.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
         got = {
             "soundfont": EI.clips(audio, CLIP_SECONDS, args.clips),
             "model": EI.clips(ours[: len(audio)], CLIP_SECONDS, args.clips),
@@ -116,7 +125,8 @@ def run(args: argparse.Namespace) -> dict:
         summary[f"{key}_share"] = float(np.mean([r[key] for r in judged]))
     for key in ("model_acc", "soundfont_acc", "copy_acc"):
         summary[key] = float(np.mean([r[key] for r in judged]))
-    return {"model": str(args.model), "texture": args.texture, "data": str(args.data),
+    return {"model": str(args.model), "texture": args.texture, "vocoder": str(args.vocoder),
+            "data": str(args.data),
             "split": args.split, "clip_seconds": CLIP_SECONDS, "summary": summary,
             "instruments": rows}  # fmt: skip
 
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="texture post-net strength (default 0: the acoustic model alone)",
     )
+    p.add_argument("--vocoder", type=Path, help="an exported fast vocoder for the model's mel")
     p.add_argument("--clips", type=int, default=3, help="clips per test item (default 3)")
     p.add_argument("--train-clips", type=int, default=3, help="clips per train item (default 3)")
     p.add_argument("--cache", type=Path, default=Path("runs/eval-space-cache"))
