@@ -33,10 +33,7 @@ from mel2mel.data.dataset import read_manifest
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
 from mel2mel.instruments import slugify
-from mel2mel.models.export import (
-    save_texture,
-    texture_paths,
-)
+from mel2mel.models.export import save_texture, texture_paths
 from mel2mel.models.texture import TexturePostnet, texture_noise
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import TextureRunConfig
