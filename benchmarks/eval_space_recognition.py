@@ -126,9 +126,8 @@ def run(args: argparse.Namespace) -> dict:
     for key in ("model_acc", "soundfont_acc", "copy_acc"):
         summary[key] = float(np.mean([r[key] for r in judged]))
     return {"model": str(args.model), "texture": args.texture, "vocoder": str(args.vocoder),
-            "data": str(args.data),
-            "split": args.split, "clip_seconds": CLIP_SECONDS, "summary": summary,
-            "instruments": rows}  # fmt: skip
+            "data": str(args.data), "split": args.split, "clip_seconds": CLIP_SECONDS,
+            "summary": summary, "instruments": rows}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
