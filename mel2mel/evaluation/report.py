@@ -65,9 +65,8 @@ class BinStats:
         """``bool[M]``: bins where the reference is above the floor in at least ``share`` of frames.
 
         Where the reference sits at the log floor in most frames (the top bins of quiet piano
-        passages, whose high partials FluidSynth's velocity filter removes), its Pearson r
-        measures a few rare frames and the floor; these bins are left out of
-        :meth:`sounding_correlation`.
+        passages, which have few high partials), its Pearson r measures a few rare frames
+        against a constant; these bins are left out of :meth:`sounding_correlation`.
         """
         return self.sounding >= share * max(self.n, 1)
 
