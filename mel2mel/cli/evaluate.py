@@ -68,7 +68,8 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
     print(f"{'ALL':<24} {o['mae_db']:>8.2f} {r:>8}")
     for name, g in report["groups"].items():
         r = "n/a" if g["mean_correlation"] is None else f"{g['mean_correlation']:.3f}"
-        rs = "n/a" if g["sounding_correlation"] is None else f"{g['sounding_correlation']:.3f}"
+        rs, lo = g["sounding_correlation"], g["sounding_correlation_min"]
+        rs = "n/a" if rs is None else f"{rs:.3f} (lowest instrument {lo:.3f})"
         print(
             f"{name:<24} {g['mae_db']:>8.2f} {r:>8}  ({g['frames']} frames; r {rs} over the "
             f"{g['sounding_bins']:.0f} bins with sound)"

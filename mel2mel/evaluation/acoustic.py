@@ -132,11 +132,12 @@ def evaluate_acoustic(
         ``{"split", "pieces", "frames", "instruments": [{"name", "program", "items", "frames",
         "mae_db", "mean_correlation", "correlation": [M floats or None]}], "overall": {...},
         "groups": {band or register: {"frames", "mae_db", "mean_correlation",
-        "sounding_correlation", "sounding_bins"}}, "mel_frequencies_hz": [M]}``; a group's
-        correlation is the mean over instruments of their mean per-bin r on the group's frames;
-        its sounding correlation the same over the bins where the reference has sound in at
-        least half of those frames (:meth:`BinStats.sounding_bins`; ``sounding_bins`` is their
-        mean count).
+        "sounding_correlation", "sounding_correlation_min", "sounding_bins"}},
+        "mel_frequencies_hz": [M]}``; a group's correlation is the mean over instruments of
+        their mean per-bin r on the group's frames; its sounding correlation the same over the
+        bins where the reference has sound in at least half of those frames
+        (:meth:`BinStats.sounding_bins`), its minimum the lowest instrument's, and
+        ``sounding_bins`` their mean count.
     """
     from tqdm import tqdm
 
@@ -211,6 +212,7 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
             "mae_db": round(total.mae_db(), 4),
             "mean_correlation": round(float(np.mean(r)), 6) if r else None,
             "sounding_correlation": round(float(np.mean(r_sounding)), 6) if r_sounding else None,
+            "sounding_correlation_min": round(min(r_sounding), 6) if r_sounding else None,
             "sounding_bins": round(float(np.mean([k for _, k in sounding])), 1),
         }
     return out
