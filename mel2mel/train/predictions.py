@@ -45,6 +45,10 @@ class Predictions:
     rows: list[int]
     cache: Path
 
+    def metadata(self) -> dict[str, str]:
+        """What a checkpoint records of the model (and an export keeps)."""
+        return {"acoustic": str(self.weights), "acoustic_digest": self.digest}
+
 
 def prediction_path(cache: Path, item_id: str) -> Path:
     return cache / f"{item_id}.pred.npy"

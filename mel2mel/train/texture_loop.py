@@ -163,8 +163,7 @@ class _TextureTrainer(TrainerBase):
         self.data, self.run_dir, self.info = data, run_dir, info
         t = config.train
         predictions, acoustic = prepare_predictions(t.acoustic, data, run_dir, info)
-        self.acoustic_weights, self.acoustic_digest = predictions.weights, predictions.digest
-        self.rows = predictions.rows
+        self.predictions, self.rows = predictions, predictions.rows
         self.names = [i["name"] for i in read_manifest(data)["instruments"]]
         self.table = acoustic.embedding.weight.detach()[torch.tensor(self.rows)].to(info.device)
         model = {**config.model, "embedding_dim": acoustic.embedding_dim}
@@ -209,9 +208,7 @@ class _TextureTrainer(TrainerBase):
 
     def state(self) -> dict[str, Any]:
         state = super().state()
-        state["metadata"].update(
-            acoustic=str(self.acoustic_weights), acoustic_digest=self.acoustic_digest
-        )
+        state["metadata"].update(self.predictions.metadata())
         return {
             **state,
             "disc": self.disc.state_dict(),
@@ -224,7 +221,7 @@ class _TextureTrainer(TrainerBase):
             raise UserError(
                 f"the checkpoint's post-net differs from this run's: {state['config']['model']}"
             )
-        if state["metadata"].get("acoustic_digest") != self.acoustic_digest:
+        if state["metadata"].get("acoustic_digest") != self.predictions.digest:
             raise UserError("the checkpoint was trained on another acoustic model")
         super().restore(state)
         self.disc.load_state_dict(state["disc"])

@@ -121,8 +121,7 @@ class _VocoderTrainer(TrainerBase):
     def state(self) -> dict[str, Any]:
         state = super().state()
         if self.predictions is not None:
-            p = self.predictions
-            state["metadata"].update(acoustic=str(p.weights), acoustic_digest=p.digest)
+            state["metadata"].update(self.predictions.metadata())
         return state
 
     def restore(self, state: dict[str, Any]) -> None:

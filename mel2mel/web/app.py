@@ -195,11 +195,7 @@ def create_app(
             "vocoders": list(vocoders),
             "default_vocoder": default_vocoder,
             "sample_rate": C.SAMPLE_RATE,
-            "limits": {
-                "max_upload_bytes": cfg.max_upload_bytes,
-                "max_piece_seconds": cfg.max_piece_seconds,
-                "max_render_seconds": cfg.max_render_seconds,
-            },
+            "limits": cfg.page_limits(),
             "space": {"available": space.available, "reason": space.reason},
             "inpage": inpage.status(),
         }

@@ -143,6 +143,15 @@ class WebConfig:
     base_rss_bytes: int = 768 * MB
     max_rss_bytes: int = 1536 * MB
 
+    def page_limits(self) -> dict[str, float]:
+        """The limits the page is told (``/api/info`` and the static site's ``info.json``), so
+        that it refuses what the server would, with the server's words."""
+        return {
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_piece_seconds": self.max_piece_seconds,
+            "max_render_seconds": self.max_render_seconds,
+        }
+
     def memory_budget(self) -> dict[str, int]:
         """The most memory, in bytes, each part of the server and its parse workers may hold
         under these limits.

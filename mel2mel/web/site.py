@@ -64,14 +64,6 @@ def map_json(synth: Synthesizer, resolution: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def site_limits() -> dict[str, float]:
-    """The server's default limits (:class:`~mel2mel.web.config.WebConfig`), which the static
-    page applies to what it reads and renders itself."""
-    cfg = WebConfig()
-    return {"max_upload_bytes": cfg.max_upload_bytes, "max_piece_seconds": cfg.max_piece_seconds,
-            "max_render_seconds": cfg.max_render_seconds}  # fmt: skip
-
-
 def space_json(space: Space, data: Path, *, soundfont_samples: bool = True,
                progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """``/api/space``'s answer for the static site, with the dots' SoundFont clips of the
@@ -130,7 +122,7 @@ def export_site(out_dir: str | os.PathLike, *, model: str | os.PathLike | None =
         "instruments": [{"name": i.name, "program": i.program, "embedding": i.embedding}
                         for i in synth.instruments()],
         "embedding_dim": synth.timbres.dim, "vocoders": ["fast"], "default_vocoder": "fast",
-        "sample_rate": C.SAMPLE_RATE, "limits": site_limits(), "space": {
+        "sample_rate": C.SAMPLE_RATE, "limits": WebConfig().page_limits(), "space": {
             "available": space.available and manifest["space100"] is not None,
             "reason": space.reason},
         "inpage": {"available": True, "ready": True, "reason": None},
