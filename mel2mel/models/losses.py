@@ -23,6 +23,16 @@ power lies below what the note plays wherever the truth varies (attacks, beating
 below at the loudest velocities; the frame power is what a listener hears as level and what the
 velocity-ramp check of docs/MODELS.md measures.
 
+Spectral slope
+--------------
+:func:`slope_loss` is another optional term (``train.slope_weight``): the mean absolute
+difference between the frequency slopes of the prediction and of the truth (each frame's
+differences between neighbouring mel bins). A squared error on log magnitudes is minimized by
+the conditional mean, which flattens the harmonic peaks and valleys wherever their exact height
+is uncertain; those peaks are what a transcriber hears as pitch (docs/MODELS.md, "What the
+transcriber and the classifier miss", where the term was tried and moved neither the peaks nor
+the transcription). It is blind to level: adding a constant to a frame changes no slope.
+
 Squashing constants
 -------------------
 The data lie in ``[log(1e-5), ~3] = [-11.5, ~3]`` (see :mod:`mel2mel.constants`), with most
@@ -88,6 +98,12 @@ def level_loss(
     if frames is None:
         return torch.mean(err)
     return (err * frames).sum() / frames.sum().clamp_min(1)
+
+
+def slope_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of the frequency slopes (nepers per mel bin): Tensor[B x M x T]
+    log-mels -> scalar. ``slope[b, m, t] = x[b, m + 1, t] - x[b, m, t]``."""
+    return torch.mean(torch.abs(torch.diff(pred, dim=1) - torch.diff(target, dim=1)))
 
 
 def reweighted(

@@ -28,7 +28,14 @@ from torch.utils.data import DataLoader
 from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
-from mel2mel.models.losses import LOSSES, frame_level, get_loss, level_loss, reweighted
+from mel2mel.models.losses import (
+    LOSSES,
+    frame_level,
+    get_loss,
+    level_loss,
+    reweighted,
+    slope_loss,
+)
 from mel2mel.train.config import RunConfig
 from mel2mel.train.data import dataset_instruments, make_datasets
 from mel2mel.train.distributed import (
@@ -135,6 +142,8 @@ class _Trainer(TrainerBase):
         if t.level_weight > 0:
             frames = loud > 0 if loud is not None and t.level_frames == "sounding" else None
             loss = loss + t.level_weight * level_loss(pred, mel, frames)
+        if t.slope_weight > 0:
+            loss = loss + t.slope_weight * slope_loss(pred, mel)
         return self.optimize(loss)
 
     @torch.no_grad()
@@ -150,7 +159,7 @@ class _Trainer(TrainerBase):
         )
         loader = DataLoader(self.valid_set, batch_size=t.batch_size, sampler=sampler)
         self.model.eval()
-        sums = torch.zeros(len(LOSSES) + 3, dtype=torch.float64)
+        sums = torch.zeros(len(LOSSES) + 4, dtype=torch.float64)
         first = None
         for i, batch in enumerate(loader):
             if t.valid_batches and i >= t.valid_batches:
@@ -160,7 +169,8 @@ class _Trainer(TrainerBase):
             n = mel.shape[0]
             for j, name in enumerate(LOSSES):
                 sums[j] += self.metric_fns[name](pred, mel).item() * n
-            sums[-3] += (pred - mel).abs().mean().item() * C.DB_PER_NEPER * n
+            sums[-4] += (pred - mel).abs().mean().item() * C.DB_PER_NEPER * n
+            sums[-3] += slope_loss(pred, mel).item() * C.DB_PER_NEPER * n
             level_db = (frame_level(pred) - frame_level(mel)).abs().mean() * C.DB_PER_NEPER
             sums[-2] += level_db.item() * n
             sums[-1] += n
@@ -172,7 +182,8 @@ class _Trainer(TrainerBase):
             return {}
         result = {f"valid/{name}": float(sums[j] / sums[-1]) for j, name in enumerate(LOSSES)}
         result["valid/loss"] = result[f"valid/{t.loss}"]
-        result["valid/mae_db"] = float(sums[-3] / sums[-1])
+        result["valid/mae_db"] = float(sums[-4] / sums[-1])
+        result["valid/slope_db"] = float(sums[-3] / sums[-1])
         result["valid/level_db"] = float(sums[-2] / sums[-1])
         if self.info.distributed:  # DDP keeps replicas equal; make that visible in the log
             result["dist/replica_max_diff"] = replicas_max_difference(self.model, self.info)

@@ -76,6 +76,10 @@ class TrainConfig:
     level_frames:
         The frames the level term averages over: ``all``, or ``sounding`` (those where a note
         sounds, leaving out silences and release tails).
+    slope_weight:
+        Weight of :func:`mel2mel.models.losses.slope_loss` (the error of each frame's frequency
+        slopes, which asks for harmonic peaks as sharp as the truth's) added to the loss; 0
+        (the default) adds nothing.
     quiet_weight:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
@@ -119,6 +123,7 @@ class TrainConfig:
     tanh_scale: float = TANH_SCALE
     level_weight: float = 0.0
     level_frames: str = "all"
+    slope_weight: float = 0.0
     quiet_weight: float = 1.0
     num_workers: int = 1
     seed: int = 0
@@ -140,6 +145,8 @@ class TrainConfig:
             raise ValueError("train.embedding_lr_scale must be > 0")
         if self.level_weight < 0:
             raise ValueError("train.level_weight must be >= 0")
+        if self.slope_weight < 0:
+            raise ValueError("train.slope_weight must be >= 0")
         if self.level_frames not in ("all", "sounding"):
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:

@@ -18,6 +18,7 @@ from mel2mel.models.losses import (
     get_loss,
     level_loss,
     reweighted,
+    slope_loss,
     squash,
 )
 
@@ -127,3 +128,22 @@ def test_reweighted_is_the_weighted_mean_over_frames(name):
     assert reweighted(loss, pred, true, frames, 3.0).item() == pytest.approx(by_hand.item())
     assert reweighted(loss, pred, true, frames, 1.0) == loss(pred, true)
     assert reweighted(loss, pred, true, torch.zeros_like(frames), 3.0) == loss(pred, true)
+
+
+def test_slope_loss_sees_flattened_peaks_not_level():
+    # a harmonic comb: peaks of 0 nepers every 4th bin over a floor of -6, 5 frames
+    comb = torch.full((1, 16, 5), -6.0)
+    comb[:, ::4] = 0.0
+    # its mean with the comb shifted by one bin: the same power, half the peak height
+    blurred = 0.5 * (comb + comb.roll(1, dims=1))
+    assert slope_loss(comb + 2.0, comb).item() == pytest.approx(0.0, abs=1e-6)  # level-blind
+    assert slope_loss(comb, comb).item() == 0.0
+    # by hand: slopes of the comb -6, 0, 0, +6 (repeating), of the blur 0, -3, 0, +3
+    blur_slopes, comb_slopes = np.array([0, -3, 0, 3] * 4), np.array([-6, 0, 0, 6] * 4)
+    by_hand = np.abs(blur_slopes - comb_slopes)[:15].mean()
+    assert by_hand == pytest.approx(3.0)  # 15 slopes: 6 + 3 + 0 + 3 per period, the last cut
+    assert slope_loss(blurred, comb).item() == pytest.approx(by_hand, rel=1e-6)
+    # the gradient sharpens: a blurred peak is pushed up, its neighbour down
+    pred = blurred.clone().requires_grad_(True)
+    slope_loss(pred, comb).backward()
+    assert torch.all(pred.grad[0, 4] < 0) and torch.all(pred.grad[0, 5] > 0)

@@ -214,7 +214,7 @@ def test_two_process_ddp_replicas_stay_identical(synthetic_dataset, tmp_path):
     assert [v["dist/replica_max_diff"] for v in valid if "dist/replica_max_diff" in v] == [0.0, 0.0]
 
 
-def test_level_and_quiet_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
+def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
     import shutil
 
     import numpy as np
@@ -234,10 +234,13 @@ def test_level_and_quiet_terms_and_embedding_noise_change_the_step(synthetic_dat
     assert 0 <= result.valid["valid/level_db"] < 200
     level, _ = one_step("level", level_weight=5.0)
     quiet, _ = one_step("quiet", quiet_weight=5.0)
+    slope, result = one_step("slope", slope_weight=5.0)
+    assert 0 < result.valid["valid/slope_db"] < 100
     again, _ = one_step("again")
     assert all(torch.equal(plain[k], again[k]) for k in plain)  # the comparison is exact...
     assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the terms count
     assert any(not torch.equal(plain[k], quiet[k]) for k in plain)
+    assert any(not torch.equal(plain[k], slope[k]) for k in plain)
     noisy = RunConfig(
         AcousticConfig.preset("debug", embedding_noise=0.5),
         tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1).train,
@@ -249,6 +252,8 @@ def test_level_and_quiet_terms_and_embedding_noise_change_the_step(synthetic_dat
     assert any(not torch.equal(plain[k], state["model"][k]) for k in plain)
     with pytest.raises(ValueError, match="level_weight"):
         TrainConfig(level_weight=-1)
+    with pytest.raises(ValueError, match="slope_weight"):
+        TrainConfig(slope_weight=-0.5)
     with pytest.raises(ValueError, match="quiet_weight"):
         TrainConfig(quiet_weight=0)
     with pytest.raises(ValueError, match="level_frames"):
