@@ -114,7 +114,12 @@ class _VocoderTrainer(TrainerBase):
         source = export.load_vocoder(stem)
         if source.kind != self.config.kind:
             raise UserError(f"train.init_from: {stem} is a {source.kind} vocoder")
-        if source.config != self.model.config:
+        training_only = getattr(type(self.model.config), "TRAINING_FIELDS", ())
+
+        def sizes(config: Any) -> dict[str, Any]:
+            return {k: v for k, v in dataclasses.asdict(config).items() if k not in training_only}
+
+        if sizes(source.config) != sizes(self.model.config):
             raise UserError(f"train.init_from: {stem} has other sizes: {source.config}")
         self.model.load_state_dict(source.state_dict())
 

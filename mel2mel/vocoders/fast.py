@@ -62,15 +62,20 @@ class FastVocoderConfig:
     prior_iterations: int = 6  # magnitude estimate refined before the network's correction
     integrate_phase: bool = True
     roll_dropout: float = 0.5  # training only: probability of hiding the roll of an example
+    phase_weight: float = 0.0  # training only: weight of the phase-derivative loss (losses.py)
     refine_iterations: int = 4  # mel-matching refinement at inference (vocoders/refine.py)
     train_refine_iterations: int = 2  # ... unrolled inside the training loss
     refine_step: float = 1.5
+
+    TRAINING_FIELDS: ClassVar[tuple[str, ...]] = ("roll_dropout", "phase_weight")  # not sizes
 
     def __post_init__(self) -> None:
         if self.n_fft < 2 * C.HOP_LENGTH or self.n_fft % C.HOP_LENGTH:
             raise ValueError(f"n_fft must be a multiple of {C.HOP_LENGTH} and at least twice it")
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd")
+        if self.phase_weight < 0:
+            raise ValueError("phase_weight must be >= 0")
         if min(self.refine_iterations, self.train_refine_iterations) < 0:
             raise ValueError("refine_iterations must be >= 0")
         refined = self.refine_iterations or self.train_refine_iterations
@@ -330,7 +335,7 @@ class FastVocoder(Vocoder):
                     yield np.ascontiguousarray(y.float().cpu().numpy())
 
 
-_DEFAULT_LOSSES: dict[str, nn.Module] = {}
+_DEFAULT_LOSSES: dict[tuple[str, float], nn.Module] = {}
 
 
 def training_losses(
@@ -346,13 +351,15 @@ def training_losses(
         In training mode each example's roll is hidden with probability
         ``config.roll_dropout``.
     loss_fn:
-        Defaults to :class:`~mel2mel.vocoders.losses.FastVocoderLoss` with default weights.
+        Defaults to :class:`~mel2mel.vocoders.losses.FastVocoderLoss` with default weights and
+        the config's ``phase_weight``.
     """
     device = next(model.parameters()).device
     if loss_fn is None:
-        key = str(device)
+        key = (str(device), model.config.phase_weight)
         if key not in _DEFAULT_LOSSES:
-            _DEFAULT_LOSSES[key] = FastVocoderLoss().to(device)
+            _DEFAULT_LOSSES[key] = FastVocoderLoss(phase_weight=model.config.phase_weight)
+            _DEFAULT_LOSSES[key].to(device)
         loss_fn = _DEFAULT_LOSSES[key]
     mel = batch["mel"].to(device)
     audio = batch["audio"].to(device)

@@ -101,6 +101,13 @@ def test_cli_train_export_evaluate(real_dataset, tmp_path, capsys):
     voc = load_vocoder(tmp_path / "export" / "fast_vocoder")
     assert voc.kind == "fast" and voc.config.dim == 16
     assert main(["export", "vocoder", str(run), "-o", str(tmp_path / "export")]) == 2  # exists
+    # a fresh run from the export may change what only training uses, not the sizes
+    init = ["--set", f"train.init_from={tmp_path / 'export' / 'fast_vocoder'}"]
+    again = [str(tmp_path / "again") if a == str(run) else a for a in args]
+    assert main([*again, *init, "--set", "model.phase_weight=0.5"]) == 0
+    other = [str(tmp_path / "other") if a == str(run) else a for a in args]
+    assert main([*other, *init, "--set", "model.dim=8"]) == 2
+    assert "other sizes" in capsys.readouterr().err
     # continuing a run needs the same model
     assert main([*args[:-2], "--set", "model.dim=8"]) == 2
     assert "differs" in capsys.readouterr().err

@@ -330,6 +330,21 @@ def test_roll_dropout_only_in_training() -> None:
         assert not torch.allclose(dropped, training_losses(model, batch)["loss"])
 
 
+def test_config_phase_weight_adds_the_phase_term() -> None:
+    model = _model(_debug())
+    mel, _ = _inputs(16, batch=2)
+    batch = {"mel": mel, "audio": torch.randn(2, 16 * 128) * 0.1}
+    with torch.no_grad():
+        plain = training_losses(model, batch)
+        weighted = _model(_debug(phase_weight=2.0))
+        weighted.load_state_dict(model.state_dict())
+        terms = training_losses(weighted, batch)
+    assert "phase" not in plain and terms["phase"].item() > 0
+    assert torch.allclose(terms["loss"], plain["loss"] + 2.0 * terms["phase"])
+    with pytest.raises(ValueError, match="phase_weight"):
+        _debug(phase_weight=-1.0)
+
+
 def test_training_reduces_the_loss() -> None:
     torch.manual_seed(0)
     audio = torch.from_numpy(_tones(0.3))[None]
