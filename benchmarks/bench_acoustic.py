@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from mel2mel import constants as C
-from mel2mel.models import build_acoustic
+from mel2mel.models import AcousticConfig, build_acoustic
 from mel2mel.models.acoustic_fast import symmetric_windows
 from mel2mel.models.losses import get_loss
 from mel2mel.train.config import RunConfig, TrainConfig
@@ -132,14 +132,17 @@ def inference_roll(frames: int, kind: str) -> torch.Tensor:
     return torch.from_numpy(piano_roll(notes, frames))[None]
 
 
-def inference_times(frames: int, repeats: int, roll_kind: str) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds for the paper model on one sequence, per variant.
+def inference_times(
+    frames: int, repeats: int, roll_kind: str, coding: str = "linear"
+) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``) on one
+    sequence, per variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
     a shared machine affects them all alike.
     """
     torch.manual_seed(0)
-    model = build_acoustic("paper").eval()
+    model = build_acoustic(AcousticConfig.preset("paper", velocity_coding=coding)).eval()
     roll = inference_roll(frames, roll_kind)
     emb = model.embed(0)
 
@@ -262,6 +265,9 @@ def main() -> None:
     parser.add_argument(
         "--roll", choices=("random", "chorale"), default="random", help="inference input"
     )
+    parser.add_argument(
+        "--velocity-coding", default="linear", help="(b): the model's velocity coding"
+    )
     parser.add_argument("--sweep", action="store_true", help="raw fps for several shapes")
     parser.add_argument("--rounds", type=int, default=2, help="sweep rounds (best is kept)")
     parser.add_argument("--skip-train", action="store_true")
@@ -305,10 +311,11 @@ def main() -> None:
             print("(a) loop: skipped, pass --data DATASET")
     if not args.skip_infer:
         seconds = args.frames / C.FRAME_RATE
-        times = inference_times(args.frames, args.repeats, args.roll)
+        times = inference_times(args.frames, args.repeats, args.roll, args.velocity_coding)
         exact, chunked = (times[n][0] for n in list(INFERENCE_VARIANTS)[:2])
         print(
-            f"(b) inference, {args.frames} frames ({args.roll} roll), median of {args.repeats} "
+            f"(b) inference, {args.frames} frames ({args.roll} roll, {args.velocity_coding} "
+            f"velocity coding), median of {args.repeats} "
             "interleaved rounds (target < 0.3 s):"
         )
         for name, (t, cpu) in times.items():

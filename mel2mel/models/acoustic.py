@@ -44,18 +44,20 @@ def code_velocity(roll: torch.Tensor, coding: str) -> torch.Tensor:
         package stores and passes it.
     coding:
         ``linear`` returns ``roll`` itself; ``log`` maps each nonzero entry ``x = v / 127`` to
-        ``0.2 + 0.8 (1 + ln(x) / ln(127))`` and keeps zeros at 0.
+        ``0.2 + 0.8 (1 + ln(x) / ln(127))`` and keeps zeros at 0; ``linear+log`` stacks the
+        two, linear rows first.
 
     Returns
     -------
-    Tensor of the same shape and dtype.
+    Tensor of the same shape and dtype (``linear+log``: twice the rows, Tensor[... x 352 x T]).
     """
     if coding == "linear":
         return roll
-    if coding != "log":
+    if coding not in ("log", "linear+log"):
         raise ValueError(f"unknown velocity coding {coding!r}")
     coded = 1.0 + LOG_VELOCITY_SLOPE * torch.log(roll.clamp_min(1.0 / 127.0))
-    return torch.where(roll > 0, coded, torch.zeros_like(roll))
+    coded = torch.where(roll > 0, coded, torch.zeros_like(roll))
+    return coded if coding == "log" else torch.cat([roll, coded], dim=-2)
 
 
 LOG_VELOCITY_SLOPE = 0.8 / math.log(127.0)  # ``log`` coding: 0.2 at velocity 1, 1 at 127
@@ -114,7 +116,7 @@ class Mel2Mel(nn.Module):
         self.embedding = nn.Embedding(c.n_instruments, c.embedding_dim)
         if c.embedding_init_std != 1.0:  # nn.Embedding draws N(0, 1) itself
             nn.init.normal_(self.embedding.weight, std=c.embedding_init_std)
-        self.input = nn.Conv1d(c.roll_channels, c.channels, 1)
+        self.input = nn.Conv1d(c.input_channels, c.channels, 1)
         front: list[nn.Module] = []
         for _ in range(c.frontend_layers):
             front += [
@@ -162,7 +164,8 @@ class Mel2Mel(nn.Module):
         return resolve_instrument(self.instruments, query)
 
     def code_roll(self, roll: torch.Tensor) -> torch.Tensor:
-        """Tensor[B x 176 x T] roll (``velocity / 127``) -> the input of :attr:`input`."""
+        """Tensor[B x 176 x T] roll (``velocity / 127``) -> the input of :attr:`input`,
+        Tensor[B x K x T] with ``K = config.input_channels``."""
         return code_velocity(roll, self.config.velocity_coding)
 
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 from mel2mel import constants as C
 from mel2mel.configs import config_from_dict
 
-VELOCITY_CODINGS = ("linear", "log")
+VELOCITY_CODINGS = ("linear", "log", "linear+log")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,11 @@ class AcousticConfig:
         "normalized"): ``linear``, ``v / 127`` (every model before the performance corpus);
         ``log``, ``0.2 + 0.8 ln(v) / ln(127)`` (0.2 at ``v = 1``, 1 at 127), affine in
         FluidSynth's velocity gain in dB (40 log10(v / 127)), so the input projection can map
-        a note's velocity onto a log-mel level linearly. See :func:`mel2mel.models.code_velocity`.
+        a note's velocity onto a log-mel level linearly; ``linear+log``, both side by side (the
+        input projection then reads ``2 * roll_channels`` rows, see :attr:`input_channels`), so
+        that a model trained with ``linear`` can be extended without changing what it plays
+        (the new rows' weights start at zero, :func:`mel2mel.train.loop.copy_matching`). See
+        :func:`mel2mel.models.code_velocity`.
     embedding_init_std:
         Standard deviation of the embedding table's normal initialization (1, PyTorch's
         default, for every 10-instrument model). A small value (0.1 for the 100-instrument
@@ -108,6 +112,11 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.embedding_noise must be >= 0")
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
+
+    @property
+    def input_channels(self) -> int:
+        """Rows of the coded roll that the input projection reads."""
+        return self.roll_channels * (2 if self.velocity_coding == "linear+log" else 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` of the fields (JSON/YAML serializable)."""

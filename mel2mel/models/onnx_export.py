@@ -85,7 +85,10 @@ class AcousticGraph(nn.Module):
         """Tensor[1 x K x T] rows ``channels`` of the roll (velocity / 127), Tensor[K] int64
         channel numbers (0..175), Tensor[1 x E] -> Tensor[1 x 80 x T] natural-log mel."""
         m, lstm = self.model, self.model.lstm
-        w_in = m.input.weight[:, :, 0].index_select(1, channels)  # C x K
+        rows = channels
+        if m.config.velocity_coding == "linear+log":  # the log rows follow the linear ones
+            rows = torch.cat([channels, channels + m.config.roll_channels])
+        w_in = m.input.weight[:, :, 0].index_select(1, rows)  # C x K (x 2)
         gamma = 1.0 + m.film_in.gamma(embedding)[0]
         beta = m.film_in.beta(embedding)[0]
         weights = []
@@ -95,7 +98,7 @@ class AcousticGraph(nn.Module):
             weights += [w_ih @ (gamma[:, None] * w_in), getattr(lstm, "weight_hh_l0" + suffix),
                         w_ih @ (gamma * m.input.bias + beta) + bias,
                         getattr(lstm, "bias_hh_l0" + suffix)]  # fmt: skip
-        x = m.code_roll(roll).transpose(1, 2)  # 1 x T x K
+        x = m.code_roll(roll).transpose(1, 2)  # 1 x T x K (x 2)
         h0 = torch.zeros(2, 1, lstm.hidden_size)
         h = torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, False, True, True)[0]
         return m.output(m.film_out(h.transpose(1, 2), embedding))

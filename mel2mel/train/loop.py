@@ -98,7 +98,10 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
 
     A model with another instrument table (say 100 rows of 10-D instead of 10 of 2-D) keeps its
     fresh embedding and FiLM matrices, and takes the convolutions, the LSTM and the FiLM
-    biases (the instrument-independent part of the modulation) from the source.
+    biases (the instrument-independent part of the modulation) from the source. An input
+    projection with more input rows than the source's (``velocity_coding: linear+log`` from a
+    ``linear`` model) takes the source's in its leading rows and zeros in the others, so the
+    new model starts out playing exactly as the source.
 
     Parameters
     ----------
@@ -126,12 +129,29 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
     return copy_matching(model, theirs, source)
 
 
+WIDENABLE = ("input.weight",)  # Mel2Mel's input projection, Tensor[C x K x 1]
+
+
+def widened(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """``theirs`` in the leading input rows (dim 1) of zeros shaped like ``ours`` when ``ours``
+    has more of them and is otherwise the same shape; else ``theirs`` unchanged."""
+    if ours.dim() != theirs.dim() or ours.dim() < 2 or ours.shape[1] <= theirs.shape[1]:
+        return theirs
+    if ours.shape[0] != theirs.shape[0] or ours.shape[2:] != theirs.shape[2:]:
+        return theirs
+    out = torch.zeros_like(ours)
+    out[:, : theirs.shape[1]] = theirs
+    return out
+
+
 def copy_matching(
     model: nn.Module, theirs: dict[str, torch.Tensor], source: str | Path
 ) -> tuple[list[str], list[str]]:
     """Load the tensors of ``theirs`` whose name and shape match into ``model``; returns
     ``(copied, fresh)`` names as :func:`init_from_pretrained` does."""
     ours = model.state_dict()
+    theirs = {k: widened(ours[k], v) if k in WIDENABLE and k in ours else v
+              for k, v in theirs.items()}  # fmt: skip
     match = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     if not match:
         raise UserError(f"train.init_from: no tensor of {source} matches this model")

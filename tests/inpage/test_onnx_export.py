@@ -94,6 +94,23 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
     assert err.mean() < 0.005 and err.max() < 0.05, (err.mean(), err.max())
 
 
+def test_acoustic_graph_codes_velocity_as_the_model_does(roll: np.ndarray) -> None:
+    from mel2mel.models import AcousticConfig, Mel2Mel
+    from mel2mel.models.onnx_export import acoustic_onnx
+
+    torch.manual_seed(0)
+    model = Mel2Mel(AcousticConfig.preset("debug", velocity_coding="linear+log")).eval()
+    with torch.no_grad():
+        model.input.weight.normal_(0.0, 0.5)  # the log rows matter
+    channels = np.flatnonzero(roll[0].max(1) > 0)
+    emb = model.embedding.weight[3][None].detach()
+    feeds = {"roll": roll[:, channels], "channels": channels, "embedding": emb.numpy()}
+    out = session(acoustic_onnx(model, half=False)).run(None, feeds)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(roll), embedding=emb).numpy()
+    assert db(out[0], ref).max() < 0.01
+
+
 def test_texture_matches_torch(exported: Path, roll: np.ndarray) -> None:
     model = load_acoustic(pretrained_path("acoustic"))
     weights, desc = export_paths(pretrained_path("acoustic"))

@@ -23,6 +23,7 @@ from mel2mel.models import (
     save_pretrained,
 )
 from mel2mel.models.acoustic import UnknownInstrumentError, resolve_instrument
+from mel2mel.train.loop import init_from_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -174,6 +175,26 @@ def test_log_coded_model_sees_velocity_through_its_coding(tmp_path):
         assert not torch.allclose(linear(roll, instrument=1), want, atol=1e-3)
         save_pretrained(model, f"{tmp_path}/")
         assert torch.equal(load_acoustic(tmp_path)(roll, instrument=1), model(roll, instrument=1))
+
+
+def test_linear_and_log_coding_extends_a_linear_model_exactly(tmp_path):
+    roll = torch.rand(1, C.ROLL_CHANNELS, 12) * (torch.rand(1, C.ROLL_CHANNELS, 12) > 0.7)
+    both = code_velocity(roll, "linear+log")
+    assert both.shape == (1, 2 * C.ROLL_CHANNELS, 12)
+    assert torch.equal(both[:, : C.ROLL_CHANNELS], roll)
+    assert torch.equal(both[:, C.ROLL_CHANNELS :], code_velocity(roll, "log"))
+    linear = tiny()
+    randomize_film(linear)
+    save_pretrained(linear, f"{tmp_path}/")
+    model = tiny(velocity_coding="linear+log")
+    assert model.input.weight.shape[1] == model.config.input_channels == 2 * C.ROLL_CHANNELS
+    copied, fresh = init_from_pretrained(model, tmp_path)
+    assert "input.weight" in copied and fresh == []
+    assert torch.equal(model.input.weight[:, C.ROLL_CHANNELS :], torch.zeros(8, 176, 1))
+    with torch.no_grad():
+        assert torch.allclose(model(roll, instrument=1), linear(roll, instrument=1), atol=1e-6)
+        model.input.weight[:, C.ROLL_CHANNELS :] = 0.1  # the log rows count once trained
+        assert not torch.allclose(model(roll, instrument=1), linear(roll, instrument=1))
 
 
 def test_resolve_instrument():

@@ -87,7 +87,7 @@ def test_context_counts_only_frames_with_notes():
         check_windows(one_sided_windows(3000, 600, context, active), 3000, 600, context)
 
 
-@pytest.mark.parametrize("coding", ["linear", "log"])
+@pytest.mark.parametrize("coding", ["linear", "log", "linear+log"])
 def test_exact_fast_forward_matches_forward(coding):
     model = tiny(velocity_coding=coding)
     roll = sparse_roll(2, 700)

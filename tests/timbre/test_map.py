@@ -59,7 +59,9 @@ def test_reference_passage_is_fixed_and_polyphonic():
     assert min(n.pitch for n in a.notes) >= 41 and max(n.pitch for n in a.notes) <= 79
 
 
-@pytest.mark.parametrize(("layers", "coding"), [(1, "linear"), (2, "linear"), (1, "log")])
+@pytest.mark.parametrize(
+    ("layers", "coding"), [(1, "linear"), (2, "linear"), (1, "log"), (1, "linear+log")]
+)
 def test_sweep_equals_the_model_forward(layers, coding):
     model = tiny_model(lstm_layers=layers, velocity_coding=coding)
     rng = np.random.default_rng(0)
