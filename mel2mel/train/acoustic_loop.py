@@ -57,7 +57,9 @@ from mel2mel.train.loop import (
 class _Trainer(TrainerBase):
     """State and steps of one training session (a helper of :func:`train_acoustic`)."""
 
-    def __init__(self, data: Path, run_dir: Path, config: RunConfig, info: DistInfo) -> None:
+    def __init__(
+        self, data: Path, run_dir: Path, config: RunConfig, info: DistInfo, progress: bool = True
+    ) -> None:
         self.data, self.run_dir, self.config, self.info = data, run_dir, config, info
         t = config.train
         self.instruments = dataset_instruments(data)

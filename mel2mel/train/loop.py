@@ -327,7 +327,7 @@ class TrainerBase:
 
 
 def train_session(
-    make: Callable[[Path, Path, Any, DistInfo], TrainerBase],
+    make: Callable[[Path, Path, Any, DistInfo, bool], TrainerBase],
     data: str | Path,
     run_dir: str | Path,
     config: Any,
@@ -337,12 +337,13 @@ def train_session(
     progress: bool,
 ) -> TrainResult:
     """What every ``train_*`` function does: join the process group, build the trainer with
-    ``make(data, run_dir, config, info)``, restore the checkpoint to resume (of the trainer's
+    ``make(data, run_dir, config, info, progress)`` (``progress``: bars for its setup work, such
+    as predicting the mels it trains on), restore the checkpoint to resume (of the trainer's
     ``kind``), and run one session up to ``stop_at`` (default: the end of the schedule)."""
     data, run_dir = Path(data), Path(run_dir)
     info = init_distributed(device)
     start_from = checkpoint_to_resume(run_dir, resume)
-    trainer = make(data, run_dir, config, info)
+    trainer = make(data, run_dir, config, info, progress)
     if start_from is not None:
         state = ckpt.load_checkpoint(start_from, map_location=info.device, kind=trainer.kind)
         trainer.restore(state)

@@ -159,10 +159,17 @@ class _TextureTrainer(TrainerBase):
 
     kind = KIND
 
-    def __init__(self, data: Path, run_dir: Path, config: TextureRunConfig, info: DistInfo):
+    def __init__(
+        self,
+        data: Path,
+        run_dir: Path,
+        config: TextureRunConfig,
+        info: DistInfo,
+        progress: bool = True,
+    ) -> None:
         self.data, self.run_dir, self.info = data, run_dir, info
         t = config.train
-        predictions, acoustic = prepare_predictions(t.acoustic, data, run_dir, info)
+        predictions, acoustic = prepare_predictions(t.acoustic, data, run_dir, info, progress)
         self.predictions, self.rows = predictions, predictions.rows
         self.names = [i["name"] for i in read_manifest(data)["instruments"]]
         self.table = acoustic.embedding.weight.detach()[torch.tensor(self.rows)].to(info.device)

@@ -74,7 +74,14 @@ class _VocoderTrainer(TrainerBase):
 
     kind = KIND
 
-    def __init__(self, data: Path, run_dir: Path, config: VocoderRunConfig, info: DistInfo):
+    def __init__(
+        self,
+        data: Path,
+        run_dir: Path,
+        config: VocoderRunConfig,
+        info: DistInfo,
+        progress: bool = True,
+    ) -> None:
         self.data, self.run_dir, self.config, self.info = data, run_dir, config, info
         t = config.train
         torch.manual_seed(t.seed)
@@ -102,7 +109,7 @@ class _VocoderTrainer(TrainerBase):
         self.predictions: Predictions | None = None
         crops: Any = SeededCrops
         if t.acoustic:
-            self.predictions, _ = prepare_predictions(t.acoustic, data, run_dir, info)
+            self.predictions, _ = prepare_predictions(t.acoustic, data, run_dir, info, progress)
             crops = functools.partial(PairCrops, cache=self.predictions.cache)
         common = {"audio": True, "seed": t.seed}
         self.valid_set = crops(data, "valid", t.valid_crop_frames, random_crops=False, **common)
