@@ -101,7 +101,9 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
     biases (the instrument-independent part of the modulation) from the source. An input
     projection with more input rows than the source's (``velocity_coding: linear+log`` from a
     ``linear`` model) takes the source's in its leading rows and zeros in the others, so the
-    new model starts out playing exactly as the source.
+    new model starts out playing exactly as the source; one with fewer (a ``linear`` model from
+    a ``linear+log`` one, as the 100-instrument recipe starts from the shipped model) takes the
+    leading, linear rows.
 
     Parameters
     ----------
@@ -129,18 +131,19 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
     return copy_matching(model, theirs, source)
 
 
-WIDENABLE = ("input.weight",)  # Mel2Mel's input projection, Tensor[C x K x 1]
+RESIZABLE = ("input.weight",)  # Mel2Mel's input projection, Tensor[C x K x 1]
 
 
-def widened(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
-    """``theirs`` in the leading input rows (dim 1) of zeros shaped like ``ours`` when ``ours``
-    has more of them and is otherwise the same shape; else ``theirs`` unchanged."""
-    if ours.dim() != theirs.dim() or ours.dim() < 2 or ours.shape[1] <= theirs.shape[1]:
+def resized_rows(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """``theirs`` fitted to the input rows (dim 1) of ``ours`` when only their number differs:
+    more rows are zeros after ``theirs``, fewer keep its leading rows; else ``theirs`` as is."""
+    if ours.dim() != theirs.dim() or ours.dim() < 2 or ours.shape[1] == theirs.shape[1]:
         return theirs
     if ours.shape[0] != theirs.shape[0] or ours.shape[2:] != theirs.shape[2:]:
         return theirs
+    n = min(ours.shape[1], theirs.shape[1])
     out = torch.zeros_like(ours)
-    out[:, : theirs.shape[1]] = theirs
+    out[:, :n] = theirs[:, :n]
     return out
 
 
@@ -150,7 +153,7 @@ def copy_matching(
     """Load the tensors of ``theirs`` whose name and shape match into ``model``; returns
     ``(copied, fresh)`` names as :func:`init_from_pretrained` does."""
     ours = model.state_dict()
-    theirs = {k: widened(ours[k], v) if k in WIDENABLE and k in ours else v
+    theirs = {k: resized_rows(ours[k], v) if k in RESIZABLE and k in ours else v
               for k, v in theirs.items()}  # fmt: skip
     match = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     if not match:

@@ -195,6 +195,11 @@ def test_linear_and_log_coding_extends_a_linear_model_exactly(tmp_path):
         assert torch.allclose(model(roll, instrument=1), linear(roll, instrument=1), atol=1e-6)
         model.input.weight[:, C.ROLL_CHANNELS :] = 0.1  # the log rows count once trained
         assert not torch.allclose(model(roll, instrument=1), linear(roll, instrument=1))
+    # the other way (a linear model from a linear+log one) keeps the linear rows
+    save_pretrained(model, f"{tmp_path / 'both'}/")
+    again = tiny()
+    assert "input.weight" in init_from_pretrained(again, tmp_path / "both")[0]
+    assert torch.equal(again.input.weight, model.input.weight[:, : C.ROLL_CHANNELS])
 
 
 def test_resolve_instrument():
