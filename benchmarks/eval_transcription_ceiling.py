@@ -12,6 +12,26 @@ of ``eval_transcription.py`` (basic-pitch, onset within 50 ms) and scored agains
   mel-matching refinement iterations (``--refine``, repeatable);
 * ``model, refine K``: the acoustic model's mel (texture post-net off) through the same vocoder.
 
+With ``--hybrids``, mels that mix the two, through the vocoder with the first ``--refine``:
+which part of the model's mel loses the notes (docs/MODELS.md, "What the transcriber misses"):
+
+* ``FluidSynth, smoothed over 3 bins``: FluidSynth's mel averaged over 3 neighbouring mel bins
+  in every frame (its peaks flattened, its frame power kept);
+* ``FluidSynth, smoothed over 5 frames``: averaged over 5 frames instead (attacks blurred);
+* ``model + FluidSynth's spectral detail``: the model's mel plus what 3-bin smoothing takes
+  from FluidSynth's (the peaks and valleys around its local mean);
+* ``model, FluidSynth's onset frames``: the model's mel with FluidSynth's in the frames from 4
+  before to 3 after every note onset;
+* ``FluidSynth, the model's frame level``: FluidSynth's mel moved in every frame to the
+  model's frame power;
+* ``FluidSynth, the model's mean spectrum``: FluidSynth's mel with each bin's mean over the
+  clip replaced by the model's (the long-term spectral envelope, the "colour", swapped);
+* ``model, FluidSynth's mean spectrum``: the reverse.
+
+With ``--recognize``, each render's 3-s clips are also labelled by the instrument classifier of
+``eval_transcription.py`` (trained on the train split's FluidSynth clips, features cached under
+``--cache``), and the share labelled as the instrument that played is printed.
+
 Printed: onset F1 summed over clips and its ratio to FluidSynth's. Renders and transcriptions
 are cached under ``--cache``. Needs the evaluation tools (docs/RENDERING.md). Usage::
 
@@ -27,8 +47,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+import eval_instruments as EI
 import librosa
 import numpy as np
+import soundfile as sf
 import torch
 from eval_transcription import (
     Transcriber,
@@ -45,9 +67,19 @@ from mel2mel.audio import log_mel, mel_filterbank
 from mel2mel.data.corpus import piece_midi, select_test_pieces
 from mel2mel.data.dataset import read_manifest
 from mel2mel.instruments import slugify
-from mel2mel.midi import read_notes
+from mel2mel.midi import piano_roll, read_notes
+from mel2mel.models.losses import frame_level
 
 REFERENCE = "FluidSynth"
+HYBRIDS = (
+    "FluidSynth, smoothed over 3 bins",
+    "FluidSynth, smoothed over 5 frames",
+    "model + FluidSynth's spectral detail",
+    "model, FluidSynth's onset frames",
+    "FluidSynth, the model's frame level",
+    "FluidSynth, the model's mean spectrum",
+    "model, FluidSynth's mean spectrum",
+)
 
 
 def stft(audio: np.ndarray) -> torch.Tensor:
@@ -74,6 +106,57 @@ def mel_inverse_true_phase(audio: np.ndarray) -> np.ndarray:
     return torch.istft(rebuilt, C.N_FFT, C.HOP_LENGTH, window=window, length=len(audio)).numpy()
 
 
+def smoothed(mel: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Moving average of ``width`` (odd) along ``axis`` of ``float32[N_MELS x T]``, edges
+    repeated."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (width // 2, width // 2)
+    padded = np.pad(mel, pad, mode="edge")
+    n = mel.shape[axis]
+    return np.mean([np.take(padded, range(k, k + n), axis=axis) for k in range(width)], axis=0)
+
+
+def onset_frames(midi: Path, frames: int, before: int = 4, after: int = 3) -> np.ndarray:
+    """bool[T]: the frames from ``before`` frames before to ``after`` after each note onset."""
+    onsets = piano_roll(read_notes(midi, warn=False).notes, frames)[C.N_KEYS :].any(0)
+    near = np.zeros(frames, dtype=bool)
+    for t in np.flatnonzero(onsets):
+        near[max(0, t - before) : t + after + 1] = True
+    return near
+
+
+def hybrid_mels(true: np.ndarray, pred: np.ndarray, near: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``--hybrids`` mels (see the module docstring) of FluidSynth's ``true`` and the
+    model's ``pred`` log-mel, both ``float32[N_MELS x T]``; ``near`` bool[T] onset frames."""
+
+    def level(mel: np.ndarray) -> np.ndarray:
+        return frame_level(torch.from_numpy(mel)[None])[0].numpy()
+
+    detail = true - smoothed(true, 3, axis=0)
+    mels = [
+        true - detail,
+        smoothed(true, 5, axis=1),
+        pred + detail,
+        np.where(near[None], true, pred),
+        true + (level(pred) - level(true))[None],
+        true - true.mean(1, keepdims=True) + pred.mean(1, keepdims=True),
+        pred - pred.mean(1, keepdims=True) + true.mean(1, keepdims=True),
+    ]
+    return dict(zip(HYBRIDS, mels, strict=True))
+
+
+def classifier(data: Path, manifest: dict, cache: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """``audio -> int[clips]``: the instrument classifier's labels of the 3-s clips."""
+    x, y = EI.training_set(data, manifest, "train", 3.0, 6, cache / "features")
+    model = EI.train(x, y)
+
+    def labels(audio: np.ndarray) -> np.ndarray:
+        clips = EI.clips(audio, 3.0)
+        return model.predict(np.stack([EI.features(c) for c in clips])) if clips else np.zeros(0)
+
+    return labels
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="dataset folder")
@@ -83,13 +166,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--refine", action="append", type=int, help="refinement iterations")
     ap.add_argument("--model", help="acoustic export (default: the shipped model)")
+    ap.add_argument("--vocoder", default="fast", help="fast vocoder export (default: shipped)")
+    ap.add_argument("--hybrids", action="store_true", help="also mels mixing the two")
+    ap.add_argument("--recognize", action="store_true", help="also instrument recognition")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/mel2mel-ceiling"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     manifest = read_manifest(args.data)
     pieces = select_test_pieces(manifest, args.pieces, args.piece, "performed")
     instruments = args.instrument or list(range(len(manifest["instruments"])))
-    synth = Synthesizer.from_pretrained(args.model, vocoder="fast", timbre_library=False)
+    synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, timbre_library=False)
     vocoders = {k: synth.vocoder.with_refinement(k) for k in args.refine or [6]}
     items = {(it["piece"], it["instrument"]): it["id"] for it in manifest["items"]}
 
@@ -112,8 +198,32 @@ def main(argv: list[str] | None = None) -> None:
             ),
             f"model-{model_id}-{state_digest(voc, str(k))}",
         )  # fmt: skip
+    made: dict[tuple[Path, int], dict[str, np.ndarray]] = {}  # the last clip's hybrids
+
+    def hybrid(audio: np.ndarray, midi: Path, i: int, name: str) -> torch.Tensor:
+        if (midi, i) not in made:
+            true = log_mel(audio)
+            pred = synth.mel(midi, manifest["instruments"][i]["name"], start=0,
+                             duration=len(audio) / C.SAMPLE_RATE, texture=0)  # fmt: skip
+            frames = min(true.shape[1], pred.shape[1])
+            near = onset_frames(midi, frames)
+            made.clear()
+            made[midi, i] = hybrid_mels(true[:, :frames], pred[:, :frames], near)
+        return torch.from_numpy(np.ascontiguousarray(made[midi, i][name], np.float32))
+
+    if args.hybrids:
+        k = (args.refine or [6])[0]
+        key = f"hybrid-{model_id}-{state_digest(vocoders[k], str(k))}"
+        for n, name in enumerate(HYBRIDS):
+            renders[name] = (
+                lambda a, m, i, name=name: vocoders[k].vocode_long(hybrid(a, m, i, name)),
+                f"{key}-{n}",
+            )
+
     transcribe = Transcriber(1)
+    classify = classifier(args.data, manifest, args.cache) if args.recognize else None
     counts = {name: np.zeros(3) for name in [REFERENCE, *renders]}  # ref, est, hits
+    recognized = {name: np.zeros(2) for name in counts}  # clips labelled right, clips
     for piece in pieces:
         midi = piece_midi(args.data, piece, args.cache)
         seconds = min(args.seconds, read_notes(midi, warn=False).duration + 1.0)
@@ -128,15 +238,20 @@ def main(argv: list[str] | None = None) -> None:
                     write_wav(wav, np.asarray(out, dtype=np.float32)[: len(audio)])
                 c = score(ref[:2], transcribe(wav), seconds)
                 counts[name] += (c.ref, c.est, c.onset)
+                if classify is not None:
+                    labels = classify(sf.read(wav, dtype="float32")[0])
+                    recognized[name] += ((labels == i).sum(), len(labels))
         print(f"{piece['id']}: done", flush=True)
 
     def f1(c: np.ndarray) -> float:
         return 2 * c[2] / max(c[0] + c[1], 1)
 
     base = f1(counts[REFERENCE])
-    print(f"\n{'audio':32s} onset F1  ratio to FluidSynth's")
+    print(f"\n{'audio':38s} onset F1  ratio to FluidSynth's" + "  recognized" * bool(classify))
     for name, c in counts.items():
-        print(f"{name:32s} {f1(c):8.3f}  {f1(c) / base:5.2f}")
+        share = recognized[name][0] / max(recognized[name][1], 1)
+        tail = f"  {share:9.0%}" if classify is not None else ""
+        print(f"{name:38s} {f1(c):8.3f}  {f1(c) / base:5.2f}{tail}")
 
 
 if __name__ == "__main__":
