@@ -13,7 +13,8 @@ of ``eval_transcription.py`` (basic-pitch, onset within 50 ms) and scored agains
 * ``model, refine K``: the acoustic model's mel (texture post-net off) through the same vocoder.
 
 With ``--hybrids``, mels that mix the two, through the vocoder with the first ``--refine``:
-which part of the model's mel loses the notes (docs/MODELS.md, "What the transcriber misses"):
+which part of the model's mel loses the notes (docs/MODELS.md, "What the transcriber and the
+classifier miss"):
 
 * ``FluidSynth, smoothed over 3 bins``: FluidSynth's mel averaged over 3 neighbouring mel bins
   in every frame (its peaks flattened, its frame power kept);
@@ -37,8 +38,8 @@ are cached under ``--cache``. Needs the evaluation tools (docs/RENDERING.md). Us
 
     OMP_NUM_THREADS=1 python benchmarks/eval_transcription_ceiling.py --data data/perf10 \\
         --piece bach-bwv102_7-perf1 --piece texture-0008 --piece lusitano-allor_che_ignuda-perf1 \\
-        --instrument 0 --instrument 11 --instrument 56 --instrument 80 --refine 0 --refine 6 \\
-        --refine 20
+        --instrument 0 --instrument 2 --instrument 8 --instrument 9 --refine 0 --refine 6 \\
+        --refine 20 [--hybrids] [--recognize]
 """
 
 from __future__ import annotations
