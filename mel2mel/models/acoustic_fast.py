@@ -3,8 +3,9 @@
 Three exact rewrites and one opt-in approximation, for inference only:
 
 1. **Folding.** With one embedding for the whole batch, ``input conv -> FiLM -> W_ih`` is one
-   affine map of the roll and ``FiLM -> output conv`` another, so both are folded into the
-   LSTM's input weights (``4H x 176``) and one ``N_MELS x 2H`` output matrix: the input conv,
+   affine map of the coded roll and ``FiLM -> output conv`` another, so both are folded into the
+   LSTM's input weights (``4H x K``, K the coded roll's rows: 176, or 352 with the
+   ``linear+log`` velocity coding) and one ``N_MELS x 2H`` output matrix: the input conv,
    both FiLM layers and a third of the input projection's work disappear.
 2. **Unused roll channels.** Channels that are zero everywhere in the batch (pitches the
    piece never plays) are dropped from the roll and from the folded input weights.
@@ -82,14 +83,15 @@ def fold_static(
     Returns
     -------
     (directions, w_out, b_out):
-        ``[forward, backward]`` LSTM weights whose input is the raw roll (``K = 176``), and
+        ``[forward, backward]`` LSTM weights whose input is the coded roll (``K`` rows,
+        :meth:`Mel2Mel.code_roll`), and
         Tensor[N_MELS x 2H], Tensor[N_MELS] with ``mel = w_out @ h + b_out`` for the hidden
         states ``h`` of both directions, concatenated.
     """
     e = embedding.reshape(1, -1)
     gamma_in, beta_in = (x.reshape(-1) for x in model.film_in.coefficients(e))
     gamma_out, beta_out = (x.reshape(-1) for x in model.film_out.coefficients(e))
-    w_in = model.input.weight[..., 0]  # C x 176
+    w_in = model.input.weight[..., 0]  # C x K
     shift = torch.addcmul(beta_in, gamma_in, model.input.bias)  # C: FiLM of the conv bias
     directions = [
         DirectionWeights(
@@ -315,7 +317,7 @@ def fast_forward(
         raise ValueError("the fast path needs a single-layer BiLSTM")
     roll = model.code_roll(roll.to(model.input.weight.dtype))
     batch, _, total = roll.shape
-    notes = roll.ne(0)  # B x 176 x T
+    notes = roll.ne(0)  # B x K x T
     run = functools.partial(
         bilstm,
         chunk_frames=chunk_frames,
