@@ -168,6 +168,28 @@ class Mel2Mel(nn.Module):
         Tensor[B x K x T] with ``K = config.input_channels``."""
         return code_velocity(roll, self.config.velocity_coding)
 
+    def coded_rows(self, channels: torch.Tensor) -> torch.Tensor:
+        """Rows of :attr:`input` that read the roll ``channels`` (int64 Tensor[K] of 0..175):
+        the channels, then (``linear+log``) their log-coded rows, in :meth:`code_roll`'s order."""
+        if self.config.velocity_coding != "linear+log":
+            return channels
+        return torch.cat([channels, channels + self.config.roll_channels])
+
+    def fit_input_projection(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another Mel2Mel's ``state`` with its input projection fitted to this model's rows
+        when only their number differs (another velocity coding): more rows get zero weights
+        after the source's (the model first plays as the source), fewer keep its leading,
+        linear rows. Every other tensor is passed as it is."""
+        theirs, ours = state.get("input.weight"), self.input.weight
+        if theirs is None or theirs.shape == ours.shape:
+            return state
+        if theirs.shape[0] != ours.shape[0] or theirs.shape[2:] != ours.shape[2:]:
+            return state
+        n = min(theirs.shape[1], ours.shape[1])
+        fitted = torch.zeros_like(ours, device=theirs.device, dtype=theirs.dtype)
+        fitted[:, :n] = theirs[:, :n]
+        return {**state, "input.weight": fitted}
+
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
         idx = torch.as_tensor(instrument, dtype=torch.long, device=self.embedding.weight.device)

@@ -63,7 +63,7 @@ class AcousticConfig:
         a note's velocity onto a log-mel level linearly; ``linear+log``, both side by side (the
         input projection then reads ``2 * roll_channels`` rows, see :attr:`input_channels`), so
         that a model trained with ``linear`` can be extended without changing what it plays
-        (the new rows' weights start at zero, :func:`mel2mel.train.loop.copy_matching`). See
+        (the new rows' weights start at zero, :meth:`Mel2Mel.fit_input_projection`). See
         :func:`mel2mel.models.code_velocity`.
     embedding_init_std:
         Standard deviation of the embedding table's normal initialization (1, PyTorch's

@@ -85,10 +85,7 @@ class AcousticGraph(nn.Module):
         """Tensor[1 x K x T] rows ``channels`` of the roll (velocity / 127), Tensor[K] int64
         channel numbers (0..175), Tensor[1 x E] -> Tensor[1 x 80 x T] natural-log mel."""
         m, lstm = self.model, self.model.lstm
-        rows = channels
-        if m.config.velocity_coding == "linear+log":  # the log rows follow the linear ones
-            rows = torch.cat([channels, channels + m.config.roll_channels])
-        w_in = m.input.weight[:, :, 0].index_select(1, rows)  # C x K (x 2)
+        w_in = m.input.weight[:, :, 0].index_select(1, m.coded_rows(channels))  # C x K (x 2)
         gamma = 1.0 + m.film_in.gamma(embedding)[0]
         beta = m.film_in.beta(embedding)[0]
         weights = []

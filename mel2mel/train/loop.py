@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mel2mel.errors import UserError
+from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.export import export_paths
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import RunConfig
@@ -93,7 +94,7 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
 
 
-def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str], list[str]]:
+def init_from_pretrained(model: Mel2Mel, source: str | Path) -> tuple[list[str], list[str]]:
     """Copy every weight of ``source`` whose name and shape match into ``model``.
 
     A model with another instrument table (say 100 rows of 10-D instead of 10 of 2-D) keeps its
@@ -103,7 +104,7 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
     ``linear`` model) takes the source's in its leading rows and zeros in the others, so the
     new model starts out playing exactly as the source; one with fewer (a ``linear`` model from
     a ``linear+log`` one, as the 100-instrument recipe starts from the shipped model) takes the
-    leading, linear rows.
+    leading, linear rows (:meth:`Mel2Mel.fit_input_projection`).
 
     Parameters
     ----------
@@ -128,23 +129,7 @@ def init_from_pretrained(model: nn.Module, source: str | Path) -> tuple[list[str
         if not weights.is_file():
             raise UserError(f"train.init_from: no checkpoint or exported weights at {source}")
         theirs = load_file(str(weights))
-    return copy_matching(model, theirs, source)
-
-
-RESIZABLE = ("input.weight",)  # Mel2Mel's input projection, Tensor[C x K x 1]
-
-
-def resized_rows(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
-    """``theirs`` fitted to the input rows (dim 1) of ``ours`` when only their number differs:
-    more rows are zeros after ``theirs``, fewer keep its leading rows; else ``theirs`` as is."""
-    if ours.dim() != theirs.dim() or ours.dim() < 2 or ours.shape[1] == theirs.shape[1]:
-        return theirs
-    if ours.shape[0] != theirs.shape[0] or ours.shape[2:] != theirs.shape[2:]:
-        return theirs
-    n = min(ours.shape[1], theirs.shape[1])
-    out = torch.zeros_like(ours)
-    out[:, :n] = theirs[:, :n]
-    return out
+    return copy_matching(model, model.fit_input_projection(theirs), source)
 
 
 def copy_matching(
@@ -153,8 +138,6 @@ def copy_matching(
     """Load the tensors of ``theirs`` whose name and shape match into ``model``; returns
     ``(copied, fresh)`` names as :func:`init_from_pretrained` does."""
     ours = model.state_dict()
-    theirs = {k: resized_rows(ours[k], v) if k in RESIZABLE and k in ours else v
-              for k, v in theirs.items()}  # fmt: skip
     match = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
     if not match:
         raise UserError(f"train.init_from: no tensor of {source} matches this model")

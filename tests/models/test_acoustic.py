@@ -23,7 +23,7 @@ from mel2mel.models import (
     save_pretrained,
 )
 from mel2mel.models.acoustic import UnknownInstrumentError, resolve_instrument
-from mel2mel.train.loop import init_from_pretrained
+from mel2mel.train.loop import copy_matching, init_from_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -200,6 +200,10 @@ def test_linear_and_log_coding_extends_a_linear_model_exactly(tmp_path):
     again = tiny()
     assert "input.weight" in init_from_pretrained(again, tmp_path / "both")[0]
     assert torch.equal(again.input.weight, model.input.weight[:, : C.ROLL_CHANNELS])
+    # the generic copy, which the texture post-net (with its own ``input``) uses too, resizes
+    # nothing: fitting the rows is the acoustic model's own step
+    _, fresh = copy_matching(tiny(velocity_coding="linear+log"), linear.state_dict(), "linear")
+    assert "input.weight" in fresh
 
 
 def test_resolve_instrument():
