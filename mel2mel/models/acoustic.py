@@ -8,6 +8,7 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       -> bidirectional LSTM, 256 units per direction          (B, 512, T)
       -> FiLM(instrument embedding)
       -> Conv1d 1x1, 512 -> 80                                (B, 80, T) natural-log mel
+      [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding]
 
 The instrument enters only through its embedding, which can come from the learned table (an
 index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
@@ -30,6 +31,7 @@ from mel2mel.instruments import Instrument, normalize_name
 from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
+from mel2mel.models.harmonic import HarmonicDetail
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
 
@@ -140,6 +142,9 @@ class Mel2Mel(nn.Module):
         # Start from a typical log-mel level instead of 0, which is louder than any real frame:
         # the first steps then learn structure rather than the global offset.
         nn.init.constant_(self.output.bias, OUTPUT_BIAS_INIT)
+        self.harmonic = (
+            HarmonicDetail(c.embedding_dim, c.roll_channels) if c.harmonic_detail else None
+        )
 
     @staticmethod
     def _check_instruments(
@@ -189,6 +194,20 @@ class Mel2Mel(nn.Module):
         fitted = torch.zeros_like(ours, device=theirs.device, dtype=theirs.dtype)
         fitted[:, :n] = theirs[:, :n]
         return {**state, "input.weight": fitted}
+
+    def add_detail(
+        self,
+        mel: torch.Tensor,
+        roll: torch.Tensor,
+        embedding: torch.Tensor,
+        channels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``mel`` (Tensor[B x N_MELS x T]) plus the harmonic detail of ``roll`` (the raw roll,
+        or its rows ``channels``) for ``embedding`` when ``config.harmonic_detail`` asks for
+        it, else ``mel`` itself: the last step of every path through the network."""
+        if self.harmonic is None:
+            return mel
+        return mel + self.harmonic(roll.to(mel.dtype), embedding.to(mel.dtype), channels)
 
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
@@ -261,7 +280,7 @@ class Mel2Mel(nn.Module):
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
         h = self.film_out(h.transpose(1, 2), embedding)  # B x 2H x T
-        return self.output(h)
+        return self.add_detail(self.output(h), roll, embedding)
 
     @torch.inference_mode()
     def infer(

@@ -22,6 +22,9 @@ Three exact rewrites and one opt-in approximation, for inference only:
    frames with notes count as context, so a window in a tail or a long rest reaches back to
    the notes still ringing there (:func:`one_sided_windows`).
 
+A model with ``harmonic_detail`` adds its detail (:meth:`Mel2Mel.add_detail`, frame by frame,
+so exact in any window) to the output of every path.
+
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
 forward direction depends on the first layer's backward one everywhere.
@@ -315,6 +318,7 @@ def fast_forward(
     """
     if not supports_fast_path(model):
         raise ValueError("the fast path needs a single-layer BiLSTM")
+    raw = roll
     roll = model.code_roll(roll.to(model.input.weight.dtype))
     batch, _, total = roll.shape
     notes = roll.ne(0)  # B x K x T
@@ -340,12 +344,13 @@ def fast_forward(
         hidden = h_fwd.shape[-1]
         mel = torch.addmm(b_out, h_fwd.reshape(-1, hidden), w_out[:, :hidden].t())
         mel = mel.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())
-        return mel.view(total, batch, -1).permute(1, 2, 0).contiguous()
+        mel = mel.view(total, batch, -1).permute(1, 2, 0).contiguous()
+        return model.add_detail(mel, raw, embedding)
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
     h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-    return model.output(model.film_out(h, embedding))
+    return model.add_detail(model.output(model.film_out(h, embedding)), raw, embedding)
 
 
 @torch.inference_mode()

@@ -78,6 +78,11 @@ class AcousticConfig:
         points, which is meant to pull instruments that sound alike together; on the
         100-instrument space it measurably did not (docs/SPACE100.md), and no shipped model
         uses it. 0 (the default) adds none.
+    harmonic_detail:
+        Add to the output the bin-to-bin detail of the sounding notes' harmonic combs, scaled
+        per mel bin by a gain affine in the embedding (zero at initialization), see
+        :mod:`mel2mel.models.harmonic`. A variation (not in the paper): the network alone draws
+        low notes without their harmonic peaks. Off by default.
     """
 
     n_instruments: int = 10
@@ -93,6 +98,7 @@ class AcousticConfig:
     velocity_coding: str = "linear"
     embedding_init_std: float = 1.0
     embedding_noise: float = 0.0
+    harmonic_detail: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -110,6 +116,11 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.embedding_init_std must be > 0")
         if self.embedding_noise < 0:
             raise ValueError("AcousticConfig.embedding_noise must be >= 0")
+        if self.harmonic_detail and (self.roll_channels < C.N_KEYS or self.n_mels != C.N_MELS):
+            raise ValueError(
+                f"AcousticConfig.harmonic_detail needs the {C.N_KEYS} sounding rows and "
+                f"{C.N_MELS} mel bins"
+            )
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 

@@ -77,6 +77,8 @@ class EmbeddingSweep:
         if not self.fast:
             return
         with torch.no_grad():
+            # W x N_MELS x T, to scale by each point's gain (harmonic_detail models)
+            self.detail = None if model.harmonic is None else model.harmonic.detail(self.rolls)
             u = model.frontend(model.input(model.code_roll(self.rolls)))  # W x C x T
             film, lstm = model.film_in, model.lstm
             # FiLM input = A_0 + sum_j e_j A_j, with A: W x (E+1) x C x T
@@ -101,6 +103,7 @@ class EmbeddingSweep:
             t, _, e1, _ = self.pre.shape
             pre = self.pre.view(t, 2, e1, self.rolls.shape[0], -1)[:, :, :, list(index)]
             out.pre = pre.flatten(3)
+            out.detail = None if self.detail is None else self.detail[list(index)]
         return out
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
@@ -136,5 +139,7 @@ class EmbeddingSweep:
             outs.append(h)
         seq = torch.stack(outs, 2)  # 2 x KW x T x H
         feats = torch.cat([seq[0], seq[1].flip(1)], -1).transpose(1, 2)  # KW x 2H x T
-        out = model.output(model.film_out(feats, emb))
-        return out.view(k, w, *out.shape[1:])
+        out = model.output(model.film_out(feats, emb)).view(k, w, -1, t)
+        if self.detail is not None:
+            out = out + model.harmonic.scaled_gain(points)[:, None, :, None] * self.detail
+        return out

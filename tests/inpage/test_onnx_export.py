@@ -94,14 +94,19 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
     assert err.mean() < 0.005 and err.max() < 0.05, (err.mean(), err.max())
 
 
-def test_acoustic_graph_codes_velocity_as_the_model_does(roll: np.ndarray) -> None:
+@pytest.mark.parametrize("harmonic", [False, True])
+def test_acoustic_graph_codes_the_roll_as_the_model_does(roll: np.ndarray, harmonic) -> None:
     from mel2mel.models import AcousticConfig, Mel2Mel
     from mel2mel.models.onnx_export import acoustic_onnx
 
     torch.manual_seed(0)
-    model = Mel2Mel(AcousticConfig.preset("debug", velocity_coding="linear+log")).eval()
+    config = AcousticConfig.preset("debug", velocity_coding="linear+log", harmonic_detail=harmonic)
+    model = Mel2Mel(config).eval()
     with torch.no_grad():
         model.input.weight.normal_(0.0, 0.5)  # the log rows matter
+        if harmonic:  # and the detail, from the channels the page passes
+            model.harmonic.gain.weight.normal_(0.0, 0.5)
+            model.harmonic.gain.bias.fill_(0.1)
     channels = np.flatnonzero(roll[0].max(1) > 0)
     emb = model.embedding.weight[3][None].detach()
     feeds = {"roll": roll[:, channels], "channels": channels, "embedding": emb.numpy()}

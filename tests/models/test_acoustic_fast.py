@@ -26,8 +26,8 @@ def tiny(**kw) -> Mel2Mel:
     torch.manual_seed(0)
     model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, **kw)).eval()
     with torch.no_grad():  # non-trivial FiLM, so that folding it has something to get wrong
-        for film in (model.film_in, model.film_out):
-            for p in film.parameters():
+        for film in (model.film_in, model.film_out, model.harmonic):
+            for p in film.parameters() if film is not None else ():
                 p.normal_(0, 0.5)
     return model
 
@@ -87,9 +87,12 @@ def test_context_counts_only_frames_with_notes():
         check_windows(one_sided_windows(3000, 600, context, active), 3000, 600, context)
 
 
-@pytest.mark.parametrize("coding", ["linear", "log", "linear+log"])
-def test_exact_fast_forward_matches_forward(coding):
-    model = tiny(velocity_coding=coding)
+@pytest.mark.parametrize(
+    ("coding", "harmonic"), [("linear", False), ("log", False), ("linear+log", False),
+                             ("linear+log", True)]
+)  # fmt: skip
+def test_exact_fast_forward_matches_forward(coding, harmonic):
+    model = tiny(velocity_coding=coding, harmonic_detail=harmonic)
     roll = sparse_roll(2, 700)
     with torch.inference_mode():
         for kw in ({"instrument": 1}, {"instrument": torch.tensor([0, 2])}):  # folded, unfolded

@@ -37,6 +37,8 @@ def tiny_model(**overrides: object) -> Mel2Mel:
     with torch.no_grad():  # make the embedding matter
         for p in (*model.film_in.parameters(), *model.film_out.parameters()):
             p.normal_(0, 0.5)
+        if model.harmonic is not None:
+            model.harmonic.gain.weight.normal_(0, 0.5)
     return model.eval()
 
 
@@ -60,10 +62,12 @@ def test_reference_passage_is_fixed_and_polyphonic():
 
 
 @pytest.mark.parametrize(
-    ("layers", "coding"), [(1, "linear"), (2, "linear"), (1, "log"), (1, "linear+log")]
-)
-def test_sweep_equals_the_model_forward(layers, coding):
-    model = tiny_model(lstm_layers=layers, velocity_coding=coding)
+    ("layers", "coding", "harmonic"),
+    [(1, "linear", False), (2, "linear", False), (1, "log", False), (1, "linear+log", False),
+     (1, "linear+log", True), (2, "linear", True)],
+)  # fmt: skip
+def test_sweep_equals_the_model_forward(layers, coding, harmonic):
+    model = tiny_model(lstm_layers=layers, velocity_coding=coding, harmonic_detail=harmonic)
     rng = np.random.default_rng(0)
     notes = rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9
     velocities = rng.integers(1, 128, notes.shape) / 127.0

@@ -1,0 +1,81 @@
+"""The harmonic detail (models/harmonic.py): combs where the harmonics are, and a model
+extended with it that first plays exactly as its source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mel2mel import constants as C
+from mel2mel.audio import log_mel
+from mel2mel.models import AcousticConfig, Mel2Mel
+from mel2mel.models.export import save_pretrained
+from mel2mel.models.harmonic import HarmonicDetail, detail_operator, harmonic_combs
+from mel2mel.train.loop import init_from_pretrained
+
+
+def key_row(pitch: int) -> int:
+    return pitch - C.MIDI_MIN
+
+
+def test_combs_match_the_log_mel_of_a_harmonic_tone():
+    combs = harmonic_combs()
+    assert combs.shape == (C.N_KEYS, C.N_MELS)
+    assert torch.allclose(combs.amax(1), torch.ones(C.N_KEYS))
+    operator = detail_operator()
+    for pitch in (40, 45, 57):  # low notes, where the model alone draws no comb
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        t = np.arange(C.SAMPLE_RATE) / C.SAMPLE_RATE
+        rng = np.random.default_rng(pitch)
+        tone = sum(
+            np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k
+            for k in range(1, int(C.SAMPLE_RATE / 2 / f0) + 1)
+        )
+        heard = torch.from_numpy(log_mel((0.05 * tone).astype(np.float32))[:, 20:-20].mean(1))
+        want = operator @ heard
+        got = operator @ torch.log(combs[key_row(pitch)].clamp_min(1e-3))
+        low = slice(0, 40)  # below ~1.5 kHz, where the peaks are resolved
+        r = np.corrcoef(got[low].numpy(), want[low].numpy())[0, 1]
+        assert r > 0.9, (pitch, r)
+        assert want[low].abs().mean() > 0.2  # there is detail to match
+
+
+def test_detail_is_zero_in_silence_and_for_onset_rows():
+    operator = detail_operator()
+    assert torch.allclose(operator.sum(1), torch.zeros(C.N_MELS), atol=1e-6)
+    module = HarmonicDetail(2)
+    roll = torch.zeros(1, C.ROLL_CHANNELS, 6)
+    roll[0, key_row(45), 1:3] = 0.7
+    roll[0, C.N_KEYS + key_row(45), 1] = 0.7  # its onset row adds nothing
+    detail = module.detail(roll)
+    assert detail.shape == (1, C.N_MELS, 6)
+    assert torch.equal(detail[..., [0, 3, 4, 5]], torch.zeros(1, C.N_MELS, 4))
+    assert detail[..., 1].abs().max() > 0.5
+    assert torch.allclose(detail[..., 1], detail[..., 2], atol=1e-6)
+    rows = torch.tensor([key_row(45), C.N_KEYS + key_row(45)])
+    assert torch.allclose(module.detail(roll[:, rows], rows), detail, atol=1e-6)
+    assert not module.state_dict().keys() - {"gain.weight", "gain.bias"}  # combs not saved
+
+
+def test_a_model_extended_with_detail_plays_as_its_source_then_adds_it(tmp_path):
+    torch.manual_seed(0)
+    source = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3)).eval()
+    save_pretrained(source, f"{tmp_path}/")
+    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True))
+    _, fresh = init_from_pretrained(model, tmp_path)
+    assert fresh == ["harmonic.gain.bias", "harmonic.gain.weight"]
+    model.eval()
+    roll = torch.zeros(1, C.ROLL_CHANNELS, 40)
+    roll[0, key_row(43), 5:30] = 0.8
+    with torch.no_grad():
+        assert torch.equal(model(roll, instrument=2), source(roll, instrument=2))
+        model.harmonic.gain.bias.fill_(0.1)
+        added = model(roll, instrument=2) - source(roll, instrument=2)
+    assert torch.allclose(added, model.harmonic.detail(roll), atol=1e-5)  # gain 10 x 0.1
+    assert added[..., 10].abs().max() > 0.5 and added[..., 35].abs().max() < 1e-6
+
+
+def test_config_needs_the_keys_and_the_package_bins():
+    with pytest.raises(ValueError, match="harmonic_detail"):
+        AcousticConfig(harmonic_detail=True, n_mels=40)
