@@ -133,16 +133,17 @@ def inference_roll(frames: int, kind: str) -> torch.Tensor:
 
 
 def inference_times(
-    frames: int, repeats: int, roll_kind: str, coding: str = "linear"
+    frames: int, repeats: int, roll_kind: str, coding: str = "linear", harmonic: bool = False
 ) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``) on one
-    sequence, per variant.
+    """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``, with the
+    harmonic detail if ``harmonic``) on one sequence, per variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
     a shared machine affects them all alike.
     """
     torch.manual_seed(0)
-    model = build_acoustic(AcousticConfig.preset("paper", velocity_coding=coding)).eval()
+    config = AcousticConfig.preset("paper", velocity_coding=coding, harmonic_detail=harmonic)
+    model = build_acoustic(config).eval()
     roll = inference_roll(frames, roll_kind)
     emb = model.embed(0)
 
@@ -268,6 +269,9 @@ def main() -> None:
     parser.add_argument(
         "--velocity-coding", default="linear", help="(b): the model's velocity coding"
     )
+    parser.add_argument(
+        "--harmonic-detail", action="store_true", help="(b): the model adds harmonic detail"
+    )
     parser.add_argument("--sweep", action="store_true", help="raw fps for several shapes")
     parser.add_argument("--rounds", type=int, default=2, help="sweep rounds (best is kept)")
     parser.add_argument("--skip-train", action="store_true")
@@ -311,11 +315,14 @@ def main() -> None:
             print("(a) loop: skipped, pass --data DATASET")
     if not args.skip_infer:
         seconds = args.frames / C.FRAME_RATE
-        times = inference_times(args.frames, args.repeats, args.roll, args.velocity_coding)
+        times = inference_times(
+            args.frames, args.repeats, args.roll, args.velocity_coding, args.harmonic_detail
+        )
         exact, chunked = (times[n][0] for n in list(INFERENCE_VARIANTS)[:2])
         print(
             f"(b) inference, {args.frames} frames ({args.roll} roll, {args.velocity_coding} "
-            f"velocity coding), median of {args.repeats} "
+            f"velocity coding{', harmonic detail' * args.harmonic_detail}), median of "
+            f"{args.repeats} "
             "interleaved rounds (target < 0.3 s):"
         )
         for name, (t, cpu) in times.items():
