@@ -27,7 +27,11 @@ classifier miss"):
   model's frame power;
 * ``FluidSynth, the model's mean spectrum``: FluidSynth's mel with each bin's mean over the
   clip replaced by the model's (the long-term spectral envelope, the "colour", swapped);
-* ``model, FluidSynth's mean spectrum``: the reverse.
+* ``model, FluidSynth's mean spectrum``: the reverse;
+* ``model + the harmonic combs' detail``: the model's mel plus the detail of the sounding
+  notes' harmonic combs computed from the MIDI alone (``mel2mel.models.harmonic``, what a
+  ``harmonic_detail`` model adds) at a gain of ``COMB_GAIN`` in every bin: how much of
+  FluidSynth's detail the pitches alone give back.
 
 With ``--recognize``, each render's 3-s clips are also labelled by the instrument classifier of
 ``eval_transcription.py`` (trained on the train split's FluidSynth clips, features cached under
@@ -69,6 +73,7 @@ from mel2mel.data.corpus import piece_midi, select_test_pieces
 from mel2mel.data.dataset import read_manifest
 from mel2mel.instruments import slugify
 from mel2mel.midi import piano_roll, read_notes
+from mel2mel.models.harmonic import HarmonicDetail
 from mel2mel.models.losses import frame_level
 
 REFERENCE = "FluidSynth"
@@ -80,7 +85,9 @@ HYBRIDS = (
     "FluidSynth, the model's frame level",
     "FluidSynth, the model's mean spectrum",
     "model, FluidSynth's mean spectrum",
+    "model + the harmonic combs' detail",
 )
+COMB_GAIN = 1.5  # the best of 0.5 / 1 / 1.5 / 2 / 3 on the stage-8 model (docs/MODELS.md)
 
 
 def stft(audio: np.ndarray) -> torch.Tensor:
@@ -117,23 +124,29 @@ def smoothed(mel: np.ndarray, width: int, axis: int) -> np.ndarray:
     return np.mean([np.take(padded, range(k, k + n), axis=axis) for k in range(width)], axis=0)
 
 
-def onset_frames(midi: Path, frames: int, before: int = 4, after: int = 3) -> np.ndarray:
-    """bool[T]: the frames from ``before`` frames before to ``after`` after each note onset."""
-    onsets = piano_roll(read_notes(midi, warn=False).notes, frames)[C.N_KEYS :].any(0)
+def onset_frames(roll: np.ndarray, before: int = 4, after: int = 3) -> np.ndarray:
+    """bool[T]: the frames of a ``float32[176 x T]`` roll from ``before`` frames before to
+    ``after`` after each note onset."""
+    onsets = roll[C.N_KEYS :].any(0)
+    frames = roll.shape[1]
     near = np.zeros(frames, dtype=bool)
     for t in np.flatnonzero(onsets):
         near[max(0, t - before) : t + after + 1] = True
     return near
 
 
-def hybrid_mels(true: np.ndarray, pred: np.ndarray, near: np.ndarray) -> dict[str, np.ndarray]:
+def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[str, np.ndarray]:
     """The ``--hybrids`` mels (see the module docstring) of FluidSynth's ``true`` and the
-    model's ``pred`` log-mel, both ``float32[N_MELS x T]``; ``near`` bool[T] onset frames."""
+    model's ``pred`` log-mel, both ``float32[N_MELS x T]``, for the ``float32[176 x T]`` roll
+    of the MIDI."""
 
     def level(mel: np.ndarray) -> np.ndarray:
         return frame_level(torch.from_numpy(mel)[None])[0].numpy()
 
     detail = true - smoothed(true, 3, axis=0)
+    near = onset_frames(roll)
+    with torch.no_grad():
+        combs = HarmonicDetail(1).detail(torch.from_numpy(roll)[None])[0].numpy()
     mels = [
         true - detail,
         smoothed(true, 5, axis=1),
@@ -142,6 +155,7 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, near: np.ndarray) -> dict[st
         true + (level(pred) - level(true))[None],
         true - true.mean(1, keepdims=True) + pred.mean(1, keepdims=True),
         pred - pred.mean(1, keepdims=True) + true.mean(1, keepdims=True),
+        pred + COMB_GAIN * combs,
     ]
     return dict(zip(HYBRIDS, mels, strict=True))
 
@@ -207,18 +221,18 @@ def main(argv: list[str] | None = None) -> None:
             pred = synth.mel(midi, manifest["instruments"][i]["name"], start=0,
                              duration=len(audio) / C.SAMPLE_RATE, texture=0)  # fmt: skip
             frames = min(true.shape[1], pred.shape[1])
-            near = onset_frames(midi, frames)
+            roll = piano_roll(read_notes(midi, warn=False).notes, frames)
             made.clear()
-            made[midi, i] = hybrid_mels(true[:, :frames], pred[:, :frames], near)
+            made[midi, i] = hybrid_mels(true[:, :frames], pred[:, :frames], roll)
         return torch.from_numpy(np.ascontiguousarray(made[midi, i][name], np.float32))
 
     if args.hybrids:
         k = (args.refine or [6])[0]
         key = f"hybrid-{model_id}-{state_digest(vocoders[k], str(k))}"
-        for n, name in enumerate(HYBRIDS):
+        for name in HYBRIDS:
             renders[name] = (
                 lambda a, m, i, name=name: vocoders[k].vocode_long(hybrid(a, m, i, name)),
-                f"{key}-{n}",
+                f"{key}-{slugify(name)}",
             )
 
     transcribe = Transcriber(1)
