@@ -62,6 +62,11 @@ class TrainConfig:
         Learning rate of the embedding table relative to ``lr`` (same schedule). Adam moves a
         parameter by about ``lr`` per step whatever its scale, so a table of 100 instruments
         that each see a few hundredths of the batches needs a larger step to organize.
+    embedding_weight_decay:
+        AdamW decoupled weight decay of the embedding table (default 0): each step shrinks
+        every instrument's vector by ``lr * embedding_lr_scale * embedding_weight_decay`` of
+        itself, so a direction that the loss does not need to tell two instruments apart
+        collapses instead of keeping where its start put it.
     betas:
         AdamW betas.
     grad_clip:
@@ -116,6 +121,7 @@ class TrainConfig:
     warmup_steps: int = 150
     weight_decay: float = 0.01
     embedding_lr_scale: float = 1.0
+    embedding_weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     loss: str = "tanh-log-abs"
@@ -143,6 +149,8 @@ class TrainConfig:
         positive = ("steps", "batch_size", "crop_frames", "crops_per_item", "log_every")
         if not self.embedding_lr_scale > 0:
             raise ValueError("train.embedding_lr_scale must be > 0")
+        if self.embedding_weight_decay < 0:
+            raise ValueError("train.embedding_weight_decay must be >= 0")
         if self.level_weight < 0:
             raise ValueError("train.level_weight must be >= 0")
         if self.slope_weight < 0:

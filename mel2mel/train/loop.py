@@ -70,16 +70,17 @@ def lr_lambda(step: int, *, warmup: int, total: int, floor: float) -> float:
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices of the convolutions and the LSTM only.
 
-    With ``train.embedding_lr_scale != 1`` the embedding table gets a third group at
-    ``lr * embedding_lr_scale`` (only then, so the checkpoints of earlier runs, with two
-    groups, still resume).
+    With ``train.embedding_lr_scale != 1`` or ``train.embedding_weight_decay > 0`` the
+    embedding table gets a third group at ``lr * embedding_lr_scale`` with that decay (only
+    then, so the checkpoints of earlier runs, with two groups, still resume).
     """
     t = config.train
+    own_group = t.embedding_lr_scale != 1 or t.embedding_weight_decay > 0
     decay, no_decay, table = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("embedding.") and t.embedding_lr_scale != 1:
+        if name.startswith("embedding.") and own_group:
             table.append(p)
         elif p.dim() < 2 or name.startswith("film_"):
             no_decay.append(p)
@@ -90,7 +91,8 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     if table:
-        groups.append({"params": table, "weight_decay": 0.0, "lr": t.lr * t.embedding_lr_scale})
+        lr = t.lr * t.embedding_lr_scale
+        groups.append({"params": table, "weight_decay": t.embedding_weight_decay, "lr": lr})
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
 
 

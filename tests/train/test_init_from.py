@@ -113,6 +113,13 @@ def test_embedding_starts_small_and_learns_faster_when_asked():
     assert all(small.embedding.weight is not p for g in fast.param_groups[:2] for p in g["params"])
     with pytest.raises(ValueError, match="embedding_lr_scale"):
         TrainConfig(embedding_lr_scale=0)
+    assert table["weight_decay"] == 0.0
+    decayed = RunConfig(config, TrainConfig(lr=0.002, embedding_weight_decay=0.5))
+    table = make_optimizer(small, decayed).param_groups[2]
+    assert table["params"] == [small.embedding.weight] and table["weight_decay"] == 0.5
+    assert table["lr"] == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="embedding_weight_decay"):
+        TrainConfig(embedding_weight_decay=-1)
 
 
 def test_embedding_noise_only_in_training_and_scaled_to_the_table():
