@@ -70,8 +70,8 @@ def _combs(rolloff: float) -> torch.Tensor:
 
 def detail_operator(n_mels: int = C.N_MELS) -> torch.Tensor:
     """``float32[n_mels x n_mels]`` ``I - M``, with ``M`` the moving average over 3 bins (edges
-    repeated): a log-spectrum times its transpose is its detail. Each row sums to 0, so a flat
-    spectrum (silence) has none."""
+    repeated): ``operator @ x`` is the detail of a log-spectrum ``x`` (bins first). Each row
+    sums to 0, so a flat spectrum (silence) has none."""
     average = torch.zeros(n_mels, n_mels)
     for i in range(n_mels):
         for j in (i - 1, i, i + 1):

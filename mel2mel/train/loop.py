@@ -68,7 +68,8 @@ def lr_lambda(step: int, *, warmup: int, total: int, floor: float) -> float:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices of the convolutions and the LSTM only.
+    """AdamW with weight decay on weight matrices of the convolutions and the LSTM only (not
+    on the maps from the embedding: FiLM's and the harmonic detail's gain).
 
     With ``train.embedding_lr_scale != 1`` or ``train.embedding_weight_decay > 0`` the
     embedding table gets a third group at ``lr * embedding_lr_scale`` with that decay (only
@@ -82,7 +83,7 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.AdamW:
             continue
         if name.startswith("embedding.") and own_group:
             table.append(p)
-        elif p.dim() < 2 or name.startswith("film_"):
+        elif p.dim() < 2 or name.startswith(("film_", "harmonic.")):
             no_decay.append(p)
         else:
             decay.append(p)
