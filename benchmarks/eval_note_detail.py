@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     pitches = list(range(*(int(x) for x in args.pitches.split(":"))))
     settings = RenderSettings(str(check_soundfont(args.soundfont)))
     synth = Synthesizer.from_pretrained(args.model, vocoder="griffinlim", timbre_library=False)
-    names = args.instrument or [i.name for i in synth.instruments]
+    names = args.instrument or [i.name for i in synth.instruments()]
     midi = isolated_notes(pitches, args.velocity)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "notes.mid"
