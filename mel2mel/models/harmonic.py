@@ -35,9 +35,9 @@ COMB_FLOOR = 1e-3  # of a key's peak (-60 dB): bins below it carry no detail
 OVERSAMPLE = 64  # the window's response is tabulated every 1/64 of an FFT bin
 REACH_BINS = 4  # ... out to 4 bins from each harmonic (Hann sidelobes there are < -50 dB)
 # The gain is GAIN_SCALE times an affine map of the embedding: Adam moves a parameter by about
-# the learning rate per step, so at the fine-tuning rates (3e-4) an unscaled gain grew to only
-# 0.05-0.1 in 750 steps, while the detail helps the transcriber most at gains near 1.5
-# (docs/MODELS.md). The scale is a learning-rate multiplier for these 90 parameters.
+# the learning rate per step, so at the fine-tuning rate (3e-4) an unscaled gain could not have
+# crossed the range worth exploring (0 to about 2) in one cycle. The scale is a learning-rate
+# multiplier for these few parameters; stage 9 settled at 0.06-0.18 (docs/MODELS.md).
 GAIN_SCALE = 10.0
 
 
