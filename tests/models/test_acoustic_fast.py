@@ -26,8 +26,8 @@ def tiny(**kw) -> Mel2Mel:
     torch.manual_seed(0)
     model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, **kw)).eval()
     with torch.no_grad():  # non-trivial FiLM, so that folding it has something to get wrong
-        for film in (model.film_in, model.film_out, model.harmonic):
-            for p in film.parameters() if film is not None else ():
+        for part in (model.film_in, model.film_out, model.harmonic):
+            for p in part.parameters() if part is not None else ():
                 p.normal_(0, 0.5)
     return model
 

@@ -11,7 +11,12 @@ from mel2mel import constants as C
 from mel2mel.audio import log_mel
 from mel2mel.models import AcousticConfig, Mel2Mel
 from mel2mel.models.export import save_pretrained
-from mel2mel.models.harmonic import HarmonicDetail, detail_operator, harmonic_combs
+from mel2mel.models.harmonic import (
+    GAIN_SCALE,
+    HarmonicDetail,
+    detail_operator,
+    harmonic_combs,
+)
 from mel2mel.train.loop import init_from_pretrained
 
 
@@ -70,9 +75,9 @@ def test_a_model_extended_with_detail_plays_as_its_source_then_adds_it(tmp_path)
     roll[0, key_row(43), 5:30] = 0.8
     with torch.no_grad():
         assert torch.equal(model(roll, instrument=2), source(roll, instrument=2))
-        model.harmonic.gain.bias.fill_(0.1)
+        model.harmonic.gain.bias.fill_(1.0 / GAIN_SCALE)  # a gain of 1 in every bin
         added = model(roll, instrument=2) - source(roll, instrument=2)
-    assert torch.allclose(added, model.harmonic.detail(roll), atol=1e-5)  # gain 10 x 0.1
+    assert torch.allclose(added, model.harmonic.detail(roll), atol=1e-5)
     assert added[..., 10].abs().max() > 0.5 and added[..., 35].abs().max() < 1e-6
 
 
