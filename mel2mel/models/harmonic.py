@@ -1,11 +1,12 @@
 """Harmonic detail: the pitch-exact peaks and valleys of the sounding notes across mel bins.
 
-The LSTM of :class:`~mel2mel.models.Mel2Mel` predicts a mel whose bin-to-bin detail is flat
-for low notes (below about G#2 the harmonics of a note are 1-3 mel bins apart and the model
-draws a smooth spectrum where FluidSynth's has a comb), and that detail is what a
+The LSTM of :class:`~mel2mel.models.Mel2Mel` predicts a mel whose bin-to-bin detail is
+shallow for low notes (below about C3 the harmonics of a note are 1-3 mel bins apart and the
+model draws a smooth spectrum where FluidSynth's has a comb), and that detail is what a
 transcriber hears notes in (docs/MODELS.md, "What the transcriber and the classifier miss").
-Where the peaks fall is no mystery: it follows from the pitch alone. This module computes it
-and lets the instrument choose how much of it to add::
+Where the peaks fall follows from the pitch alone, so this module computes it and lets the
+instrument choose how much of it to add (the trained models chose little: the combs' peaks
+are where FluidSynth's are, not as high or as deep; docs/MODELS.md, "Stage 9")::
 
     sounding rows v (B x 88 x T, velocity / 127)
       -> S = combs^T v                  mel magnitude of each key's harmonic tone, summed
