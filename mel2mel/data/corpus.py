@@ -143,11 +143,19 @@ def parse_shard(text: str) -> tuple[int, int]:
 PIECE_SETS = ("all", "plain", "performed")
 
 
+# How a manifest piece was made: a score as written, or its augmentation's kind.
+AUGMENT_KINDS = ("plain", "perform", "texture", "strikes")
+
+
+def augment_kind(piece: dict[str, Any]) -> str:
+    """The :data:`AUGMENT_KINDS` entry of a manifest piece (``"plain"`` without augmentation)."""
+    return str((piece.get("augment") or {}).get("kind", "plain"))
+
+
 def piece_kind(piece: dict[str, Any]) -> str:
     """``"performed"`` for a manifest piece that is a performance or a generated piece (texture
     or strikes), else ``"plain"``."""
-    kind = (piece.get("augment") or {}).get("kind")
-    return "performed" if kind in ("perform", "texture", "strikes") else "plain"
+    return "plain" if augment_kind(piece) == "plain" else "performed"
 
 
 def select_test_pieces(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mel2mel.configs import config_from_dict
+from mel2mel.data.corpus import AUGMENT_KINDS
 from mel2mel.errors import UserError
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.losses import LOSSES, TANH_OFFSET, TANH_SCALE
@@ -30,6 +31,20 @@ from mel2mel.models.texture import TextureConfig
 from mel2mel.train.settings import check_train_settings, settings_dict
 from mel2mel.vocoders.fast import FastVocoderConfig
 from mel2mel.vocoders.wavenet import WaveNetConfig
+
+
+def check_repeat(repeat: Any) -> None:
+    """ValueError unless ``repeat`` maps piece kinds (:data:`AUGMENT_KINDS`) to whole numbers
+    >= 1."""
+    if not isinstance(repeat, Mapping):
+        raise ValueError(f"train.repeat must map piece kinds to counts, got {repeat!r}")
+    for kind, count in repeat.items():
+        if kind not in AUGMENT_KINDS:
+            raise ValueError(
+                f"train.repeat: unknown piece kind {kind!r}; choose from {', '.join(AUGMENT_KINDS)}"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"train.repeat.{kind} must be a whole number >= 1, got {count!r}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,10 @@ class TrainConfig:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
         quiet playing is a small share of any corpus. 1 (the default) weighs all frames alike.
+    repeat:
+        Times per epoch that each train item of a piece of the given kind appears, by the
+        manifest's piece kind (``plain``, ``perform``, ``texture``, ``strikes``), e.g.
+        ``{strikes: 3}``; kinds not named appear once. ``None`` (the default) repeats nothing.
     num_workers:
         DataLoader worker processes per training process.
     seed:
@@ -131,6 +150,7 @@ class TrainConfig:
     level_frames: str = "all"
     slope_weight: float = 0.0
     quiet_weight: float = 1.0
+    repeat: dict[str, int] | None = None
     num_workers: int = 1
     seed: int = 0
     log_every: int = 25
@@ -159,6 +179,8 @@ class TrainConfig:
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:
             raise ValueError("train.quiet_weight must be > 0")
+        if self.repeat is not None:
+            check_repeat(self.repeat)
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))
 
     def to_dict(self) -> dict[str, Any]:

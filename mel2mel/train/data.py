@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mel2mel.data.corpus import augment_kind
 from mel2mel.data.dataset import CropDataset, read_manifest
 from mel2mel.errors import UserError
 from mel2mel.instruments import Instrument
@@ -79,16 +80,29 @@ def _subset(instruments: list[Instrument], wanted: tuple[str, ...] | None) -> li
         raise UserError(f"train.instruments: {err}") from err
 
 
+def repeat_items(dataset: CropDataset, repeat: dict[str, int]) -> None:
+    """Repeat in place each item of ``dataset`` ``repeat[kind]`` times, by its piece's kind
+    (:func:`mel2mel.data.corpus.augment_kind`; kinds not in ``repeat`` stay once), keeping the
+    items' order."""
+    kinds = {p["id"]: augment_kind(p) for p in dataset.manifest["pieces"]}
+    dataset.items = [
+        it for it in dataset.items for _ in range(repeat.get(kinds.get(it["piece"], "plain"), 1))
+    ]
+
+
 def make_datasets(
     data: Path, config: RunConfig, instruments: list[Instrument]
 ) -> tuple[SeededCrops, SeededCrops]:
-    """Random train crops and fixed valid crops, restricted to ``train.instruments``."""
+    """Random train crops (items repeated by ``train.repeat``) and fixed valid crops, restricted
+    to ``train.instruments``."""
     t = config.train
     subset = _subset(instruments, t.instruments)
     common = {"instruments": subset, "seed": t.seed}
     train = SeededCrops(
         data, "train", t.crop_frames, crops_per_item=t.crops_per_item, random_crops=True, **common
     )
+    if t.repeat:
+        repeat_items(train, t.repeat)
     valid = SeededCrops(
         data,
         "valid",

@@ -214,6 +214,43 @@ def test_two_process_ddp_replicas_stay_identical(synthetic_dataset, tmp_path):
     assert [v["dist/replica_max_diff"] for v in valid if "dist/replica_max_diff" in v] == [0.0, 0.0]
 
 
+def test_repeat_oversamples_pieces_by_kind(synthetic_dataset, tmp_path):
+    import shutil
+
+    from mel2mel.data.dataset import read_manifest
+    from mel2mel.train.data import dataset_instruments, make_datasets
+
+    # two of the train pieces become a strikes piece and a performance
+    data = shutil.copytree(synthetic_dataset, tmp_path / "kinds")
+    manifest = read_manifest(data)
+    train_pieces = [p for p in manifest["pieces"] if p["split"] == "train"]
+    train_pieces[0]["augment"] = {"kind": "strikes", "seed": 1}
+    train_pieces[1]["augment"] = {"kind": "perform", "seed": 2}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    times = {train_pieces[0]["id"]: 3, train_pieces[1]["id"]: 1}  # the others are plain: 2
+
+    def items(**train) -> list[str]:
+        config = tiny_config(**train)
+        train_set, valid = make_datasets(data, config, dataset_instruments(data))
+        assert all(it["split"] == "valid" for it in valid.items)  # valid is never repeated
+        return [it["id"] for it in train_set.items]
+
+    once = items()
+    twice = items(repeat={"strikes": 3, "plain": 2})
+    for item in once:
+        assert twice.count(item) == times.get(item.partition("/")[0], 2), item
+    assert list(dict.fromkeys(twice)) == once  # the order is kept
+    config = tiny_config(repeat={"strikes": 3})
+    assert RunConfig.from_dict(config.to_dict()) == config  # saved in checkpoints
+    assert len(items(repeat={"texture": 4})) == len(once)  # no such piece: nothing changes
+    with pytest.raises(ValueError, match=r"unknown piece kind 'strike'.*strikes"):
+        TrainConfig(repeat={"strike": 2})
+    with pytest.raises(ValueError, match="whole number"):
+        TrainConfig(repeat={"strikes": 0})
+    with pytest.raises(ValueError, match="map piece kinds"):
+        TrainConfig(repeat=[3])  # type: ignore[arg-type]
+
+
 def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_path):
     import shutil
 
