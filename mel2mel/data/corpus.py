@@ -143,8 +143,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 PIECE_SETS = ("all", "plain", "performed")
 
 
-# How a manifest piece was made: a score as written, or its augmentation's kind.
-AUGMENT_KINDS = ("plain", "perform", "texture", "strikes")
+# How a manifest piece was made: a whole score as written (``plain``), the start of one
+# (``excerpt``), a performance of one, or a generated texture or dynamics study.
+AUGMENT_KINDS = ("plain", "excerpt", "perform", "texture", "strikes")
+PERFORMED_KINDS = ("perform", "texture", "strikes")
 
 
 def augment_kind(piece: dict[str, Any]) -> str:
@@ -154,8 +156,8 @@ def augment_kind(piece: dict[str, Any]) -> str:
 
 def piece_kind(piece: dict[str, Any]) -> str:
     """``"performed"`` for a manifest piece that is a performance or a generated piece (texture
-    or strikes), else ``"plain"``."""
-    return "plain" if augment_kind(piece) == "plain" else "performed"
+    or strikes), else ``"plain"`` (scores as written, whole or excerpts)."""
+    return "performed" if augment_kind(piece) in PERFORMED_KINDS else "plain"
 
 
 def select_test_pieces(

@@ -106,7 +106,7 @@ class TrainConfig:
         quiet playing is a small share of any corpus. 1 (the default) weighs all frames alike.
     repeat:
         Times per epoch that each train item of a piece of the given kind appears, by the
-        manifest's piece kind (``plain``, ``perform``, ``texture``, ``strikes``), e.g.
+        manifest's piece kind (``plain``, ``excerpt``, ``perform``, ``texture``, ``strikes``), e.g.
         ``{strikes: 3}``; kinds not named appear once. ``None`` (the default) repeats nothing.
     num_workers:
         DataLoader worker processes per training process.

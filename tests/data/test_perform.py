@@ -226,6 +226,11 @@ def test_build_with_performances_and_textures(midi_writer, tmp_path):
     assert pieces["score-perf1"]["split"] == pieces["score"]["split"]
     assert pieces["score-perf1"]["augment"]["kind"] == "perform"
     assert pieces["score"]["augment"] == {"kind": "excerpt", "max_seconds": 4}
+    kinds = {k: (corpus.augment_kind(p), corpus.piece_kind(p)) for k, p in pieces.items()}
+    assert kinds["score"] == ("excerpt", "plain")  # a score as written, if cut
+    assert kinds["score-perf1"] == ("perform", "performed")
+    assert kinds["texture-0000"] == ("texture", "performed")
+    assert set(corpus.AUGMENT_KINDS) >= {kind for kind, _ in kinds.values()}
     assert pieces["score"]["frames"] <= 4 * C.FRAME_RATE + 1
     # The roll of a performance is that of its cached MIDI, which FluidSynth rendered.
     roll = np.load(out / "rolls" / "score-perf1.npy")
