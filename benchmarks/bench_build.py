@@ -4,9 +4,12 @@ A fixed set of music21 pieces is converted to MIDI and program-forced for each i
 (untimed). Then, in the same invocation and with the same number of parallel processes:
 
 * ``fluidsynth``: the FluidSynth command the builder runs (raw float output, dynamic sample
-  loading), on the forced files, ``--workers`` at a time: the floor any builder must pay;
+  loading, an SF3 read from its decompressed copy), on the forced files, ``--workers`` at a
+  time: the floor any builder must pay;
 * ``builder``: ``python -m mel2mel data build`` on the MIDI folder, as a user runs it (Python
   start-up, imports, rolls, rendering, log-mels, files, manifest);
+* ``fluidsynth sf3`` and ``builder sf3``: the same with ``MEL2MEL_SF3_CACHE=0``, FluidSynth
+  decoding the SF3's samples in every run (the builder before the cache);
 * ``fluidsynth -F plain`` (with ``--plain``): ``fluidsynth -ni -q -r 16000 -F out.wav sf mid``
   with every other option at its default, i.e. what a naive script would run.
 
@@ -20,6 +23,7 @@ Target: builder <= 1.5 x fluidsynth. Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -41,6 +45,7 @@ from mel2mel.data.fluidsynth import (
     force_program,
     run_fluidsynth,
 )
+from mel2mel.data.sf3 import playable_soundfont
 
 # Six chorales (~20-70 s) and two longer pieces (~20 s and ~90 s of music).
 BENCH_PIECES = (
@@ -73,6 +78,19 @@ def _parallel(jobs: list[Callable[[], object]], workers: int) -> None:
             f.result()
 
 
+@contextlib.contextmanager
+def _sf3_cache(on: bool):
+    """Turn the decompressed-SF3 cache on or off for this process and its children."""
+    old = os.environ.get("MEL2MEL_SF3_CACHE")
+    os.environ["MEL2MEL_SF3_CACHE"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("MEL2MEL_SF3_CACHE")
+        if old is not None:
+            os.environ["MEL2MEL_SF3_CACHE"] = old
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", type=int, default=len(BENCH_PIECES))
@@ -89,6 +107,8 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
     instruments = resolve_instruments(args.instruments)
     settings = RenderSettings(str(DEFAULT_SOUNDFONT))
+    with _sf3_cache(True):
+        playable_soundfont(settings.soundfont)  # made once, untimed (as a first build does)
     print(f"preparing {args.pieces} pieces x {len(instruments)} instruments in {work} ...")
     forced: list[Path] = []
     for name in BENCH_PIECES[: args.pieces]:
@@ -123,7 +143,19 @@ def main() -> None:
         cmd += ["--workers", str(args.workers), "--no-progress"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
-    runs = {"fluidsynth": fluidsynth_same, "builder": builder}
+    def cache(on: bool, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with _sf3_cache(on):
+                fn()
+
+        return run
+
+    runs = {
+        "fluidsynth": cache(True, fluidsynth_same),
+        "builder": cache(True, builder),
+        "fluidsynth sf3": cache(False, fluidsynth_same),
+        "builder sf3": cache(False, builder),
+    }
     if args.plain:
         runs["fluidsynth -F plain"] = fluidsynth_plain
     best = {name: (float("inf"), float("inf")) for name in runs}
@@ -139,11 +171,13 @@ def main() -> None:
     print(f"  {'':22s} {'wall':>7s}   {'CPU':>7s}")
     for name, (wall, cpu) in best.items():
         print(f"  {name:22s} {wall:7.1f} s {cpu:7.1f} s")
-    for other in [n for n in runs if n != "builder"]:
-        wall = best["builder"][0] / best[other][0]
-        cpu = best["builder"][1] / best[other][1]
-        target = "  (target <= 1.5)" if other == "fluidsynth" else ""
-        print(f"  builder / {other:11s} {wall:7.2f} x {cpu:7.2f} x{target}")
+    ratios = [("builder", n) for n in runs if n != "builder"]
+    ratios.insert(1, ("builder sf3", "fluidsynth sf3"))
+    for num, den in ratios:
+        wall = best[num][0] / best[den][0]
+        cpu = best[num][1] / best[den][1]
+        target = "  (target <= 1.5)" if den == "fluidsynth" else ""
+        print(f"  {num} / {den:14s} {wall:7.2f} x {cpu:7.2f} x{target}")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -58,6 +58,7 @@ from mel2mel.data.items import (
     settings_for,
 )
 from mel2mel.data.manifest import index_dataset, manifest_summary
+from mel2mel.data.sf3 import playable_soundfont
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
 from mel2mel.midi import MidiError
@@ -406,6 +407,8 @@ def _run(
     ctx = multiprocessing.get_context("fork") if "fork" in methods else None
     if ctx is not None:
         cpu_log_mel()  # once here rather than once per forked worker
+    for sf in {settings.soundfont, *(i.soundfont for p in plans for i in p.todo if i.soundfont)}:
+        playable_soundfont(sf)  # decompress an SF3 once, before the workers need it
     pool = cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker)
     futures: dict[cf.Future, tuple[str, _PiecePlan, Instrument | None]] = {}
 

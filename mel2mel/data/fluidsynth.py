@@ -9,6 +9,10 @@ on) unless the caller changes them. Two things are not defaults, and neither cha
   5x faster per file for MuseScore General);
 * ``-f /dev/null`` keeps a user's ``~/.fluidsynth`` configuration out of the dataset.
 
+An SF3 SoundFont is played from its decompressed SF2 copy (:mod:`mel2mel.data.sf3`, made once
+and cached), which spares each run the decoding of its presets' samples (1-3 s) and renders the
+same audio.
+
 FluidSynth writes raw little-endian float32 stereo, so nothing saturates on the way; the
 stereo pair is averaged to mono here and clipping is detected on that mono signal. The first
 64 samples are dropped to undo the fixed one-block delay of FluidSynth's MIDI player (see
@@ -33,6 +37,7 @@ import mido
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel.data.sf3 import playable_soundfont
 from mel2mel.errors import UserError
 from mel2mel.fileio import temp_name
 from mel2mel.midi import ALL_NOTES_OFF_CC, SUSTAIN_CC
@@ -236,7 +241,8 @@ def run_fluidsynth(
 ) -> None:
     """Render ``midi_path`` to raw little-endian float32 stereo at 16 kHz in ``out_raw``.
 
-    Raises RuntimeError with FluidSynth's own message if it fails or writes nothing.
+    An SF3 SoundFont is read from its decompressed copy (:func:`playable_soundfont`). Raises
+    RuntimeError with FluidSynth's own message if it fails or writes nothing.
     """
     cmd = [
         find_fluidsynth(), "-n", "-i", "-q", "-f", os.devnull,
@@ -244,7 +250,7 @@ def run_fluidsynth(
         "-o", "synth.dynamic-sample-loading=1",
         "-T", "raw", "-O", "float", "-E", "little",
         *settings.fluidsynth_args(),
-        "-F", str(out_raw), settings.soundfont, str(midi_path),
+        "-F", str(out_raw), playable_soundfont(settings.soundfont), str(midi_path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0 or not Path(out_raw).is_file():
