@@ -168,16 +168,16 @@ def main() -> None:
         f"{len(forced)} items ({audio_min:.1f} min of audio), {args.workers} workers, "
         f"best of {args.repeats}:"
     )
-    print(f"  {'':22s} {'wall':>7s}   {'CPU':>7s}")
+    print(f"  {'':30s} {'wall':>5s}     {'CPU':>5s}")
     for name, (wall, cpu) in best.items():
-        print(f"  {name:22s} {wall:7.1f} s {cpu:7.1f} s")
+        print(f"  {name:30s} {wall:5.1f} s   {cpu:5.1f} s")
     ratios = [("builder", n) for n in runs if n != "builder"]
     ratios.insert(1, ("builder sf3", "fluidsynth sf3"))
     for num, den in ratios:
         wall = best[num][0] / best[den][0]
         cpu = best[num][1] / best[den][1]
         target = "  (target <= 1.5)" if den == "fluidsynth" else ""
-        print(f"  {num} / {den:14s} {wall:7.2f} x {cpu:7.2f} x{target}")
+        print(f"  {num + ' / ' + den:30s} {wall:5.2f} x {cpu:5.2f} x{target}")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,6 +17,9 @@ folder can be merged by copying and re-indexing.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import functools
+import importlib.metadata
 import multiprocessing
 import os
 import time
@@ -62,6 +65,7 @@ from mel2mel.data.sf3 import playable_soundfont
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
 from mel2mel.midi import MidiError
+from mel2mel.version import __version__
 
 # -- main side --------------------------------------------------------------------------------
 
@@ -490,11 +494,22 @@ def _finish_prepare(root: Path, fut: cf.Future, plan: _PiecePlan, report: BuildR
     meta = {"id": piece.id, "source": piece.source, "split": piece.split}
     if piece.group is not None:
         meta["group"] = piece.group
-    save_json(root / D.ROLLS / f"{piece.id}.json", {**meta, "frames": roll.shape[1], **stats})
+    meta |= {"frames": roll.shape[1], **stats, "versions": piece_versions()}
+    save_json(root / D.ROLLS / f"{piece.id}.json", meta)
     report.pieces_prepared += 1
     report.dropped_notes += stats["dropped_out_of_range"] + stats["dropped_drums"]
     plan.ready = True
     return True
+
+
+@functools.cache
+def piece_versions() -> dict[str, str]:
+    """The versions of what turns a source into a piece (a converted score's notes and an
+    augmentation's random draws can change with them), recorded in every piece sidecar."""
+    versions = {"mel2mel": __version__, "numpy": np.__version__}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        versions["music21"] = importlib.metadata.version("music21")
+    return versions
 
 
 def _finish_render(fut: cf.Future, plan: _PiecePlan, inst: Any, report: BuildReport) -> None:

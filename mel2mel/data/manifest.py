@@ -51,11 +51,14 @@ def index_dataset(
         raise UserError(f"{root} is not a mel2mel dataset folder (no rolls/ or items/)")
     old = D.read_json(root / D.MANIFEST) or {}
     pieces: dict[str, dict[str, Any]] = {}
+    versions: dict[str, set[str]] = {}
     for path in sorted((root / D.ROLLS).glob("*.json")):
         meta = D.finished_piece(root, path.stem)
         if meta is not None:
             keys = ("id", "source", "split", "frames", "group", "augment")
             pieces[path.stem] = {k: meta[k] for k in keys if k in meta}
+            for tool, version in (meta.get("versions") or {}).items():
+                versions.setdefault(tool, set()).add(version)
     metas = []
     for piece in pieces:
         for path in sorted((root / D.ITEMS / piece).glob("[!.]*.json")):
@@ -109,6 +112,7 @@ def index_dataset(
         ],
         "pieces": list(pieces.values()),
         "items": items,
+        "versions": {tool: sorted(v) for tool, v in sorted(versions.items())},
         "skipped": skipped,
     }
     save_json(root / D.MANIFEST, manifest)

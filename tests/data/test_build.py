@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 import torch
 from conftest import SOUNDFONT, TINY_INSTRUMENTS, requires_fluidsynth
 
+import mel2mel
 from mel2mel import constants as C
 from mel2mel.audio import LogMel, log_mel
 from mel2mel.cli import main
@@ -107,6 +109,8 @@ def test_tiny_build_layout_and_split(tiny_dataset, tiny_inputs):
     assert set(pieces) == {"canon", "scale"}
     assert pieces["canon"]["split"] == "train" and pieces["scale"]["split"] == "valid"
     assert pieces["canon"]["source"] == str((tiny_inputs / "canon.mid").resolve())
+    assert m["versions"]["mel2mel"] == [mel2mel.__version__]  # what made the pieces
+    assert m["versions"]["numpy"] == [np.__version__]
     broken = str((tiny_inputs / "broken.mid").resolve())
     assert [s["source"] for s in m["skipped"]] == [broken]
     assert "not a readable MIDI file" in m["skipped"][0]["reason"]
@@ -307,6 +311,7 @@ def test_default_corpus_build_caches_the_conversion(tmp_path):
     assert report.items_built == 1 and report.pieces_prepared == 1
     m = manifest_of(out)
     assert m["pieces"][0]["source"] == "music21:bach/bwv1.6"
+    assert m["versions"]["music21"] == [importlib.metadata.version("music21")]
     assert m["items"][0]["id"] == "bach-bwv1_6/vibraphone"
     assert (out / "sources" / "bach-bwv1_6.mid").is_file()
     (out / "items" / "bach-bwv1_6" / "vibraphone.json").unlink()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Rebuild the datasets the shipped models were trained and measured on (docs/MODELS.md,
+# docs/SPACE100.md), and fetch the reserved real-MIDI evaluation set, under ROOT (default /work):
+#   ROOT/data/perf10       the 10-instrument performance corpus (5,910 items; 19 min on 2 cores)
+#   ROOT/data/chorale-test the chorale test split (110 items)
+#   ROOT/data/space100b    the 100-instrument corpus (3,366 items), with --space100
+#   ROOT/evalmidi          reserved real MIDI: evaluation only, never train or tune on it
+# Each build resumes where an interrupted one stopped. Usage:
+#   bash scripts/research_data.sh [ROOT] [--space100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${1:-/work}
+[ "${1:-}" = "--space100" ] && ROOT=/work
+mkdir -p "$ROOT/data"
+mel2mel data build -o "$ROOT/data/perf10" --variants 2 --textures 120 --strikes 60 \
+    --max-seconds 15 --workers 2 --no-progress
+mel2mel data build -o "$ROOT/data/chorale-test" --limit 67 --split test --variants 0 \
+    --textures 0 --strikes 0 --workers 2 --no-progress
+if [[ " $* " == *" --space100 "* ]]; then
+    mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
+        --textures 120 --strikes 30 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
+        --no-progress
+fi
+bash benchmarks/reserved_midi.sh "$ROOT/evalmidi"
