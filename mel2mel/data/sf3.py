@@ -9,12 +9,18 @@ FluidSynth (``sf_readf_short`` of the system's libsndfile, the one the ``fluidsy
 links), writes the 16-bit samples into an SF2 file in a cache folder, and returns its path;
 FluidSynth then only reads the samples it needs.
 
-What FluidSynth plays from the SF2 is what it plays from the SF3: the PCM, the sample headers
-(loops relative to each sample, as SF3 stores them) and all preset and instrument data are the
-same. The renders are compared sample for sample in ``tests/data/test_sf3.py``.
+What FluidSynth plays from the SF2 is what it plays from the SF3 (the same PCM, sample headers
+with the loop points moved from SF3's per-sample to SF2's absolute offsets, the same preset and
+instrument data), except where a sample runs out while a note still plays it: FluidSynth then reads on into
+the 46 zero words an SF2 puts after each sample (a few millionths of full scale for MuseScore
+General's Pizzicato Strings; docs/DATA.md). ``tests/data/test_sf3.py`` compares renders.
+
+The conversion runs in a fresh Python process: in one that has loaded torch, the CPU's
+flush-to-zero modes can be on, and then a few samples (0.01 % of MuseScore General's) decode
+one step away from what the ``fluidsynth`` program decodes.
 
 The cache file is named after the SF3's size, modification time and a hash of its first and
-last MiB (``<stem>-<key>.sf2`` under ``$MEL2MEL_CACHE`` or ``~/.cache/mel2mel/soundfonts``),
+last MiB (``<stem>-<key>.sf2`` in :func:`cache_dir`, ``~/.cache/mel2mel/soundfonts``),
 written atomically; ``MEL2MEL_SF3_CACHE=0`` turns the cache off. When it cannot be written (no
 space, read-only home) FluidSynth simply reads the SF3 as before.
 """
@@ -28,6 +34,9 @@ import hashlib
 import logging
 import os
 import struct
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -42,7 +51,7 @@ SHDR_SIZE = 46  # one sample header: name[20], 5 x uint32, 2 x int8/uint8, 2 x u
 SHDR = struct.Struct("<20s5I2B2H")
 VORBIS = 0x10  # sample type bit of an Ogg Vorbis sample (the SF3 extension)
 PAD_WORDS = 46  # zero sample words the SF2 format puts after each sample
-FORMAT_VERSION = 1  # bump when the converter's output changes, to rebuild old caches
+FORMAT_VERSION = 2  # bump when the converter's output changes, to rebuild old caches
 
 
 class _SfInfo(ctypes.Structure):
@@ -76,28 +85,30 @@ def decode_vorbis(data: bytes) -> np.ndarray:
     lib = _libsndfile()
     if lib is None:
         raise RuntimeError("libsndfile was not found (it comes with the fluidsynth package)")
-    fd = os.memfd_create("mel2mel-sf3")
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        f.seek(0)
+        return _read_shorts(lib, f.fileno())
+
+
+def _read_shorts(lib: ctypes.CDLL, fd: int) -> np.ndarray:
+    info = _SfInfo()
+    handle = lib.sf_open_fd(fd, 0x10, ctypes.byref(info), 0)  # SFM_READ, keep the fd
+    if not handle:
+        raise RuntimeError("libsndfile could not open an Ogg Vorbis sample")
     try:
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-        info = _SfInfo()
-        handle = lib.sf_open_fd(fd, 0x10, ctypes.byref(info), 0)  # SFM_READ, keep the fd
-        if not handle:
-            raise RuntimeError("libsndfile could not open an Ogg Vorbis sample")
-        try:
-            if info.frames <= 0 or info.channels <= 0:
-                return np.zeros(0, np.int16)
-            if info.channels != 1:
-                raise RuntimeError(f"SF3 sample with {info.channels} channels (mono expected)")
-            out = np.zeros(info.frames, np.int16)
-            got = lib.sf_readf_short(handle, out.ctypes.data, info.frames)
-            if got < info.frames:
-                raise RuntimeError(f"Ogg Vorbis sample decoded {got} of {info.frames} frames")
-            return out
-        finally:
-            lib.sf_close(handle)
+        if info.frames <= 0 or info.channels <= 0:
+            return np.zeros(0, np.int16)
+        if info.channels != 1:
+            raise RuntimeError(f"SF3 sample with {info.channels} channels (mono expected)")
+        out = np.zeros(info.frames, np.int16)
+        got = lib.sf_readf_short(handle, out.ctypes.data, info.frames)
+        if got < info.frames:
+            raise RuntimeError(f"Ogg Vorbis sample decoded {got} of {info.frames} frames")
+        return out
     finally:
-        os.close(fd)
+        lib.sf_close(handle)
 
 
 def _chunks(buf: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -246,7 +257,12 @@ def _decompressed(path: str) -> str:
         tmp = temp_file(out)
         try:
             log.info("decompressing %s to %s (once)", src, out)
-            convert_sf3(src, tmp)
+            # In a fresh process: a library loaded here (torch) may have set the CPU's
+            # flush-to-zero modes, which change a few decoded samples by one step.
+            cmd = [sys.executable, "-m", "mel2mel.data.sf3", str(src), str(tmp)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
             publish(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -254,3 +270,7 @@ def _decompressed(path: str) -> str:
         log.warning("rendering from %s directly: could not decompress it (%s)", src, err)
         return path
     return str(out)
+
+
+if __name__ == "__main__":  # python -m mel2mel.data.sf3 SRC.sf3 DST.sf2
+    convert_sf3(sys.argv[1], sys.argv[2])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import mido
@@ -134,14 +136,11 @@ def test_tiny_sf3_plays_the_same_from_its_decompressed_copy(tmp_path, monkeypatc
     direct = render(midi, str(tmp_path / "tiny.sf3"), 0, tmp_path)
     cached = render(midi, copy, 0, tmp_path)
     assert np.abs(direct).max() > 0.05  # it plays
-    assert_plays_the_same(direct, cached, 1e-4)
-
-
-def assert_plays_the_same(direct: np.ndarray, cached: np.ndarray, tolerance: float) -> None:
-    """Equal to far below the int16 step (3e-5) for MuseScore: the decoded PCM is bit-identical,
-    but FluidSynth plays an SF2 sample slightly differently from an SF3's (docs/DATA.md)."""
-    assert direct.shape == cached.shape and np.abs(direct).max() > 0.01
-    assert np.abs(direct - cached).max() < tolerance
+    # Equal but where the unlooped tone runs out of samples while still loud (1 % of full
+    # scale): FluidSynth then reads on into the 46 zero words an SF2 puts after each sample.
+    # MuseScore's samples end quietly (the test below).
+    same = direct == cached
+    assert same.mean() > 0.99 and np.abs(direct - cached).max() < 1e-4
 
 
 @requires_fluidsynth
@@ -154,7 +153,24 @@ def test_musescore_general_plays_the_same_from_its_decompressed_copy(
     monkeypatch.setenv("MEL2MEL_SF3_CACHE", "0")
     midi = phrase(tmp_path)
     direct = render(midi, str(SOUNDFONT), program, tmp_path)
-    assert_plays_the_same(direct, render(midi, copy, program, tmp_path), 1e-5)
+    assert np.abs(direct).max() > 0.01
+    np.testing.assert_array_equal(direct, render(midi, copy, program, tmp_path))
+
+
+def test_decoding_ignores_the_callers_flush_to_zero_mode(tmp_path, monkeypatch):
+    """torch, loaded here by the tests, can leave the CPU flushing denormals to zero, which
+    moves a few decoded samples by one step: the copy is made in a fresh process."""
+    monkeypatch.setenv("MEL2MEL_CACHE", str(tmp_path / "cache"))
+    tiny_sf3(tmp_path / "tiny.sf3")
+    fresh = sf3.playable_soundfont(str(tmp_path / "tiny.sf3"))
+    assert Path(fresh).read_bytes() == sf3_in_a_fresh_process(tmp_path)
+
+
+def sf3_in_a_fresh_process(tmp_path: Path) -> bytes:
+    out = tmp_path / "fresh.sf2"
+    code = "import sys; from mel2mel.data.sf3 import convert_sf3; convert_sf3(*sys.argv[1:])"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "tiny.sf3"), str(out)], check=True)
+    return out.read_bytes()
 
 
 def test_sf2_and_unwritable_cache_fall_back_to_the_file_itself(tmp_path, monkeypatch, caplog):
