@@ -11,9 +11,10 @@ FluidSynth then only reads the samples it needs.
 
 What FluidSynth plays from the SF2 is what it plays from the SF3 (the same PCM, sample headers
 with the loop points moved from SF3's per-sample to SF2's absolute offsets, the same preset and
-instrument data), except where a sample runs out while a note still plays it: FluidSynth then reads on into
-the 46 zero words an SF2 puts after each sample (a few millionths of full scale for MuseScore
-General's Pizzicato Strings; docs/DATA.md). ``tests/data/test_sf3.py`` compares renders.
+instrument data), except where a sample runs out while a note still plays it: FluidSynth then
+reads on into the 46 zero words an SF2 puts after each sample (a few millionths of full scale
+for MuseScore General's Pizzicato Strings; docs/DATA.md). ``tests/data/test_sf3.py`` compares
+renders.
 
 The conversion runs in a fresh Python process: in one that has loaded torch, the CPU's
 flush-to-zero modes can be on, and then a few samples (0.01 % of MuseScore General's) decode
