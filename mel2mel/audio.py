@@ -1,16 +1,18 @@
 """Audio I/O and the log-mel analysis used everywhere in mel2mel.
 
-The log-mel is computed with ``torch.stft`` and librosa's Slaney mel filterbank so that it runs
-batched on CPU or GPU and matches ``librosa.feature.melspectrogram(power=1)`` to float precision.
+The log-mel is computed with ``torch.stft`` and a Slaney mel filterbank (librosa's, computed
+here in numpy: bit-identical, and without the second librosa's filters take to import scipy and
+numba) so that it runs batched on CPU or GPU and matches
+``librosa.feature.melspectrogram(power=1)`` to float precision.
 See :mod:`mel2mel.constants` for the conventions.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
-import librosa
 import numpy as np
 import soundfile as sf
 import torch
@@ -20,12 +22,51 @@ from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write
 
+SLANEY_HZ_PER_MEL = 200.0 / 3  # linear part of Slaney's mel scale, below 1 kHz
+SLANEY_LOG_HZ = 1000.0  # where the scale turns logarithmic
+SLANEY_LOG_STEP = np.log(6.4) / 27.0  # log-Hz per mel above 1 kHz
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``), ``float64``."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log_mel = SLANEY_LOG_HZ / SLANEY_HZ_PER_MEL
+    above = log_mel + np.log(np.maximum(hz, SLANEY_LOG_HZ) / SLANEY_LOG_HZ) / SLANEY_LOG_STEP
+    return np.where(hz >= SLANEY_LOG_HZ, above, hz / SLANEY_HZ_PER_MEL)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`, ``float64``."""
+    mel = np.asarray(mel, dtype=np.float64)
+    log_mel = SLANEY_LOG_HZ / SLANEY_HZ_PER_MEL
+    above = SLANEY_LOG_HZ * np.exp(SLANEY_LOG_STEP * (mel - log_mel))
+    return np.where(mel >= log_mel, above, SLANEY_HZ_PER_MEL * mel)
+
+
+def mel_frequencies(
+    n: int = C.N_MELS + 2, fmin: float = C.F_MIN, fmax: float = C.F_MAX
+) -> np.ndarray:
+    """``n`` frequencies (Hz) evenly spaced on the mel scale from ``fmin`` to ``fmax``; the
+    default gives the package's band edges, whose inner 80 are the bands' centres."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n))
+
+
+@functools.cache
+def _filterbank() -> np.ndarray:
+    fft_hz = np.fft.rfftfreq(C.N_FFT, 1.0 / C.SAMPLE_RATE)
+    edges = mel_frequencies()
+    width = np.diff(edges)
+    dist = edges[:, None] - fft_hz[None, :]
+    rising, falling = -dist[:-2] / width[:-1, None], dist[2:] / width[1:, None]
+    triangles = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    # Slaney's area normalization, applied in float64 to float32 weights as librosa does
+    return (triangles * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
 
 def mel_filterbank() -> np.ndarray:
-    """The package's mel filterbank, ``float32[N_MELS x (N_FFT // 2 + 1)]``."""
-    return librosa.filters.mel(
-        sr=C.SAMPLE_RATE, n_fft=C.N_FFT, n_mels=C.N_MELS, fmin=C.F_MIN, fmax=C.F_MAX
-    ).astype(np.float32)
+    """The package's mel filterbank, ``float32[N_MELS x (N_FFT // 2 + 1)]``: librosa's
+    ``filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (Slaney scale and norm), bit for bit."""
+    return _filterbank().copy()
 
 
 class LogMel(nn.Module):
@@ -79,7 +120,7 @@ _LOGMEL_CPU: LogMel | None = None
 
 
 def cpu_log_mel() -> LogMel:
-    """The process's CPU :class:`LogMel`, built once (librosa's filterbank takes a while)."""
+    """The process's CPU :class:`LogMel`, built once."""
     global _LOGMEL_CPU
     if _LOGMEL_CPU is None:
         _LOGMEL_CPU = LogMel()
@@ -119,6 +160,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"cannot read audio file {path}: {err}") from err
     mono = data.mean(axis=1)
     if sr != C.SAMPLE_RATE:
+        import librosa  # only to resample (soxr)
+
         mono = librosa.resample(mono, orig_sr=sr, target_sr=C.SAMPLE_RATE, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import librosa
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import soundfile as sf
 import torch
 
 from mel2mel import constants as C
-from mel2mel.audio import LogMel, load_audio, log_mel, write_audio
+from mel2mel.audio import LogMel, load_audio, log_mel, mel_filterbank, mel_frequencies, write_audio
 from mel2mel.errors import UserError
 
 
@@ -38,6 +41,31 @@ def test_log_mel_matches_librosa() -> None:
     ours = log_mel(y)
     assert ours.shape == (C.N_MELS, C.num_frames(y.size)) == ref.shape
     np.testing.assert_allclose(ours, np.log(np.maximum(ref, C.LOG_FLOOR)), atol=2e-4)
+
+
+def test_filterbank_is_librosas_bit_for_bit() -> None:
+    ref = librosa.filters.mel(
+        sr=C.SAMPLE_RATE, n_fft=C.N_FFT, n_mels=C.N_MELS, fmin=C.F_MIN, fmax=C.F_MAX
+    )
+    ours = mel_filterbank()
+    assert ours.dtype == np.float32 and ours.shape == ref.shape == (C.N_MELS, C.N_FFT // 2 + 1)
+    np.testing.assert_array_equal(ours, ref)
+    ours[0, 0] = 1.0  # a copy: the cached one stays right
+    np.testing.assert_array_equal(mel_filterbank(), ref)
+    edges = librosa.mel_frequencies(n_mels=C.N_MELS + 2, fmin=C.F_MIN, fmax=C.F_MAX)
+    np.testing.assert_array_equal(mel_frequencies(), edges)
+    wide = librosa.mel_frequencies(n_mels=7, fmin=20.0, fmax=11025.0)
+    np.testing.assert_allclose(mel_frequencies(7, 20.0, 11025.0), wide, rtol=1e-12)
+
+
+def test_log_mel_does_not_import_librosa() -> None:
+    """librosa's filters import scipy.signal and numba (about a CPU-second)."""
+    code = (
+        "import sys; from mel2mel.audio import cpu_log_mel; cpu_log_mel(); "
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_log_mel_batched_equals_single_and_floor() -> None:

@@ -221,7 +221,7 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
 def _report(
     stats: dict[int, BinStats], names: list[str], programs: list[int | None], split: str
 ) -> dict[str, Any]:
-    import librosa
+    from mel2mel.audio import mel_frequencies
 
     total = BinStats()
     per = []
@@ -243,7 +243,7 @@ def _report(
             }
         )
     mean_r = [p["mean_correlation"] for p in per if p["mean_correlation"] is not None]
-    freqs = librosa.mel_frequencies(n_mels=C.N_MELS + 2, fmin=C.F_MIN, fmax=C.F_MAX)[1:-1]
+    freqs = mel_frequencies()[1:-1]
     return {
         "split": split,
         "frames": total.n,

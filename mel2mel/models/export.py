@@ -263,7 +263,7 @@ def load_texture(
 
 
 def _build_vocoder(kind: str, config: Mapping[str, Any]) -> Vocoder:
-    # Imported here: the vocoders pull in librosa, which `import mel2mel.models` should not.
+    # Imported here: `import mel2mel.models` should not import the vocoders.
     if kind == "fast":
         from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 

@@ -21,14 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mel2mel import constants as C
-
 
 def mel_band_frequencies() -> np.ndarray:
     """Centre frequencies of the mel bands, ``float64[N_MELS]`` in Hz (librosa's filters)."""
-    import librosa
+    from mel2mel.audio import mel_frequencies
 
-    return librosa.mel_frequencies(n_mels=C.N_MELS + 2, fmin=C.F_MIN, fmax=C.F_MAX)[1:-1]
+    return mel_frequencies()[1:-1]
 
 
 def mel_statistics(log_mel: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:
