@@ -40,7 +40,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -139,8 +138,9 @@ def is_sf3(path: str | os.PathLike) -> bool:
     return i >= 0 and struct.unpack_from("<H", head, i + 8)[0] == 3
 
 
-def _write_chunk(out: BinaryIO, cid: bytes, data: bytes) -> None:
-    out.write(cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1))
+def _chunk(cid: bytes, data: bytes) -> bytes:
+    """A RIFF chunk: id, little-endian size, data, a pad byte to an even length."""
+    return cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
 
 
 def convert_sf3(src: str | os.PathLike, dst: str | os.PathLike) -> int:
@@ -162,12 +162,14 @@ def convert_sf3(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     shdr = next(buf[s:e] for cid, s, e in pdta if cid == b"shdr")
     info = bytearray(buf[lists[b"INFO"][0] : lists[b"INFO"][1]])
     i = info.find(b"ifil")
+    if i < 0:
+        raise ValueError(f"{src}: no ifil (version) chunk")
     struct.pack_into("<HH", info, i + 8, 2, 1)
 
-    headers, decoded = [], 0
+    shdrs, decoded = [], 0
     with open(dst, "wb") as out:
         out.write(b"RIFF\0\0\0\0sfbk")
-        _write_chunk(out, b"LIST", bytes(info))
+        out.write(_chunk(b"LIST", bytes(info)))
         sdta_at = out.tell()
         out.write(b"LIST\0\0\0\0sdtasmpl\0\0\0\0")
         words = 0
@@ -176,7 +178,7 @@ def convert_sf3(src: str | os.PathLike, dst: str | os.PathLike) -> int:
                 shdr, k * SHDR_SIZE
             )
             if k == len(shdr) // SHDR_SIZE - 1:  # the terminal "EOS" record
-                headers.append(SHDR.pack(name, 0, 0, 0, 0, rate, pitch, corr, link, kind))
+                shdrs.append(SHDR.pack(name, 0, 0, 0, 0, rate, pitch, corr, link, kind))
                 break
             if kind & VORBIS:
                 pcm = decode_vorbis(buf[smpl[0] + start : smpl[0] + end])
@@ -186,11 +188,8 @@ def convert_sf3(src: str | os.PathLike, dst: str | os.PathLike) -> int:
             else:  # already PCM: word offsets into the old smpl chunk
                 pcm = np.frombuffer(buf, "<i2", end - start, smpl[0] + 2 * start)
                 loop0, loop1 = loop0 - start + words, loop1 - start + words
-            headers.append(
-                SHDR.pack(
-                    name, words, words + len(pcm), loop0, loop1, rate, pitch, corr, link, kind
-                )
-            )
+            stop = words + len(pcm)
+            shdrs.append(SHDR.pack(name, words, stop, loop0, loop1, rate, pitch, corr, link, kind))
             out.write(pcm.astype("<i2").tobytes() + b"\0" * (2 * PAD_WORDS))
             words += len(pcm) + PAD_WORDS
         smpl_end = out.tell()
@@ -199,13 +198,8 @@ def convert_sf3(src: str | os.PathLike, dst: str | os.PathLike) -> int:
         out.seek(sdta_at + 16)
         out.write(struct.pack("<I", smpl_end - sdta_at - 20))
         out.seek(smpl_end)
-        body = b"pdta" + b"".join(
-            cid + struct.pack("<I", e - s) + buf[s:e] + b"\0" * ((e - s) & 1)
-            for cid, s, e in pdta
-            if cid != b"shdr"
-        )
-        shdr_new = b"".join(headers)
-        _write_chunk(out, b"LIST", body + b"shdr" + struct.pack("<I", len(shdr_new)) + shdr_new)
+        kept = b"".join(_chunk(cid, buf[s:e]) for cid, s, e in pdta if cid != b"shdr")
+        out.write(_chunk(b"LIST", b"pdta" + kept + _chunk(b"shdr", b"".join(shdrs))))
         size = out.tell()
         out.seek(4)
         out.write(struct.pack("<I", size - 8))
