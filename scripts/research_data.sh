@@ -9,14 +9,20 @@
 #   bash scripts/research_data.sh [ROOT] [--space100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=${1:-/work}
-[ "${1:-}" = "--space100" ] && ROOT=/work
+ROOT=/work
+SPACE100=0
+for arg in "$@"; do
+    case "$arg" in
+        --space100) SPACE100=1 ;;
+        *) ROOT=$arg ;;
+    esac
+done
 mkdir -p "$ROOT/data"
 mel2mel data build -o "$ROOT/data/perf10" --variants 2 --textures 120 --strikes 60 \
     --max-seconds 15 --workers 2 --no-progress
 mel2mel data build -o "$ROOT/data/chorale-test" --limit 67 --split test --variants 0 \
     --textures 0 --strikes 0 --workers 2 --no-progress
-if [[ " $* " == *" --space100 "* ]]; then
+if [ "$SPACE100" = 1 ]; then
     mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
         --textures 120 --strikes 30 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
         --no-progress
