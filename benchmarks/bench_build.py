@@ -23,7 +23,6 @@ Target: builder <= 1.5 x fluidsynth. Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import shutil
@@ -45,7 +44,7 @@ from mel2mel.data.fluidsynth import (
     force_program,
     run_fluidsynth,
 )
-from mel2mel.data.sf3 import playable_soundfont
+from mel2mel.data.sf3 import playable_soundfont, sf3_cache
 
 # Six chorales (~20-70 s) and two longer pieces (~20 s and ~90 s of music).
 BENCH_PIECES = (
@@ -78,19 +77,6 @@ def _parallel(jobs: list[Callable[[], object]], workers: int) -> None:
             f.result()
 
 
-@contextlib.contextmanager
-def _sf3_cache(on: bool):
-    """Turn the decompressed-SF3 cache on or off for this process and its children."""
-    old = os.environ.get("MEL2MEL_SF3_CACHE")
-    os.environ["MEL2MEL_SF3_CACHE"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        os.environ.pop("MEL2MEL_SF3_CACHE")
-        if old is not None:
-            os.environ["MEL2MEL_SF3_CACHE"] = old
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", type=int, default=len(BENCH_PIECES))
@@ -107,7 +93,7 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
     instruments = resolve_instruments(args.instruments)
     settings = RenderSettings(str(DEFAULT_SOUNDFONT))
-    with _sf3_cache(True):
+    with sf3_cache(True):
         playable_soundfont(settings.soundfont)  # made once, untimed (as a first build does)
     print(f"preparing {args.pieces} pieces x {len(instruments)} instruments in {work} ...")
     forced: list[Path] = []
@@ -145,7 +131,7 @@ def main() -> None:
 
     def cache(on: bool, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
-            with _sf3_cache(on):
+            with sf3_cache(on):
                 fn()
 
         return run

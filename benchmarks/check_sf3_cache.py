@@ -11,7 +11,6 @@ samples (as the builder stores them) that differ, and the largest log-mel differ
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from mel2mel.data.fluidsynth import (
     render_midi,
     to_int16,
 )
-from mel2mel.data.sf3 import playable_soundfont
+from mel2mel.data.sf3 import playable_soundfont, sf3_cache
 
 
 def main() -> None:
@@ -41,7 +40,12 @@ def main() -> None:
     copy = playable_soundfont(args.soundfont)
     if copy == args.soundfont:
         raise SystemExit(f"{args.soundfont} is not an SF3 file (or the cache is off)")
-    work = Path(tempfile.mkdtemp(prefix="m2m-sf3-"))
+    with tempfile.TemporaryDirectory(prefix="m2m-sf3-") as tmp:
+        compare(args, copy, Path(tmp))
+
+
+def compare(args: argparse.Namespace, copy: str, work: Path) -> None:
+    """Render and compare every instrument, in ``work``."""
     midi_path = work / "piece.mid"
     midi_path.write_bytes(convert_music21(args.piece))
     midi = mido.MidiFile(midi_path)
@@ -51,11 +55,11 @@ def main() -> None:
     for inst in resolve_instruments(args.instruments):
         forced, _ = force_program(midi, inst.program)
         audio, seconds = [], []
-        for cache in ("0", "1"):
-            os.environ["MEL2MEL_SF3_CACHE"] = cache
-            start = time.perf_counter()
-            audio.append(render_midi(forced, RenderSettings(args.soundfont), work_dir=work))
-            seconds.append(time.perf_counter() - start)
+        for cache in (False, True):
+            with sf3_cache(cache):
+                start = time.perf_counter()
+                audio.append(render_midi(forced, RenderSettings(args.soundfont), work_dir=work))
+                seconds.append(time.perf_counter() - start)
         a, b = audio
         n = min(len(a), len(b))
         differ = np.mean(to_int16(a[:n]) != to_int16(b[:n]))

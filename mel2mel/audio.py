@@ -1,9 +1,9 @@
 """Audio I/O and the log-mel analysis used everywhere in mel2mel.
 
-The log-mel is computed with ``torch.stft`` and a Slaney mel filterbank (librosa's, computed
-here in numpy: bit-identical, and without the second librosa's filters take to import scipy and
-numba) so that it runs batched on CPU or GPU and matches
-``librosa.feature.melspectrogram(power=1)`` to float precision.
+The log-mel is computed with ``torch.stft`` and a Slaney mel filterbank so that it runs batched
+on CPU or GPU and matches ``librosa.feature.melspectrogram(power=1)`` to float precision. The
+filterbank is librosa's, bit for bit, computed here in numpy: librosa's own pulls in scipy.signal
+and numba, about a CPU-second for every process that makes a mel.
 See :mod:`mel2mel.constants` for the conventions.
 """
 
@@ -25,22 +25,21 @@ from mel2mel.fileio import atomic_write
 SLANEY_HZ_PER_MEL = 200.0 / 3  # linear part of Slaney's mel scale, below 1 kHz
 SLANEY_LOG_HZ = 1000.0  # where the scale turns logarithmic
 SLANEY_LOG_STEP = np.log(6.4) / 27.0  # log-Hz per mel above 1 kHz
+SLANEY_LOG_MEL = SLANEY_LOG_HZ / SLANEY_HZ_PER_MEL  # the mel of 1 kHz
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default, ``htk=False``), ``float64``."""
     hz = np.asarray(hz, dtype=np.float64)
-    log_mel = SLANEY_LOG_HZ / SLANEY_HZ_PER_MEL
-    above = log_mel + np.log(np.maximum(hz, SLANEY_LOG_HZ) / SLANEY_LOG_HZ) / SLANEY_LOG_STEP
+    above = SLANEY_LOG_MEL + np.log(np.maximum(hz, SLANEY_LOG_HZ) / SLANEY_LOG_HZ) / SLANEY_LOG_STEP
     return np.where(hz >= SLANEY_LOG_HZ, above, hz / SLANEY_HZ_PER_MEL)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel`, ``float64``."""
     mel = np.asarray(mel, dtype=np.float64)
-    log_mel = SLANEY_LOG_HZ / SLANEY_HZ_PER_MEL
-    above = SLANEY_LOG_HZ * np.exp(SLANEY_LOG_STEP * (mel - log_mel))
-    return np.where(mel >= log_mel, above, SLANEY_HZ_PER_MEL * mel)
+    above = SLANEY_LOG_HZ * np.exp(SLANEY_LOG_STEP * (mel - SLANEY_LOG_MEL))
+    return np.where(mel >= SLANEY_LOG_MEL, above, SLANEY_HZ_PER_MEL * mel)
 
 
 def mel_frequencies(
@@ -49,6 +48,11 @@ def mel_frequencies(
     """``n`` frequencies (Hz) evenly spaced on the mel scale from ``fmin`` to ``fmax``; the
     default gives the package's band edges, whose inner 80 are the bands' centres."""
     return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n))
+
+
+def mel_band_frequencies() -> np.ndarray:
+    """Centre frequencies of the package's mel bands, ``float64[N_MELS]`` in Hz."""
+    return mel_frequencies()[1:-1]
 
 
 @functools.cache

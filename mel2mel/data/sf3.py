@@ -28,6 +28,7 @@ space, read-only home) FluidSynth simply reads the SF3 as before.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -51,6 +52,7 @@ SHDR_SIZE = 46  # one sample header: name[20], 5 x uint32, 2 x int8/uint8, 2 x u
 SHDR = struct.Struct("<20s5I2B2H")
 VORBIS = 0x10  # sample type bit of an Ogg Vorbis sample (the SF3 extension)
 PAD_WORDS = 46  # zero sample words the SF2 format puts after each sample
+CACHE_SWITCH = "MEL2MEL_SF3_CACHE"  # "0" turns the decompressed copy off
 FORMAT_VERSION = 2  # bump when the converter's output changes, to rebuild old caches
 
 
@@ -227,6 +229,21 @@ def _cache_key(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def sf3_cache(on: bool) -> Iterator[None]:
+    """Turn the decompressed copy on or off (``MEL2MEL_SF3_CACHE``) for this process and the
+    processes it starts, within a ``with`` block; used to time and compare the two."""
+    old = os.environ.get(CACHE_SWITCH)
+    os.environ[CACHE_SWITCH] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CACHE_SWITCH, None)
+        else:
+            os.environ[CACHE_SWITCH] = old
+
+
 def playable_soundfont(path: str) -> str:
     """The file FluidSynth should load for the SoundFont ``path``.
 
@@ -234,7 +251,7 @@ def playable_soundfont(path: str) -> str:
     :func:`cache_dir`, made on first use (6 s and 490 MB for MuseScore General), or ``path``
     itself when the cache is turned off (``MEL2MEL_SF3_CACHE=0``) or cannot be made.
     """
-    if os.environ.get("MEL2MEL_SF3_CACHE", "1") == "0":
+    if os.environ.get(CACHE_SWITCH, "1") == "0":
         return path
     return _decompressed(path)
 

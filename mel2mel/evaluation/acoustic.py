@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mel2mel import constants as C
+from mel2mel.audio import mel_band_frequencies
 from mel2mel.data.corpus import PIECE_SETS, piece_kind
 from mel2mel.data.dataset import load_item, read_manifest
 from mel2mel.errors import UserError
@@ -221,8 +222,6 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
 def _report(
     stats: dict[int, BinStats], names: list[str], programs: list[int | None], split: str
 ) -> dict[str, Any]:
-    from mel2mel.audio import mel_frequencies
-
     total = BinStats()
     per = []
     for k in sorted(stats):
@@ -243,7 +242,7 @@ def _report(
             }
         )
     mean_r = [p["mean_correlation"] for p in per if p["mean_correlation"] is not None]
-    freqs = mel_frequencies()[1:-1]
+    freqs = mel_band_frequencies()
     return {
         "split": split,
         "frames": total.n,

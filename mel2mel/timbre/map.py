@@ -33,11 +33,12 @@ import numpy as np
 import torch
 
 from mel2mel import constants as C
+from mel2mel.audio import mel_band_frequencies
 from mel2mel.errors import UserError, require
 from mel2mel.fileio import atomic_write
 from mel2mel.midi import Note, NoteSequence, piano_roll
 from mel2mel.models.export import model_fingerprint
-from mel2mel.timbre.sweep import EmbeddingSweep, mel_band_frequencies, mel_statistics, model_of
+from mel2mel.timbre.sweep import EmbeddingSweep, mel_statistics, model_of
 
 FORMAT_VERSION = 1
 REFERENCE_TAIL_SECONDS = 0.5

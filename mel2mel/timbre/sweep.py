@@ -18,15 +18,9 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-
-def mel_band_frequencies() -> np.ndarray:
-    """Centre frequencies of the mel bands, ``float64[N_MELS]`` in Hz (librosa's filters)."""
-    from mel2mel.audio import mel_frequencies
-
-    return mel_frequencies()[1:-1]
+from mel2mel.audio import mel_band_frequencies
 
 
 def mel_statistics(log_mel: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mel2mel import constants as C
+from mel2mel.audio import mel_band_frequencies
 from mel2mel.cli import main
 from mel2mel.errors import UserError
 from mel2mel.models import AcousticConfig, Instrument, Mel2Mel, save_pretrained
@@ -23,7 +24,7 @@ from mel2mel.timbre.map import (
     reference_passage,
     spearman_rho,
 )
-from mel2mel.timbre.sweep import EmbeddingSweep, mel_band_frequencies, mel_statistics
+from mel2mel.timbre.sweep import EmbeddingSweep, mel_statistics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
