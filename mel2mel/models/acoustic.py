@@ -8,13 +8,15 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       -> bidirectional LSTM, 256 units per direction          (B, 512, T)
       -> FiLM(instrument embedding)
       -> Conv1d 1x1, 512 -> 80                                (B, 80, T) natural-log mel
+      [+ a nonlinear readout of the same states, ``head_channels`` wide]
       [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding]
 
 The instrument enters only through its embedding, which can come from the learned table (an
 index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
 frame ``(B, E, T)`` for timbre morphing over time. The config switches ``lstm_layers``,
-``frontend_layers`` and ``dropout`` (see :class:`~mel2mel.models.config.AcousticConfig`) give
-the usual variations; the defaults are the paper's network.
+``frontend_layers``, ``dropout``, ``head_channels`` and ``harmonic_detail`` (see
+:class:`~mel2mel.models.config.AcousticConfig`) give the usual variations; the defaults are
+the paper's network.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symme
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
+from mel2mel.models.readout import ReadoutHead
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
 
@@ -142,6 +145,11 @@ class Mel2Mel(nn.Module):
         # Start from a typical log-mel level instead of 0, which is louder than any real frame:
         # the first steps then learn structure rather than the global offset.
         nn.init.constant_(self.output.bias, OUTPUT_BIAS_INIT)
+        self.head = (
+            ReadoutHead(c.embedding_dim, 2 * c.lstm_hidden, c.head_channels, c.n_mels)
+            if c.head_channels
+            else None
+        )
         self.harmonic = (
             HarmonicDetail(c.embedding_dim, c.roll_channels) if c.harmonic_detail else None
         )
@@ -194,6 +202,13 @@ class Mel2Mel(nn.Module):
         fitted = torch.zeros_like(ours, device=theirs.device, dtype=theirs.dtype)
         fitted[:, :n] = theirs[:, :n]
         return {**state, "input.weight": fitted}
+
+    def readout(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T] before the detail:
+        the output FiLM and layer, plus the nonlinear readout when ``config.head_channels``."""
+        h = self.film_out(h, embedding)
+        mel = self.output(h)
+        return mel if self.head is None else mel + self.head(h, embedding)
 
     def add_detail(
         self,
@@ -279,8 +294,7 @@ class Mel2Mel(nn.Module):
         h = self.film_in(h, embedding)
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
-        h = self.film_out(h.transpose(1, 2), embedding)  # B x 2H x T
-        return self.add_detail(self.output(h), roll, embedding)
+        return self.add_detail(self.readout(h.transpose(1, 2), embedding), roll, embedding)
 
     @torch.inference_mode()
     def infer(

@@ -22,8 +22,9 @@ Three exact rewrites and one opt-in approximation, for inference only:
    frames with notes count as context, so a window in a tail or a long rest reaches back to
    the notes still ringing there (:func:`one_sided_windows`).
 
-A model with ``harmonic_detail`` adds its detail (:meth:`Mel2Mel.add_detail`, frame by frame,
-so exact in any window) to the output of every path.
+A model with a nonlinear readout (``head_channels``) folds the input side only and runs
+:meth:`Mel2Mel.readout` on the states. A model with ``harmonic_detail`` adds its detail
+(:meth:`Mel2Mel.add_detail`, frame by frame, so exact in any window) to every path's output.
 
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
@@ -341,6 +342,9 @@ def fast_forward(
             for d in directions
         ]
         h_fwd, h_bwd = run(x, directions)
+        if model.head is not None:  # the readout is not affine: only the input side folds
+            h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
+            return model.add_detail(model.readout(h, embedding), raw, embedding)
         hidden = h_fwd.shape[-1]
         mel = torch.addmm(b_out, h_fwd.reshape(-1, hidden), w_out[:, :hidden].t())
         mel = mel.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())
@@ -350,7 +354,7 @@ def fast_forward(
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
     h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-    return model.add_detail(model.output(model.film_out(h, embedding)), raw, embedding)
+    return model.add_detail(model.readout(h, embedding), raw, embedding)
 
 
 @torch.inference_mode()

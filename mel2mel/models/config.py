@@ -83,6 +83,10 @@ class AcousticConfig:
         per mel bin by a gain affine in the embedding (zero at initialization), see
         :mod:`mel2mel.models.harmonic`. A variation (not in the paper): the network alone draws
         low notes without their harmonic peaks. Off by default.
+    head_channels:
+        Width of a nonlinear readout added to the linear output layer (a per-frame MLP on the
+        modulated LSTM states, FiLM-conditioned, zero at initialization; see
+        :mod:`mel2mel.models.readout`). A variation; 0 (the default, the paper's) adds none.
     """
 
     n_instruments: int = 10
@@ -99,6 +103,7 @@ class AcousticConfig:
     embedding_init_std: float = 1.0
     embedding_noise: float = 0.0
     harmonic_detail: bool = False
+    head_channels: int = 0
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -106,8 +111,9 @@ class AcousticConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"AcousticConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.frontend_layers < 0:
-            raise ValueError("AcousticConfig.frontend_layers must be >= 0")
+        for name in ("frontend_layers", "head_channels"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"AcousticConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.frontend_kernel < 1 or self.frontend_kernel % 2 == 0:
             raise ValueError("AcousticConfig.frontend_kernel must be odd and >= 1")
         if not 0.0 <= self.dropout < 1.0:

@@ -131,7 +131,7 @@ class EmbeddingSweep:
             outs.append(h)
         seq = torch.stack(outs, 2)  # 2 x KW x T x H
         feats = torch.cat([seq[0], seq[1].flip(1)], -1).transpose(1, 2)  # KW x 2H x T
-        out = model.output(model.film_out(feats, emb)).view(k, w, -1, t)
+        out = model.readout(feats, emb).view(k, w, -1, t)
         if self.detail is not None:
             out = out + model.harmonic.scaled_gain(points)[:, None, :, None] * self.detail
         return out

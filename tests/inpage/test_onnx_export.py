@@ -94,16 +94,20 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
     assert err.mean() < 0.005 and err.max() < 0.05, (err.mean(), err.max())
 
 
-@pytest.mark.parametrize("harmonic", [False, True])
-def test_acoustic_graph_codes_the_roll_as_the_model_does(roll: np.ndarray, harmonic) -> None:
+@pytest.mark.parametrize(("harmonic", "head"), [(False, 0), (True, 0), (True, 12)])
+def test_acoustic_graph_codes_the_roll_as_the_model_does(roll: np.ndarray, harmonic, head) -> None:
     from mel2mel.models import AcousticConfig, Mel2Mel
     from mel2mel.models.onnx_export import acoustic_onnx
 
     torch.manual_seed(0)
-    config = AcousticConfig.preset("debug", velocity_coding="linear+log", harmonic_detail=harmonic)
+    config = AcousticConfig.preset(
+        "debug", velocity_coding="linear+log", harmonic_detail=harmonic, head_channels=head
+    )
     model = Mel2Mel(config).eval()
     with torch.no_grad():
         model.input.weight.normal_(0.0, 0.5)  # the log rows matter
+        for p in model.head.parameters() if head else ():  # and the readout
+            p.normal_(0.0, 0.5)
         if harmonic:  # and the detail, from the channels the page passes
             model.harmonic.gain.weight.normal_(0.0, 0.5)
             model.harmonic.gain.bias.fill_(0.1)

@@ -26,7 +26,7 @@ def tiny(**kw) -> Mel2Mel:
     torch.manual_seed(0)
     model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, **kw)).eval()
     with torch.no_grad():  # non-trivial FiLM, so that folding it has something to get wrong
-        for part in (model.film_in, model.film_out, model.harmonic):
+        for part in (model.film_in, model.film_out, model.harmonic, model.head):
             for p in part.parameters() if part is not None else ():
                 p.normal_(0, 0.5)
     return model
@@ -88,11 +88,12 @@ def test_context_counts_only_frames_with_notes():
 
 
 @pytest.mark.parametrize(
-    ("coding", "harmonic"), [("linear", False), ("log", False), ("linear+log", False),
-                             ("linear+log", True)]
+    ("coding", "harmonic", "head"), [("linear", False, 0), ("log", False, 0),
+                                     ("linear+log", False, 0), ("linear+log", True, 0),
+                                     ("linear+log", True, 12)]
 )  # fmt: skip
-def test_exact_fast_forward_matches_forward(coding, harmonic):
-    model = tiny(velocity_coding=coding, harmonic_detail=harmonic)
+def test_exact_fast_forward_matches_forward(coding, harmonic, head):
+    model = tiny(velocity_coding=coding, harmonic_detail=harmonic, head_channels=head)
     roll = sparse_roll(2, 700)
     with torch.inference_mode():
         for kw in ({"instrument": 1}, {"instrument": torch.tensor([0, 2])}):  # folded, unfolded

@@ -40,6 +40,8 @@ def tiny_model(**overrides: object) -> Mel2Mel:
             p.normal_(0, 0.5)
         if model.harmonic is not None:
             model.harmonic.gain.weight.normal_(0, 0.5)
+        for p in model.head.parameters() if model.head is not None else ():
+            p.normal_(0, 0.5)
     return model.eval()
 
 
@@ -63,12 +65,15 @@ def test_reference_passage_is_fixed_and_polyphonic():
 
 
 @pytest.mark.parametrize(
-    ("layers", "coding", "harmonic"),
-    [(1, "linear", False), (2, "linear", False), (1, "log", False), (1, "linear+log", False),
-     (1, "linear+log", True), (2, "linear", True)],
+    ("layers", "coding", "harmonic", "head"),
+    [(1, "linear", False, 0), (2, "linear", False, 0), (1, "log", False, 0),
+     (1, "linear+log", False, 0), (1, "linear+log", True, 0), (2, "linear", True, 0),
+     (1, "linear+log", True, 12)],
 )  # fmt: skip
-def test_sweep_equals_the_model_forward(layers, coding, harmonic):
-    model = tiny_model(lstm_layers=layers, velocity_coding=coding, harmonic_detail=harmonic)
+def test_sweep_equals_the_model_forward(layers, coding, harmonic, head):
+    model = tiny_model(
+        lstm_layers=layers, velocity_coding=coding, harmonic_detail=harmonic, head_channels=head
+    )
     rng = np.random.default_rng(0)
     notes = rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9
     velocities = rng.integers(1, 128, notes.shape) / 127.0
