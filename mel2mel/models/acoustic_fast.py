@@ -22,9 +22,10 @@ Three exact rewrites and one opt-in approximation, for inference only:
    frames with notes count as context, so a window in a tail or a long rest reaches back to
    the notes still ringing there (:func:`one_sided_windows`).
 
-A model with a nonlinear readout (``head_channels``) folds the input side only and runs
-:meth:`Mel2Mel.readout` on the states. A model with ``harmonic_detail`` adds its detail
-(:meth:`Mel2Mel.add_detail`, frame by frame, so exact in any window) to every path's output.
+A model with a nonlinear readout (``head_channels``) folds the readout's first layer and
+FiLM beside the output matrix (:func:`fold_head`) and adds its ReLU and last layer. A model
+with ``harmonic_detail`` adds its detail (:meth:`Mel2Mel.add_detail`, frame by frame, so exact
+in any window) to every path's output.
 
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
@@ -108,6 +109,29 @@ def fold_static(
     ]
     w_out = model.output.weight[..., 0]  # N_MELS x 2H
     return directions, w_out * gamma_out, torch.addmv(model.output.bias, w_out, beta_out)
+
+
+def fold_head(model: Mel2Mel, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold the output FiLM and the readout's first layer and FiLM for one embedding.
+
+    Parameters
+    ----------
+    model:
+        A Mel2Mel with a nonlinear readout (``config.head_channels`` = D).
+    embedding: Tensor[E]
+
+    Returns
+    -------
+    (w, b): Tensor[D x 2H], Tensor[D] with the readout's hidden pre-activation ``w @ h + b``
+    for the concatenated hidden states ``h``; its output is then
+    ``head.out.weight @ relu(w @ h + b) + head.out.bias``.
+    """
+    e = embedding.reshape(1, -1)
+    gamma_out, beta_out = (x.reshape(-1) for x in model.film_out.coefficients(e))
+    gamma_h, beta_h = (x.reshape(-1) for x in model.head.film.coefficients(e))
+    w1 = model.head.hidden.weight[..., 0]  # D x 2H
+    b1 = torch.addmv(model.head.hidden.bias, w1, beta_out)
+    return gamma_h[:, None] * w1 * gamma_out, torch.addcmul(beta_h, gamma_h, b1)
 
 
 class WindowBatch(NamedTuple):
@@ -342,12 +366,16 @@ def fast_forward(
             for d in directions
         ]
         h_fwd, h_bwd = run(x, directions)
-        if model.head is not None:  # the readout is not affine: only the input side folds
-            h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-            return model.add_detail(model.readout(h, embedding), raw, embedding)
-        hidden = h_fwd.shape[-1]
+        if model.head is not None:  # the readout's first layer beside the output layer
+            w_head, b_head = fold_head(model, embedding[0])
+            w_out, b_out = torch.cat([w_out, w_head]), torch.cat([b_out, b_head])
+        hidden, bins = h_fwd.shape[-1], model.config.n_mels
         mel = torch.addmm(b_out, h_fwd.reshape(-1, hidden), w_out[:, :hidden].t())
-        mel = mel.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())
+        mel = mel.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())  # (T B) x (80 [+ D])
+        if model.head is not None:
+            out = model.head.out
+            mel = torch.addmm(mel[:, :bins], mel[:, bins:].relu_(), out.weight[..., 0].t())
+            mel += out.bias
         mel = mel.view(total, batch, -1).permute(1, 2, 0).contiguous()
         return model.add_detail(mel, raw, embedding)
     embedding = embedding.to(roll.dtype)
