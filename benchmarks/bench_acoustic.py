@@ -19,6 +19,8 @@ Usage::
     python benchmarks/bench_acoustic.py --data data/paper10            # both parts
     python benchmarks/bench_acoustic.py --skip-train                   # inference only
     python benchmarks/bench_acoustic.py --skip-train --roll chorale    # on real music
+    python benchmarks/bench_acoustic.py --skip-train --roll chorale --velocity-coding linear+log \
+        --harmonic-detail --head-channels 256                          # the shipped options
     python benchmarks/bench_acoustic.py --skip-train --skip-infer --accuracy data/paper10
     python benchmarks/bench_acoustic.py --data data/paper10 --sweep    # batch x crop sweep
 
@@ -133,16 +135,24 @@ def inference_roll(frames: int, kind: str) -> torch.Tensor:
 
 
 def inference_times(
-    frames: int, repeats: int, roll_kind: str, coding: str = "linear", harmonic: bool = False
+    frames: int,
+    repeats: int,
+    roll_kind: str,
+    coding: str = "linear",
+    harmonic: bool = False,
+    head: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``, with the
-    harmonic detail if ``harmonic``) on one sequence, per variant.
+    harmonic detail if ``harmonic``, a nonlinear readout ``head`` wide) on one sequence, per
+    variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
     a shared machine affects them all alike.
     """
     torch.manual_seed(0)
-    config = AcousticConfig.preset("paper", velocity_coding=coding, harmonic_detail=harmonic)
+    config = AcousticConfig.preset(
+        "paper", velocity_coding=coding, harmonic_detail=harmonic, head_channels=head
+    )
     model = build_acoustic(config).eval()
     roll = inference_roll(frames, roll_kind)
     emb = model.embed(0)
@@ -272,6 +282,9 @@ def main() -> None:
     parser.add_argument(
         "--harmonic-detail", action="store_true", help="(b): the model adds harmonic detail"
     )
+    parser.add_argument(
+        "--head-channels", type=int, default=0, help="(b): width of the nonlinear readout"
+    )
     parser.add_argument("--sweep", action="store_true", help="raw fps for several shapes")
     parser.add_argument("--rounds", type=int, default=2, help="sweep rounds (best is kept)")
     parser.add_argument("--skip-train", action="store_true")
@@ -316,12 +329,18 @@ def main() -> None:
     if not args.skip_infer:
         seconds = args.frames / C.FRAME_RATE
         times = inference_times(
-            args.frames, args.repeats, args.roll, args.velocity_coding, args.harmonic_detail
+            args.frames,
+            args.repeats,
+            args.roll,
+            args.velocity_coding,
+            args.harmonic_detail,
+            args.head_channels,
         )
         exact, chunked = (times[n][0] for n in list(INFERENCE_VARIANTS)[:2])
         print(
             f"(b) inference, {args.frames} frames ({args.roll} roll, {args.velocity_coding} "
-            f"velocity coding{', harmonic detail' * args.harmonic_detail}), median of "
+            f"velocity coding{', harmonic detail' * args.harmonic_detail}"
+            f"{f', readout {args.head_channels}' * bool(args.head_channels)}), median of "
             f"{args.repeats} "
             "interleaved rounds (target < 0.3 s):"
         )

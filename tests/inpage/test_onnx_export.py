@@ -7,8 +7,8 @@ measured on ``examples/example.mid`` (docs/WEB.md, "In the page"):
   log-mel error (float16 weights);
 * texture post-net, same noise: 0.0001 dB mean, 0.005 dB max;
 * vocoder network + the Python DSP of the page (running phase, mel-matching refinement, inverse
-  STFT) against ``FastVocoder.vocode`` on 8 s: waveform SNR 37 dB with float16 weights (the
-  head's projection kept float32), 90 dB with float32 weights; the log-mel of the audio
+  STFT) against ``FastVocoder.vocode`` on 8 s: waveform SNR 44 dB with float16 weights (the
+  head's projection kept float32), 85 dB with float32 weights; the log-mel of the audio
   within 0.03 dB.
 """
 
@@ -159,8 +159,10 @@ def test_vocoder_matches_torch(exported: Path, roll: np.ndarray, half: bool, min
     sess = session(exported / "fast_vocoder.onnx" if half else vocoder_onnx(voc, half=False))
     y = vocode_onnx(sess, voc, mel, r)
     assert y.shape == ref.shape
-    assert snr(ref, y) > min_snr
-    assert db(log_mel(y), log_mel(ref)).mean() < 0.05
+    value, err = snr(ref, y), db(log_mel(y), log_mel(ref)).mean()
+    print(f"vocoder ({'float16' if half else 'float32'}): SNR {value:.1f} dB, log-mel {err:.4f} dB")
+    assert value > min_snr
+    assert err < 0.05
 
 
 def test_bad_inputs_are_refused(exported: Path, tmp_path: Path) -> None:
