@@ -87,6 +87,12 @@ class AcousticConfig:
         Width of a nonlinear readout added to the linear output layer (a per-frame MLP on the
         modulated LSTM states, FiLM-conditioned, zero at initialization; see
         :mod:`mel2mel.models.readout`). A variation; 0 (the default, the paper's) adds none.
+    detail_gate:
+        With ``harmonic_detail``: let the modulated LSTM states move the detail's gain in
+        every frame and bin (a 1x1 convolution added to the instrument's gain, zero at
+        initialization), so that the combs can be drawn deeper where a note is fresh and
+        alone and flatter where chords and reverb fill their valleys. A variation; off by
+        default.
     """
 
     n_instruments: int = 10
@@ -104,6 +110,7 @@ class AcousticConfig:
     embedding_noise: float = 0.0
     harmonic_detail: bool = False
     head_channels: int = 0
+    detail_gate: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -127,6 +134,8 @@ class AcousticConfig:
                 f"AcousticConfig.harmonic_detail needs the {C.N_KEYS} sounding rows and "
                 f"{C.N_MELS} mel bins"
             )
+        if self.detail_gate and not self.harmonic_detail:
+            raise ValueError("AcousticConfig.detail_gate needs harmonic_detail")
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 

@@ -14,6 +14,8 @@ are where FluidSynth's are, not as high or as deep; docs/MODELS.md, "Stage 9")::
       -> minus its 3-bin moving average (the detail: peaks > 0, valleys < 0; 0 in silence)
       -> times gain(embedding)          per mel bin, affine in the embedding (times
                                         GAIN_SCALE), zero at initialization
+         [+ gate(states)]               per frame and bin, a 1x1 convolution of the modulated
+                                        LSTM states (``detail_gate``), zero at initialization
 
 and the result is added to the network's log-mel. The combs are fixed (computed, not
 learned, not saved): a key's tone has harmonics ``k f0`` of amplitude ``1 / k`` up to the
@@ -90,9 +92,14 @@ class HarmonicDetail(nn.Module):
     roll_channels:
         Rows of the roll it reads (the first 88 are the sounding keys; the others, the onset
         block, carry no comb).
+    gate_features:
+        Channels of the states that move the gain frame by frame (``2 * lstm_hidden``); 0
+        for a gain set by the instrument alone.
     """
 
-    def __init__(self, embedding_dim: int, roll_channels: int = C.ROLL_CHANNELS) -> None:
+    def __init__(
+        self, embedding_dim: int, roll_channels: int = C.ROLL_CHANNELS, gate_features: int = 0
+    ) -> None:
         super().__init__()
         combs = torch.zeros(roll_channels, C.N_MELS)
         combs[: C.N_KEYS] = harmonic_combs()
@@ -101,6 +108,10 @@ class HarmonicDetail(nn.Module):
         self.gain = nn.Linear(embedding_dim, C.N_MELS)
         nn.init.zeros_(self.gain.weight)  # no detail at first: a model extended with this
         nn.init.zeros_(self.gain.bias)  # module plays exactly as its source
+        self.gate = nn.Conv1d(gate_features, C.N_MELS, 1) if gate_features else None
+        if self.gate is not None:  # unscaled: it reads hundreds of states, not a few numbers
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
 
     def detail(self, roll: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """The unscaled detail.
@@ -124,17 +135,29 @@ class HarmonicDetail(nn.Module):
 
     def forward(
         self,
-        roll: torch.Tensor,
+        detail: torch.Tensor,
         embedding: torch.Tensor,
-        channels: torch.Tensor | None = None,
+        gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tensor[B x K x T] roll rows, Tensor[B x E] or Tensor[B x E x T] embedding ->
-        Tensor[B x N_MELS x T] detail times the instrument's gain, to add to a log-mel."""
+        """The detail scaled for an instrument, to add to a log-mel.
+
+        Parameters
+        ----------
+        detail: Tensor[B x N_MELS x T]
+            :meth:`detail` of the roll.
+        embedding: Tensor[B x E] or Tensor[B x E x T]
+        gate: Tensor[B x N_MELS x T], optional
+            :attr:`gate` of the modulated LSTM states, added to the gain (models with a gate).
+
+        Returns
+        -------
+        Tensor[B x N_MELS x T]
+        """
         if embedding.dim() == 2:
             gain = self.scaled_gain(embedding).unsqueeze(-1)
         else:
             gain = self.scaled_gain(embedding.transpose(1, 2)).transpose(1, 2)
-        return gain * self.detail(roll, channels)
+        return (gain if gate is None else gain + gate) * detail
 
     def scaled_gain(self, embedding: torch.Tensor) -> torch.Tensor:
         """Tensor[... x E] -> Tensor[... x N_MELS]: the detail's gain per mel bin."""
