@@ -9,12 +9,13 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       -> FiLM(instrument embedding)
       -> Conv1d 1x1, 512 -> 80                                (B, 80, T) natural-log mel
       [+ a nonlinear readout of the same states, ``head_channels`` wide]
-      [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding]
+      [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding,
+         moved frame by frame by the same states with ``detail_gate``]
 
 The instrument enters only through its embedding, which can come from the learned table (an
 index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
 frame ``(B, E, T)`` for timbre morphing over time. The config switches ``lstm_layers``,
-``frontend_layers``, ``dropout``, ``head_channels`` and ``harmonic_detail`` (see
+``frontend_layers``, ``dropout``, ``head_channels``, ``harmonic_detail`` and ``detail_gate`` (see
 :class:`~mel2mel.models.config.AcousticConfig`) give the usual variations; the defaults are
 the paper's network.
 """
@@ -151,7 +152,9 @@ class Mel2Mel(nn.Module):
             else None
         )
         self.harmonic = (
-            HarmonicDetail(c.embedding_dim, c.roll_channels) if c.harmonic_detail else None
+            HarmonicDetail(c.embedding_dim, c.roll_channels, 2 * c.lstm_hidden * c.detail_gate)
+            if c.harmonic_detail
+            else None
         )
 
     @staticmethod
@@ -203,26 +206,28 @@ class Mel2Mel(nn.Module):
         fitted[:, :n] = theirs[:, :n]
         return {**state, "input.weight": fitted}
 
-    def readout(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T] before the detail:
-        the output FiLM and layer, plus the nonlinear readout when ``config.head_channels``."""
+    def readout(
+        self, h: torch.Tensor, embedding: torch.Tensor, detail: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T]: the output FiLM
+        and layer, plus the nonlinear readout when ``config.head_channels``, plus the harmonic
+        ``detail`` (:meth:`detail_of` the roll; None for a model without it) scaled for the
+        instrument, and gated by the states when ``config.detail_gate``."""
         h = self.film_out(h, embedding)
         mel = self.output(h)
-        return mel if self.head is None else mel + self.head(h, embedding)
-
-    def add_detail(
-        self,
-        mel: torch.Tensor,
-        roll: torch.Tensor,
-        embedding: torch.Tensor,
-        channels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``mel`` (Tensor[B x N_MELS x T]) plus the harmonic detail of ``roll`` (the raw roll,
-        or its rows ``channels``) for ``embedding`` when ``config.harmonic_detail`` asks for
-        it, else ``mel`` itself: the last step of every path through the network."""
+        if self.head is not None:
+            mel = mel + self.head(h, embedding)
         if self.harmonic is None:
             return mel
-        return mel + self.harmonic(roll.to(mel.dtype), embedding.to(mel.dtype), channels)
+        gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
+        return mel + self.harmonic(detail.to(mel.dtype), embedding.to(mel.dtype), gate)
+
+    def detail_of(
+        self, roll: torch.Tensor, channels: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The unscaled harmonic detail Tensor[B x N_MELS x T] of ``roll`` (the raw roll, or
+        its rows ``channels``) that :meth:`readout` adds; None when the model has none."""
+        return None if self.harmonic is None else self.harmonic.detail(roll, channels)
 
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
@@ -294,7 +299,7 @@ class Mel2Mel(nn.Module):
         h = self.film_in(h, embedding)
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
-        return self.add_detail(self.readout(h.transpose(1, 2), embedding), roll, embedding)
+        return self.readout(h.transpose(1, 2), embedding, self.detail_of(roll))
 
     @torch.inference_mode()
     def infer(

@@ -23,9 +23,9 @@ Three exact rewrites and one opt-in approximation, for inference only:
    the notes still ringing there (:func:`one_sided_windows`).
 
 A model with a nonlinear readout (``head_channels``) folds the readout's first layer and
-FiLM beside the output matrix (:func:`fold_head`) and adds its ReLU and last layer. A model
-with ``harmonic_detail`` adds its detail (:meth:`Mel2Mel.add_detail`, frame by frame, so exact
-in any window) to every path's output.
+FiLM beside the output matrix (:func:`fold_static`) and adds its ReLU and last layer; a
+``detail_gate`` folds there too. A model with ``harmonic_detail`` adds its detail
+(:meth:`Mel2Mel.readout`, frame by frame, so exact in any window) to every path's output.
 
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
@@ -77,7 +77,7 @@ def lstm_directions(model: Mel2Mel) -> list[DirectionWeights]:
 def fold_static(
     model: Mel2Mel, embedding: torch.Tensor
 ) -> tuple[list[DirectionWeights], torch.Tensor, torch.Tensor]:
-    """Fold the input conv, both FiLMs and the output conv for one embedding.
+    """Fold the input conv, both FiLMs and every 1x1 map of the readout for one embedding.
 
     Parameters
     ----------
@@ -90,8 +90,11 @@ def fold_static(
     (directions, w_out, b_out):
         ``[forward, backward]`` LSTM weights whose input is the coded roll (``K`` rows,
         :meth:`Mel2Mel.code_roll`), and
-        Tensor[N_MELS x 2H], Tensor[N_MELS] with ``mel = w_out @ h + b_out`` for the hidden
-        states ``h`` of both directions, concatenated.
+        Tensor[R x 2H], Tensor[R] with ``w_out @ h + b_out`` for the hidden states ``h`` of
+        both directions, concatenated: the log-mel before the readout's correction and the
+        detail (``N_MELS`` rows), then the detail gate (``N_MELS`` rows, ``detail_gate``),
+        then the readout's hidden pre-activation (``D`` rows, ``head_channels``), whose output
+        is ``head.out.weight @ relu(...) + head.out.bias``.
     """
     e = embedding.reshape(1, -1)
     gamma_in, beta_in = (x.reshape(-1) for x in model.film_in.coefficients(e))
@@ -107,31 +110,20 @@ def fold_static(
         )
         for d in lstm_directions(model)
     ]
-    w_out = model.output.weight[..., 0]  # N_MELS x 2H
-    return directions, w_out * gamma_out, torch.addmv(model.output.bias, w_out, beta_out)
-
-
-def fold_head(model: Mel2Mel, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold the output FiLM and the readout's first layer and FiLM for one embedding.
-
-    Parameters
-    ----------
-    model:
-        A Mel2Mel with a nonlinear readout (``config.head_channels`` = D).
-    embedding: Tensor[E]
-
-    Returns
-    -------
-    (w, b): Tensor[D x 2H], Tensor[D] with the readout's hidden pre-activation ``w @ h + b``
-    for the concatenated hidden states ``h``; its output is then
-    ``head.out.weight @ relu(w @ h + b) + head.out.bias``.
-    """
-    e = embedding.reshape(1, -1)
-    gamma_out, beta_out = (x.reshape(-1) for x in model.film_out.coefficients(e))
-    gamma_h, beta_h = (x.reshape(-1) for x in model.head.film.coefficients(e))
-    w1 = model.head.hidden.weight[..., 0]  # D x 2H
-    b1 = torch.addmv(model.head.hidden.bias, w1, beta_out)
-    return gamma_h[:, None] * w1 * gamma_out, torch.addcmul(beta_h, gamma_h, b1)
+    maps = [model.output]  # 1x1 convolutions of the modulated states
+    if model.harmonic is not None and model.harmonic.gate is not None:
+        maps.append(model.harmonic.gate)
+    if model.head is not None:
+        maps.append(model.head.hidden)
+    w = torch.cat([m.weight[..., 0] for m in maps])  # R x 2H
+    b = torch.addmv(torch.cat([m.bias for m in maps]), w, beta_out)
+    w = w * gamma_out
+    if model.head is not None:  # the readout's own FiLM on its hidden rows
+        gamma_h, beta_h = (x.reshape(-1) for x in model.head.film.coefficients(e))
+        d = gamma_h.numel()
+        w = torch.cat([w[:-d], gamma_h[:, None] * w[-d:]])
+        b = torch.cat([b[:-d], torch.addcmul(beta_h, gamma_h, b[-d:])])
+    return directions, w, b
 
 
 class WindowBatch(NamedTuple):
@@ -366,23 +358,30 @@ def fast_forward(
             for d in directions
         ]
         h_fwd, h_bwd = run(x, directions)
-        if model.head is not None:  # the readout's first layer beside the output layer
-            w_head, b_head = fold_head(model, embedding[0])
-            w_out, b_out = torch.cat([w_out, w_head]), torch.cat([b_out, b_head])
         hidden, bins = h_fwd.shape[-1], model.config.n_mels
-        mel = torch.addmm(b_out, h_fwd.reshape(-1, hidden), w_out[:, :hidden].t())
-        mel = mel.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())  # (T B) x (80 [+ D])
+        rows = torch.addmm(b_out, h_fwd.reshape(-1, hidden), w_out[:, :hidden].t())
+        rows = rows.addmm_(h_bwd.reshape(-1, hidden), w_out[:, hidden:].t())  # (T B) x R
+        mel, rest = rows[:, :bins], rows[:, bins:]
+
+        def frames(x: torch.Tensor) -> torch.Tensor:  # (T B) x N -> B x N x T
+            return x.reshape(total, batch, -1).permute(1, 2, 0)
+
+        gate = None
+        if model.harmonic is not None and model.harmonic.gate is not None:
+            gate, rest = frames(rest[:, :bins]), rest[:, bins:]
         if model.head is not None:
             out = model.head.out
-            mel = torch.addmm(mel[:, :bins], mel[:, bins:].relu_(), out.weight[..., 0].t())
-            mel += out.bias
-        mel = mel.view(total, batch, -1).permute(1, 2, 0).contiguous()
-        return model.add_detail(mel, raw, embedding)
+            mel = torch.addmm(mel, rest.relu(), out.weight[..., 0].t()).add_(out.bias)
+        mel = frames(mel).contiguous()
+        if model.harmonic is None:
+            return mel
+        detail = model.detail_of(raw).to(mel.dtype)
+        return mel + model.harmonic(detail, embedding.to(mel.dtype), gate)
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
     h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-    return model.add_detail(model.readout(h, embedding), raw, embedding)
+    return model.readout(h, embedding, model.detail_of(raw))
 
 
 @torch.inference_mode()

@@ -69,8 +69,7 @@ class EmbeddingSweep:
         if not self.fast:
             return
         with torch.no_grad():
-            # W x N_MELS x T, to scale by each point's gain (harmonic_detail models)
-            self.detail = None if model.harmonic is None else model.harmonic.detail(self.rolls)
+            self.detail = model.detail_of(self.rolls)  # W x N_MELS x T or None
             u = model.frontend(model.input(model.code_roll(self.rolls)))  # W x C x T
             film, lstm = model.film_in, model.lstm
             # FiLM input = A_0 + sum_j e_j A_j, with A: W x (E+1) x C x T
@@ -131,7 +130,5 @@ class EmbeddingSweep:
             outs.append(h)
         seq = torch.stack(outs, 2)  # 2 x KW x T x H
         feats = torch.cat([seq[0], seq[1].flip(1)], -1).transpose(1, 2)  # KW x 2H x T
-        out = model.readout(feats, emb).view(k, w, -1, t)
-        if self.detail is not None:
-            out = out + model.harmonic.scaled_gain(points)[:, None, :, None] * self.detail
-        return out
+        detail = None if self.detail is None else self.detail.repeat(k, 1, 1)  # row k*W + w
+        return model.readout(feats, emb, detail).view(k, w, -1, t)
