@@ -94,14 +94,22 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
     assert err.mean() < 0.005 and err.max() < 0.05, (err.mean(), err.max())
 
 
-@pytest.mark.parametrize(("harmonic", "head"), [(False, 0), (True, 0), (True, 12)])
-def test_acoustic_graph_codes_the_roll_as_the_model_does(roll: np.ndarray, harmonic, head) -> None:
+@pytest.mark.parametrize(
+    ("harmonic", "head", "gate"), [(False, 0, False), (True, 0, False), (True, 12, True)]
+)
+def test_acoustic_graph_codes_the_roll_as_the_model_does(
+    roll: np.ndarray, harmonic, head, gate
+) -> None:
     from mel2mel.models import AcousticConfig, Mel2Mel
     from mel2mel.models.onnx_export import acoustic_onnx
 
     torch.manual_seed(0)
     config = AcousticConfig.preset(
-        "debug", velocity_coding="linear+log", harmonic_detail=harmonic, head_channels=head
+        "debug",
+        velocity_coding="linear+log",
+        harmonic_detail=harmonic,
+        head_channels=head,
+        detail_gate=gate,
     )
     model = Mel2Mel(config).eval()
     with torch.no_grad():
@@ -111,6 +119,8 @@ def test_acoustic_graph_codes_the_roll_as_the_model_does(roll: np.ndarray, harmo
         if harmonic:  # and the detail, from the channels the page passes
             model.harmonic.gain.weight.normal_(0.0, 0.5)
             model.harmonic.gain.bias.fill_(0.1)
+        for p in model.harmonic.gate.parameters() if gate else ():  # moved frame by frame
+            p.normal_(0.0, 0.1)
     channels = np.flatnonzero(roll[0].max(1) > 0)
     emb = model.embedding.weight[3][None].detach()
     feeds = {"roll": roll[:, channels], "channels": channels, "embedding": emb.numpy()}

@@ -88,12 +88,15 @@ def test_context_counts_only_frames_with_notes():
 
 
 @pytest.mark.parametrize(
-    ("coding", "harmonic", "head"), [("linear", False, 0), ("log", False, 0),
-                                     ("linear+log", False, 0), ("linear+log", True, 0),
-                                     ("linear+log", True, 12)]
+    ("coding", "harmonic", "head", "gate"),
+    [("linear", False, 0, False), ("log", False, 0, False), ("linear+log", False, 0, False),
+     ("linear+log", True, 0, False), ("linear+log", True, 12, False),
+     ("linear+log", True, 0, True), ("linear+log", True, 12, True)],
 )  # fmt: skip
-def test_exact_fast_forward_matches_forward(coding, harmonic, head):
-    model = tiny(velocity_coding=coding, harmonic_detail=harmonic, head_channels=head)
+def test_exact_fast_forward_matches_forward(coding, harmonic, head, gate):
+    model = tiny(
+        velocity_coding=coding, harmonic_detail=harmonic, head_channels=head, detail_gate=gate
+    )
     roll = sparse_roll(2, 700)
     with torch.inference_mode():
         for kw in ({"instrument": 1}, {"instrument": torch.tensor([0, 2])}):  # folded, unfolded

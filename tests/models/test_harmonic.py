@@ -1,5 +1,5 @@
-"""The harmonic detail (models/harmonic.py): combs where the harmonics are, and a model
-extended with it that first plays exactly as its source."""
+"""The harmonic detail (models/harmonic.py): combs where the harmonics are, a model extended
+with it (or with its per-frame gate) that first plays exactly as its source."""
 
 from __future__ import annotations
 
@@ -81,6 +81,33 @@ def test_a_model_extended_with_detail_plays_as_its_source_then_adds_it(tmp_path)
     assert added[..., 10].abs().max() > 0.5 and added[..., 35].abs().max() < 1e-6
 
 
+def test_the_gate_starts_closed_then_moves_the_gain_frame_by_frame(tmp_path):
+    torch.manual_seed(0)
+    config = AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True)
+    source = Mel2Mel(config).eval()
+    with torch.no_grad():
+        source.harmonic.gain.bias.fill_(0.5 / GAIN_SCALE)  # a trained detail: gain 0.5
+    save_pretrained(source, f"{tmp_path}/")
+    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True,
+                                          detail_gate=True))  # fmt: skip
+    _, fresh = init_from_pretrained(model, tmp_path)
+    assert fresh == ["harmonic.gate.bias", "harmonic.gate.weight"]
+    model.eval()
+    roll = torch.zeros(1, C.ROLL_CHANNELS, 40)
+    roll[0, key_row(40), 5:30] = 0.8
+    with torch.no_grad():
+        assert torch.equal(model(roll, instrument=1), source(roll, instrument=1))
+        model.harmonic.gate.weight.normal_(0.0, 0.2)  # the states now move the gain
+        added = model(roll, instrument=1) - source(roll, instrument=1)
+    detail = model.harmonic.detail(roll)
+    assert added[..., 35].abs().max() < 1e-6  # no note, no detail, whatever the gate says
+    gain = added[..., 5:30] / torch.where(detail[..., 5:30].abs() > 0.05, detail[..., 5:30], 1)
+    moved = gain[detail[..., 5:30].abs() > 0.05]
+    assert moved.std() > 1e-3  # not one constant gain: it differs by frame and bin
+
+
 def test_config_needs_the_keys_and_the_package_bins():
     with pytest.raises(ValueError, match="harmonic_detail"):
         AcousticConfig(harmonic_detail=True, n_mels=40)
+    with pytest.raises(ValueError, match="detail_gate needs harmonic_detail"):
+        AcousticConfig(detail_gate=True)

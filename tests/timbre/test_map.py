@@ -38,10 +38,9 @@ def tiny_model(**overrides: object) -> Mel2Mel:
     with torch.no_grad():  # make the embedding matter
         for p in (*model.film_in.parameters(), *model.film_out.parameters()):
             p.normal_(0, 0.5)
-        if model.harmonic is not None:
-            model.harmonic.gain.weight.normal_(0, 0.5)
-        for p in model.head.parameters() if model.head is not None else ():
-            p.normal_(0, 0.5)
+        for part in (model.harmonic, model.head):
+            for p in part.parameters() if part is not None else ():
+                p.normal_(0, 0.5)
     return model.eval()
 
 
@@ -65,14 +64,19 @@ def test_reference_passage_is_fixed_and_polyphonic():
 
 
 @pytest.mark.parametrize(
-    ("layers", "coding", "harmonic", "head"),
-    [(1, "linear", False, 0), (2, "linear", False, 0), (1, "log", False, 0),
-     (1, "linear+log", False, 0), (1, "linear+log", True, 0), (2, "linear", True, 0),
-     (1, "linear+log", True, 12)],
+    ("layers", "coding", "harmonic", "head", "gate"),
+    [(1, "linear", False, 0, False), (2, "linear", False, 0, False),
+     (1, "log", False, 0, False), (1, "linear+log", False, 0, False),
+     (1, "linear+log", True, 0, False), (2, "linear", True, 0, False),
+     (1, "linear+log", True, 12, False), (1, "linear+log", True, 12, True)],
 )  # fmt: skip
-def test_sweep_equals_the_model_forward(layers, coding, harmonic, head):
+def test_sweep_equals_the_model_forward(layers, coding, harmonic, head, gate):
     model = tiny_model(
-        lstm_layers=layers, velocity_coding=coding, harmonic_detail=harmonic, head_channels=head
+        lstm_layers=layers,
+        velocity_coding=coding,
+        harmonic_detail=harmonic,
+        head_channels=head,
+        detail_gate=gate,
     )
     rng = np.random.default_rng(0)
     notes = rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9
