@@ -141,9 +141,11 @@ def inference_times(
     coding: str = "linear",
     harmonic: bool = False,
     head: int = 0,
+    gate: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``, with the
-    harmonic detail if ``harmonic``, a nonlinear readout ``head`` wide) on one sequence, per
+    harmonic detail if ``harmonic``, gated by the states if ``gate``, a nonlinear readout
+    ``head`` wide) on one sequence, per
     variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
@@ -151,7 +153,11 @@ def inference_times(
     """
     torch.manual_seed(0)
     config = AcousticConfig.preset(
-        "paper", velocity_coding=coding, harmonic_detail=harmonic, head_channels=head
+        "paper",
+        velocity_coding=coding,
+        harmonic_detail=harmonic,
+        head_channels=head,
+        detail_gate=gate,
     )
     model = build_acoustic(config).eval()
     roll = inference_roll(frames, roll_kind)
@@ -285,6 +291,9 @@ def main() -> None:
     parser.add_argument(
         "--head-channels", type=int, default=0, help="(b): width of the nonlinear readout"
     )
+    parser.add_argument(
+        "--detail-gate", action="store_true", help="(b): the states gate the harmonic detail"
+    )
     parser.add_argument("--sweep", action="store_true", help="raw fps for several shapes")
     parser.add_argument("--rounds", type=int, default=2, help="sweep rounds (best is kept)")
     parser.add_argument("--skip-train", action="store_true")
@@ -335,11 +344,13 @@ def main() -> None:
             args.velocity_coding,
             args.harmonic_detail,
             args.head_channels,
+            args.detail_gate,
         )
         exact, chunked = (times[n][0] for n in list(INFERENCE_VARIANTS)[:2])
         print(
             f"(b) inference, {args.frames} frames ({args.roll} roll, {args.velocity_coding} "
             f"velocity coding{', harmonic detail' * args.harmonic_detail}"
+            f"{', gated' * args.detail_gate}"
             f"{f', readout {args.head_channels}' * bool(args.head_channels)}), median of "
             f"{args.repeats} "
             "interleaved rounds (target < 0.3 s):"
