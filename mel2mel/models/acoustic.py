@@ -151,8 +151,9 @@ class Mel2Mel(nn.Module):
             if c.head_channels
             else None
         )
+        gate_features = 2 * c.lstm_hidden if c.detail_gate else 0
         self.harmonic = (
-            HarmonicDetail(c.embedding_dim, c.roll_channels, 2 * c.lstm_hidden * c.detail_gate)
+            HarmonicDetail(c.embedding_dim, c.roll_channels, gate_features)
             if c.harmonic_detail
             else None
         )

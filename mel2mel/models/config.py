@@ -90,9 +90,9 @@ class AcousticConfig:
     detail_gate:
         With ``harmonic_detail``: let the modulated LSTM states move the detail's gain in
         every frame and bin (a 1x1 convolution added to the instrument's gain, zero at
-        initialization), so that the combs can be drawn deeper where a note is fresh and
-        alone and flatter where chords and reverb fill their valleys. A variation; off by
-        default.
+        initialization), so that how deep the combs are drawn can follow the music (the
+        shipped model draws them shallower at attacks, deeper in held and dense frames). A
+        variation; off by default.
     """
 
     n_instruments: int = 10
