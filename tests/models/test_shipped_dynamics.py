@@ -72,12 +72,13 @@ def test_velocity_ramp_stays_near_fluidsynth(ramp, synth, name, tmp_path):
 
 # The instruments the shipped model gets right
 MEETS_TARGET = (
-    "Grand Piano", "Vibraphone", "Church Organ", "Acoustic Guitar", "Trumpet", "Synth Lead",
+    "Grand Piano", "Electric Piano", "Vibraphone", "Church Organ", "Acoustic Guitar", "Trumpet",
+    "Synth Lead",
 )  # fmt: skip
 NOT_YET = pytest.mark.xfail(
     strict=True,
     reason="issue 13's target, not met yet by the shipped model: monotonic and within 2 dB "
-    "at every step (worst steps 2.1-3.8 dB for the others, docs/MODELS.md)",
+    "at every step (worst steps 2.8-4.2 dB for the others, docs/MODELS.md)",
 )
 
 
