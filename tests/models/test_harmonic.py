@@ -63,16 +63,28 @@ def test_detail_is_zero_in_silence_and_for_onset_rows():
     assert not module.state_dict().keys() - {"gain.weight", "gain.bias"}  # combs not saved
 
 
+def extended(tmp_path, source: Mel2Mel, **options) -> tuple[Mel2Mel, list[str]]:
+    """A debug model with ``options`` initialized from ``source`` (saved), and its fresh
+    tensors."""
+    save_pretrained(source, f"{tmp_path}/")
+    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, **options))
+    _, fresh = init_from_pretrained(model, tmp_path)
+    return model.eval(), fresh
+
+
+def held_note(pitch: int) -> torch.Tensor:
+    """A roll of 40 frames with ``pitch`` sounding in frames 5..29."""
+    roll = torch.zeros(1, C.ROLL_CHANNELS, 40)
+    roll[0, key_row(pitch), 5:30] = 0.8
+    return roll
+
+
 def test_a_model_extended_with_detail_plays_as_its_source_then_adds_it(tmp_path):
     torch.manual_seed(0)
     source = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3)).eval()
-    save_pretrained(source, f"{tmp_path}/")
-    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True))
-    _, fresh = init_from_pretrained(model, tmp_path)
+    model, fresh = extended(tmp_path, source, harmonic_detail=True)
     assert fresh == ["harmonic.gain.bias", "harmonic.gain.weight"]
-    model.eval()
-    roll = torch.zeros(1, C.ROLL_CHANNELS, 40)
-    roll[0, key_row(43), 5:30] = 0.8
+    roll = held_note(43)
     with torch.no_grad():
         assert torch.equal(model(roll, instrument=2), source(roll, instrument=2))
         model.harmonic.gain.bias.fill_(1.0 / GAIN_SCALE)  # a gain of 1 in every bin
@@ -83,18 +95,12 @@ def test_a_model_extended_with_detail_plays_as_its_source_then_adds_it(tmp_path)
 
 def test_the_gate_starts_closed_then_moves_the_gain_frame_by_frame(tmp_path):
     torch.manual_seed(0)
-    config = AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True)
-    source = Mel2Mel(config).eval()
+    source = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True))
     with torch.no_grad():
         source.harmonic.gain.bias.fill_(0.5 / GAIN_SCALE)  # a trained detail: gain 0.5
-    save_pretrained(source, f"{tmp_path}/")
-    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, harmonic_detail=True,
-                                          detail_gate=True))  # fmt: skip
-    _, fresh = init_from_pretrained(model, tmp_path)
+    model, fresh = extended(tmp_path, source.eval(), harmonic_detail=True, detail_gate=True)
     assert fresh == ["harmonic.gate.bias", "harmonic.gate.weight"]
-    model.eval()
-    roll = torch.zeros(1, C.ROLL_CHANNELS, 40)
-    roll[0, key_row(40), 5:30] = 0.8
+    roll = held_note(40)
     with torch.no_grad():
         assert torch.equal(model(roll, instrument=1), source(roll, instrument=1))
         model.harmonic.gate.weight.normal_(0.0, 0.2)  # the states now move the gain
