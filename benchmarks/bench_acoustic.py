@@ -145,8 +145,7 @@ def inference_times(
 ) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``, with the
     harmonic detail if ``harmonic``, gated by the states if ``gate``, a nonlinear readout
-    ``head`` wide) on one sequence, per
-    variant.
+    ``head`` wide) on one sequence, per variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
     a shared machine affects them all alike.
