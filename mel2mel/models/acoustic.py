@@ -220,6 +220,8 @@ class Mel2Mel(nn.Module):
             mel = mel + self.head(h, embedding)
         if self.harmonic is None:
             return mel
+        if detail is None:
+            raise ValueError("this model adds harmonic detail: pass detail_of(roll)")
         gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
         return mel + self.harmonic(detail.to(mel.dtype), embedding.to(mel.dtype), gate)
 
