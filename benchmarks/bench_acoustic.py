@@ -142,10 +142,12 @@ def inference_times(
     harmonic: bool = False,
     head: int = 0,
     gate: bool = False,
+    heights: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds for the paper model (velocity coding ``coding``, with the
-    harmonic detail if ``harmonic``, gated by the states if ``gate``, a nonlinear readout
-    ``head`` wide) on one sequence, per variant.
+    harmonic detail if ``harmonic``, gated by the states if ``gate``, its harmonics' heights
+    set by the instrument if ``heights``, a nonlinear readout ``head`` wide) on one sequence,
+    per variant.
 
     The variants run interleaved, one round after another, so that a change in the load of
     a shared machine affects them all alike.
@@ -157,6 +159,7 @@ def inference_times(
         harmonic_detail=harmonic,
         head_channels=head,
         detail_gate=gate,
+        harmonic_heights=heights,
     )
     model = build_acoustic(config).eval()
     roll = inference_roll(frames, roll_kind)
@@ -293,6 +296,9 @@ def main() -> None:
     parser.add_argument(
         "--detail-gate", action="store_true", help="(b): the states gate the harmonic detail"
     )
+    parser.add_argument(
+        "--harmonic-heights", action="store_true", help="(b): the instrument sets the partials"
+    )
     parser.add_argument("--sweep", action="store_true", help="raw fps for several shapes")
     parser.add_argument("--rounds", type=int, default=2, help="sweep rounds (best is kept)")
     parser.add_argument("--skip-train", action="store_true")
@@ -344,12 +350,13 @@ def main() -> None:
             args.harmonic_detail,
             args.head_channels,
             args.detail_gate,
+            args.harmonic_heights,
         )
         exact, chunked = (times[n][0] for n in list(INFERENCE_VARIANTS)[:2])
         print(
             f"(b) inference, {args.frames} frames ({args.roll} roll, {args.velocity_coding} "
             f"velocity coding{', harmonic detail' * args.harmonic_detail}"
-            f"{', gated' * args.detail_gate}"
+            f"{', gated' * args.detail_gate}{', own partials' * args.harmonic_heights}"
             f"{f', readout {args.head_channels}' * bool(args.head_channels)}), median of "
             f"{args.repeats} "
             "interleaved rounds (target < 0.3 s):"

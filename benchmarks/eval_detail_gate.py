@@ -67,7 +67,8 @@ def gate_parts(model, roll: torch.Tensor, instrument: int) -> tuple[torch.Tensor
     h = model.film_out(h.transpose(1, 2), emb)
     base = model.output(h) + (0 if model.head is None else model.head(h, emb))
     gain = model.harmonic.scaled_gain(emb)[..., None].expand_as(base)
-    return base[0], model.detail_of(roll)[0], gain[0], model.harmonic.gate(h)[0]
+    detail = model.harmonic.detail(model.tones_of(roll), emb)
+    return base[0], detail[0], gain[0], model.harmonic.gate(h)[0]
 
 
 def slope_error(mel: torch.Tensor, truth: torch.Tensor, frames: torch.Tensor) -> float:

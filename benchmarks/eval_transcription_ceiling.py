@@ -146,7 +146,8 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[st
     detail = true - smoothed(true, 3, axis=0)
     near = onset_frames(roll)
     with torch.no_grad():
-        combs = HarmonicDetail(1).detail(torch.from_numpy(roll)[None])[0].numpy()
+        fixed = HarmonicDetail(1)
+        combs = fixed.detail(fixed.tones(torch.from_numpy(roll)[None]))[0].numpy()
     mels = [
         true - detail,
         smoothed(true, 5, axis=1),

@@ -10,12 +10,14 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       -> Conv1d 1x1, 512 -> 80                                (B, 80, T) natural-log mel
       [+ a nonlinear readout of the same states, ``head_channels`` wide]
       [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding,
-         moved frame by frame by the same states with ``detail_gate``]
+         moved frame by frame by the same states with ``detail_gate``, the harmonics'
+         heights set by the embedding with ``harmonic_heights``]
 
 The instrument enters only through its embedding, which can come from the learned table (an
 index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
 frame ``(B, E, T)`` for timbre morphing over time. The config switches ``lstm_layers``,
-``frontend_layers``, ``dropout``, ``head_channels``, ``harmonic_detail`` and ``detail_gate`` (see
+``frontend_layers``, ``dropout``, ``head_channels``, ``harmonic_detail``, ``detail_gate`` and
+``harmonic_heights`` (see
 :class:`~mel2mel.models.config.AcousticConfig`) give the usual variations; the defaults are
 the paper's network.
 """
@@ -153,7 +155,7 @@ class Mel2Mel(nn.Module):
         )
         gate_features = 2 * c.lstm_hidden if c.detail_gate else 0
         self.harmonic = (
-            HarmonicDetail(c.embedding_dim, c.roll_channels, gate_features)
+            HarmonicDetail(c.embedding_dim, c.roll_channels, gate_features, c.harmonic_heights)
             if c.harmonic_detail
             else None
         )
@@ -208,29 +210,30 @@ class Mel2Mel(nn.Module):
         return {**state, "input.weight": fitted}
 
     def readout(
-        self, h: torch.Tensor, embedding: torch.Tensor, detail: torch.Tensor | None = None
+        self, h: torch.Tensor, embedding: torch.Tensor, tones: torch.Tensor | None = None
     ) -> torch.Tensor:
         """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T]: the output FiLM
         and layer, plus the nonlinear readout when ``config.head_channels``, plus the harmonic
-        ``detail`` (:meth:`detail_of` the roll; None for a model without it) scaled for the
-        instrument, and gated by the states when ``config.detail_gate``."""
+        detail of ``tones`` (:meth:`tones_of` the roll; None for a model without it) scaled
+        for the instrument, and gated by the states when ``config.detail_gate``."""
         h = self.film_out(h, embedding)
         mel = self.output(h)
         if self.head is not None:
             mel = mel + self.head(h, embedding)
         if self.harmonic is None:
             return mel
-        if detail is None:
-            raise ValueError("this model adds harmonic detail: pass detail_of(roll)")
+        if tones is None:
+            raise ValueError("this model adds harmonic detail: pass tones_of(roll)")
         gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
-        return mel + self.harmonic(detail.to(mel.dtype), embedding.to(mel.dtype), gate)
+        return mel + self.harmonic(tones.to(mel.dtype), embedding.to(mel.dtype), gate)
 
-    def detail_of(
+    def tones_of(
         self, roll: torch.Tensor, channels: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """The unscaled harmonic detail Tensor[B x N_MELS x T] of ``roll`` (the raw roll, or
-        its rows ``channels``) that :meth:`readout` adds; None when the model has none."""
-        return None if self.harmonic is None else self.harmonic.detail(roll, channels)
+        """The sounding notes' harmonic tones Tensor[B x S x N_MELS x T] of ``roll`` (the raw
+        roll, or its rows ``channels``) whose detail :meth:`readout` adds
+        (:meth:`HarmonicDetail.tones`); None when the model has none."""
+        return None if self.harmonic is None else self.harmonic.tones(roll, channels)
 
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""
@@ -302,7 +305,7 @@ class Mel2Mel(nn.Module):
         h = self.film_in(h, embedding)
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
-        return self.readout(h.transpose(1, 2), embedding, self.detail_of(roll))
+        return self.readout(h.transpose(1, 2), embedding, self.tones_of(roll))
 
     @torch.inference_mode()
     def infer(

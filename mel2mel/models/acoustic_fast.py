@@ -375,13 +375,13 @@ def fast_forward(
         mel = frames(mel).contiguous()
         if model.harmonic is None:
             return mel
-        detail = model.detail_of(raw).to(mel.dtype)
-        return mel + model.harmonic(detail, embedding.to(mel.dtype), gate)
+        tones = model.tones_of(raw).to(mel.dtype)
+        return mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
     h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-    return model.readout(h, embedding, model.detail_of(raw))
+    return model.readout(h, embedding, model.tones_of(raw))
 
 
 @torch.inference_mode()

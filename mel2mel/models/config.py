@@ -93,6 +93,12 @@ class AcousticConfig:
         initialization), so that how deep the combs are drawn can follow the music (the
         shipped model draws them shallower at attacks, deeper in held and dense frames). A
         variation; off by default.
+    harmonic_heights:
+        With ``harmonic_detail``: let the embedding set the height of each group of harmonic
+        ranks in the combs (the fundamental, the 2nd ... 6th harmonics, then bands; affine,
+        zero at initialization: the fixed ``1 / k`` comb), so that an instrument's comb can
+        have its own partials (a square wave's odd harmonics, a bell's few). A variation; off
+        by default.
     """
 
     n_instruments: int = 10
@@ -111,6 +117,7 @@ class AcousticConfig:
     harmonic_detail: bool = False
     head_channels: int = 0
     detail_gate: bool = False
+    harmonic_heights: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -134,8 +141,9 @@ class AcousticConfig:
                 f"AcousticConfig.harmonic_detail needs the {C.N_KEYS} sounding rows and "
                 f"{C.N_MELS} mel bins"
             )
-        if self.detail_gate and not self.harmonic_detail:
-            raise ValueError("AcousticConfig.detail_gate needs harmonic_detail")
+        for name in ("detail_gate", "harmonic_heights"):
+            if getattr(self, name) and not self.harmonic_detail:
+                raise ValueError(f"AcousticConfig.{name} needs harmonic_detail")
         if self.velocity_coding not in VELOCITY_CODINGS:
             raise ValueError(f"AcousticConfig.velocity_coding must be one of {VELOCITY_CODINGS}")
 

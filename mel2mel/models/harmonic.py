@@ -10,6 +10,8 @@ are where FluidSynth's are, not as high or as deep; docs/MODELS.md, "Stage 9")::
 
     sounding rows v (B x 88 x T, velocity / 127)
       -> S = combs^T v                  mel magnitude of each key's harmonic tone, summed
+         [+ sum_g (exp(height_g) - 1) S_g]   ``harmonic_heights``: each group of harmonic
+                                        ranks g made louder or softer for the instrument
       -> log max(S / floor, 1)
       -> minus its 3-bin moving average (the detail: peaks > 0, valleys < 0; 0 in silence)
       -> times gain(embedding)          per mel bin, affine in the embedding (times
@@ -22,6 +24,13 @@ learned, not saved): a key's tone has harmonics ``k f0`` of amplitude ``1 / k`` 
 Nyquist frequency, with random phases, so its expected power spectrum is the sum of the
 Hann window's power response around every harmonic; its magnitude goes through the package's
 mel filterbank as :class:`~mel2mel.audio.LogMel` would take it, scaled to a peak of 1 per key.
+
+With ``harmonic_heights`` the instrument also sets how loud each group of harmonic ranks is
+(:data:`HEIGHT_GROUPS`: a weak fundamental, the odd harmonics of a square wave, a bell's few
+partials): ``S_g`` is the comb of group ``g``'s harmonics alone, and its height (a log
+amplitude, affine in the embedding, zero at initialization) adds or removes that much of it.
+Mixing magnitudes rather than powers is exact at height 0 and close elsewhere, since the
+groups' harmonics seldom share a mel bin's strongest FFT bins.
 """
 
 from __future__ import annotations
@@ -42,16 +51,29 @@ REACH_BINS = 4  # ... out to 4 bins from each harmonic (Hann sidelobes there are
 # crossed the range worth exploring (0 to about 2) in one cycle. The scale is a learning-rate
 # multiplier for these few parameters; stage 9 settled at 0.06-0.18 (docs/MODELS.md).
 GAIN_SCALE = 10.0
+#: Harmonic ranks (first, last) whose amplitude ``harmonic_heights`` sets, one log height each:
+#: the first six one by one, then wider bands up to the Nyquist frequency.
+HEIGHT_GROUPS: tuple[tuple[int, int], ...] = (
+    (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 8), (9, 12), (13, 20), (21, 1 << 20),
+)  # fmt: skip
+HEIGHT_SCALE = 10.0  # the heights' learning-rate multiplier, as GAIN_SCALE is the gains'
 
 
 def harmonic_combs(rolloff: float = 1.0) -> torch.Tensor:
     """``float32[88 x N_MELS]``: linear mel magnitude of a steady harmonic tone per piano key
     (A0 first), harmonics of amplitude ``k ** -rolloff``, each key's peak scaled to 1."""
-    return _combs(rolloff).clone()
+    return _combs(rolloff)[:, 0].clone()
+
+
+def group_combs(rolloff: float = 1.0) -> torch.Tensor:
+    """``float32[88 x G x N_MELS]``: the same tones' harmonics of each of the G
+    :data:`HEIGHT_GROUPS` alone, on the scale of :func:`harmonic_combs`."""
+    return _combs(rolloff)[:, 1:].clone()
 
 
 @functools.lru_cache(maxsize=2)
 def _combs(rolloff: float) -> torch.Tensor:
+    """``float32[88 x (1 + G) x N_MELS]``: :func:`harmonic_combs`, then :func:`group_combs`."""
     n = C.N_FFT
     window = torch.hann_window(C.WIN_LENGTH, dtype=torch.float64)
     response = torch.fft.rfft(window, n=n * OVERSAMPLE).abs().square()  # power per 1/64 bin
@@ -65,9 +87,10 @@ def _combs(rolloff: float) -> torch.Tensor:
         offset = ((bins[None] - k[:, None] * f0 * n / C.SAMPLE_RATE).abs() * OVERSAMPLE).round()
         near = offset < reach
         power = torch.where(near, response[offset.long().clamp(max=reach - 1)], 0.0)
-        magnitude = (power * k[:, None].pow(-2.0 * rolloff)).sum(0).sqrt()
-        mel = fbank @ magnitude
-        combs.append(mel / mel.max())
+        power = power * k[:, None].pow(-2.0 * rolloff)
+        parts = [power.sum(0)] + [power[(k >= a) & (k <= b)].sum(0) for a, b in HEIGHT_GROUPS]
+        mel = torch.stack(parts).sqrt() @ fbank.t()  # (1 + G) x N_MELS
+        combs.append(mel / mel[0].max())
     return torch.stack(combs).float()
 
 
@@ -88,22 +111,31 @@ class HarmonicDetail(nn.Module):
     Parameters
     ----------
     embedding_dim:
-        Size E of the instrument embedding that sets the gain.
+        Size E of the instrument embedding that sets the gain (and the heights).
     roll_channels:
         Rows of the roll it reads (the first 88 are the sounding keys; the others, the onset
         block, carry no comb).
     gate_features:
         Channels of the states that move the gain frame by frame (``2 * lstm_hidden``); 0
         for a gain set by the instrument alone.
+    heights:
+        Let the instrument set the height of each group of harmonics (:data:`HEIGHT_GROUPS`)
+        in the combs.
     """
 
     def __init__(
-        self, embedding_dim: int, roll_channels: int = C.ROLL_CHANNELS, gate_features: int = 0
+        self,
+        embedding_dim: int,
+        roll_channels: int = C.ROLL_CHANNELS,
+        gate_features: int = 0,
+        heights: bool = False,
     ) -> None:
         super().__init__()
-        combs = torch.zeros(roll_channels, C.N_MELS)
-        combs[: C.N_KEYS] = harmonic_combs()
-        self.register_buffer("combs", combs, persistent=False)  # roll_channels x N_MELS
+        table = _combs(1.0)  # 88 x (1 + G) x N_MELS
+        tones = table.shape[1] if heights else 1
+        combs = torch.zeros(roll_channels, tones, C.N_MELS)
+        combs[: C.N_KEYS] = table[:, :tones]
+        self.register_buffer("combs", combs, persistent=False)  # roll_channels x S x N_MELS
         self.register_buffer("operator", detail_operator(), persistent=False)
         self.gain = nn.Linear(embedding_dim, C.N_MELS)
         nn.init.zeros_(self.gain.weight)  # no detail at first: a model extended with this
@@ -112,9 +144,13 @@ class HarmonicDetail(nn.Module):
         if self.gate is not None:  # unscaled: it reads hundreds of states, not a few numbers
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
+        self.heights = nn.Linear(embedding_dim, tones - 1) if heights else None
+        if self.heights is not None:  # height 0: the fixed 1 / k comb, as without them
+            nn.init.zeros_(self.heights.weight)
+            nn.init.zeros_(self.heights.bias)
 
-    def detail(self, roll: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
-        """The unscaled detail.
+    def tones(self, roll: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """The sounding keys' harmonic tones, summed per frame (what :meth:`detail` reads).
 
         Parameters
         ----------
@@ -126,16 +162,52 @@ class HarmonicDetail(nn.Module):
 
         Returns
         -------
-        Tensor[B x N_MELS x T], zero in frames without a sounding note.
+        Tensor[B x S x N_MELS x T]
+            Linear mel magnitudes: the whole combs, then (with heights) each group's alone;
+            ``S`` is 1 or ``1 + G``. Zero in frames without a sounding note.
         """
         combs = self.combs if channels is None else self.combs.index_select(0, channels)
-        summed = torch.matmul(combs.t().to(roll.dtype), roll)  # B x N_MELS x T
-        log = torch.log((summed / COMB_FLOOR).clamp_min(1.0))  # exactly 0 in silence
-        return torch.matmul(self.operator.to(roll.dtype), log)
+        k, s, m = combs.shape
+        summed = torch.matmul(combs.reshape(k, s * m).t().to(roll.dtype), roll)
+        return summed.reshape(roll.shape[0], s, m, roll.shape[-1])
+
+    def mix(self, tones: torch.Tensor, embedding: torch.Tensor | None) -> torch.Tensor:
+        """Tones with the instrument's heights: Tensor[B x S x N_MELS x T] -> Tensor[B x
+        N_MELS x T]; ``embedding`` Tensor[B x E] or Tensor[B x E x T] (unused without heights,
+        and for tones already mixed, ``S = 1``)."""
+        summed = tones[:, 0]
+        if self.heights is None or tones.shape[1] == 1:
+            return summed
+        if embedding is None:
+            raise ValueError("harmonic heights need the embedding")
+        if embedding.dim() == 2:
+            weight = self.scaled_heights(embedding).exp().sub(1.0)[:, :, None, None]
+        else:
+            weight = self.scaled_heights(embedding.transpose(1, 2)).exp().sub(1.0)  # B x T x G
+            weight = weight.transpose(1, 2).unsqueeze(2)  # B x G x 1 x T
+        return summed + (weight.to(tones.dtype) * tones[:, 1:]).sum(1)
+
+    def mix_grid(self, tones: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """:meth:`mix` for every point on every roll without repeating the tones: Tensor[W x
+        S x N_MELS x T] and Tensor[K x E] -> Tensor[(K W) x 1 x N_MELS x T], row ``k W + w``
+        (what :meth:`forward` takes as mixed tones)."""
+        m, t = tones.shape[2:]
+        if self.heights is None or tones.shape[1] == 1:
+            mixed = tones[:, :1].repeat(points.shape[0], 1, 1, 1)
+        else:
+            weight = self.scaled_heights(points).exp().sub(1.0).to(tones.dtype)  # K x G
+            mixed = tones[None, :, 0] + torch.einsum("kg,wgmt->kwmt", weight, tones[:, 1:])
+        return mixed.reshape(-1, 1, m, t)
+
+    def detail(self, tones: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """The unscaled detail of :meth:`tones` (mixed with the heights for ``embedding``):
+        Tensor[B x N_MELS x T], zero in frames without a sounding note."""
+        log = torch.log((self.mix(tones, embedding) / COMB_FLOOR).clamp_min(1.0))  # 0 in silence
+        return torch.matmul(self.operator.to(log.dtype), log)
 
     def forward(
         self,
-        detail: torch.Tensor,
+        tones: torch.Tensor,
         embedding: torch.Tensor,
         gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -143,8 +215,8 @@ class HarmonicDetail(nn.Module):
 
         Parameters
         ----------
-        detail: Tensor[B x N_MELS x T]
-            :meth:`detail` of the roll.
+        tones: Tensor[B x S x N_MELS x T]
+            :meth:`tones` of the roll (or, ``S = 1``, already :meth:`mix`-ed).
         embedding: Tensor[B x E] or Tensor[B x E x T]
         gate: Tensor[B x N_MELS x T], optional
             :attr:`gate` of the modulated LSTM states, added to the gain (models with a gate).
@@ -157,8 +229,14 @@ class HarmonicDetail(nn.Module):
             gain = self.scaled_gain(embedding).unsqueeze(-1)
         else:
             gain = self.scaled_gain(embedding.transpose(1, 2)).transpose(1, 2)
+        detail = self.detail(tones, embedding)
         return (gain if gate is None else gain + gate) * detail
 
     def scaled_gain(self, embedding: torch.Tensor) -> torch.Tensor:
         """Tensor[... x E] -> Tensor[... x N_MELS]: the detail's gain per mel bin."""
         return GAIN_SCALE * self.gain(embedding)
+
+    def scaled_heights(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Tensor[... x E] -> Tensor[... x G]: each harmonic group's log amplitude (nepers)."""
+        assert self.heights is not None
+        return HEIGHT_SCALE * self.heights(embedding)

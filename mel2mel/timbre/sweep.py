@@ -69,7 +69,7 @@ class EmbeddingSweep:
         if not self.fast:
             return
         with torch.no_grad():
-            self.detail = model.detail_of(self.rolls)  # W x N_MELS x T or None
+            self.tones = model.tones_of(self.rolls)  # W x S x N_MELS x T or None
             u = model.frontend(model.input(model.code_roll(self.rolls)))  # W x C x T
             film, lstm = model.film_in, model.lstm
             # FiLM input = A_0 + sum_j e_j A_j, with A: W x (E+1) x C x T
@@ -94,7 +94,7 @@ class EmbeddingSweep:
             t, _, e1, _ = self.pre.shape
             pre = self.pre.view(t, 2, e1, self.rolls.shape[0], -1)[:, :, :, list(index)]
             out.pre = pre.flatten(3)
-            out.detail = None if self.detail is None else self.detail[list(index)]
+            out.tones = None if self.tones is None else self.tones[list(index)]
         return out
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
@@ -130,5 +130,5 @@ class EmbeddingSweep:
             outs.append(h)
         seq = torch.stack(outs, 2)  # 2 x KW x T x H
         feats = torch.cat([seq[0], seq[1].flip(1)], -1).transpose(1, 2)  # KW x 2H x T
-        detail = None if self.detail is None else self.detail.repeat(k, 1, 1)  # row k*W + w
-        return model.readout(feats, emb, detail).view(k, w, -1, t)
+        tones = None if self.tones is None else model.harmonic.mix_grid(self.tones, points)
+        return model.readout(feats, emb, tones).view(k, w, -1, t)

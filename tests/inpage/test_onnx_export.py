@@ -95,10 +95,11 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
 
 
 @pytest.mark.parametrize(
-    ("harmonic", "head", "gate"), [(False, 0, False), (True, 0, False), (True, 12, True)]
+    ("harmonic", "head", "gate", "heights"),
+    [(False, 0, False, False), (True, 0, False, False), (True, 12, True, True)],
 )
 def test_acoustic_graph_codes_the_roll_as_the_model_does(
-    roll: np.ndarray, harmonic, head, gate
+    roll: np.ndarray, harmonic, head, gate, heights
 ) -> None:
     from mel2mel.models import AcousticConfig, Mel2Mel
     from mel2mel.models.onnx_export import acoustic_onnx
@@ -110,6 +111,7 @@ def test_acoustic_graph_codes_the_roll_as_the_model_does(
         harmonic_detail=harmonic,
         head_channels=head,
         detail_gate=gate,
+        harmonic_heights=heights,
     )
     model = Mel2Mel(config).eval()
     with torch.no_grad():
@@ -120,6 +122,8 @@ def test_acoustic_graph_codes_the_roll_as_the_model_does(
             model.harmonic.gain.weight.normal_(0.0, 0.5)
             model.harmonic.gain.bias.fill_(0.1)
         for p in model.harmonic.gate.parameters() if gate else ():  # moved frame by frame
+            p.normal_(0.0, 0.1)
+        for p in model.harmonic.heights.parameters() if heights else ():  # own partials
             p.normal_(0.0, 0.1)
     channels = np.flatnonzero(roll[0].max(1) > 0)
     emb = model.embedding.weight[3][None].detach()

@@ -88,14 +88,20 @@ def test_context_counts_only_frames_with_notes():
 
 
 @pytest.mark.parametrize(
-    ("coding", "harmonic", "head", "gate"),
-    [("linear", False, 0, False), ("log", False, 0, False), ("linear+log", False, 0, False),
-     ("linear+log", True, 0, False), ("linear+log", True, 12, False),
-     ("linear+log", True, 0, True), ("linear+log", True, 12, True)],
+    ("coding", "harmonic", "head", "gate", "heights"),
+    [("linear", False, 0, False, False), ("log", False, 0, False, False),
+     ("linear+log", False, 0, False, False), ("linear+log", True, 0, False, False),
+     ("linear+log", True, 12, False, False), ("linear+log", True, 0, True, False),
+     ("linear+log", True, 12, True, False), ("linear+log", True, 0, False, True),
+     ("linear+log", True, 12, True, True)],
 )  # fmt: skip
-def test_exact_fast_forward_matches_forward(coding, harmonic, head, gate):
+def test_exact_fast_forward_matches_forward(coding, harmonic, head, gate, heights):
     model = tiny(
-        velocity_coding=coding, harmonic_detail=harmonic, head_channels=head, detail_gate=gate
+        velocity_coding=coding,
+        harmonic_detail=harmonic,
+        head_channels=head,
+        detail_gate=gate,
+        harmonic_heights=heights,
     )
     roll = sparse_roll(2, 700)
     with torch.inference_mode():

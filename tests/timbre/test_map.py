@@ -64,19 +64,21 @@ def test_reference_passage_is_fixed_and_polyphonic():
 
 
 @pytest.mark.parametrize(
-    ("layers", "coding", "harmonic", "head", "gate"),
-    [(1, "linear", False, 0, False), (2, "linear", False, 0, False),
-     (1, "log", False, 0, False), (1, "linear+log", False, 0, False),
-     (1, "linear+log", True, 0, False), (2, "linear", True, 0, False),
-     (1, "linear+log", True, 12, False), (1, "linear+log", True, 12, True)],
+    ("layers", "coding", "harmonic", "head", "gate", "heights"),
+    [(1, "linear", False, 0, False, False), (2, "linear", False, 0, False, False),
+     (1, "log", False, 0, False, False), (1, "linear+log", False, 0, False, False),
+     (1, "linear+log", True, 0, False, False), (2, "linear", True, 0, False, False),
+     (1, "linear+log", True, 12, False, False), (1, "linear+log", True, 12, True, False),
+     (1, "linear+log", True, 12, True, True), (2, "linear", True, 0, False, True)],
 )  # fmt: skip
-def test_sweep_equals_the_model_forward(layers, coding, harmonic, head, gate):
+def test_sweep_equals_the_model_forward(layers, coding, harmonic, head, gate, heights):
     model = tiny_model(
         lstm_layers=layers,
         velocity_coding=coding,
         harmonic_detail=harmonic,
         head_channels=head,
         detail_gate=gate,
+        harmonic_heights=heights,
     )
     rng = np.random.default_rng(0)
     notes = rng.random((2, C.ROLL_CHANNELS, 60)) > 0.9
