@@ -12,9 +12,13 @@ even keys and judged on the odd ones:
 * ``fixed``: the ``1 / k`` comb with a gain per mel bin (what ``harmonic_detail`` can do);
 * ``heights``: the same with a log height per harmonic group (``harmonic_heights``).
 
+The fitted heights are printed in dB relative to the ``1 / k`` comb, and with ``--model`` (an
+acoustic export with ``harmonic_heights``) beside those its training learned.
+
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/eval_harmonic_heights.py [--instrument NAME ...]
+    OMP_NUM_THREADS=1 python benchmarks/eval_harmonic_heights.py [--instrument NAME ...] \\
+        [--model EXPORT]
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from eval_note_detail import START, STEP, WINDOW, isolated_notes
 from mel2mel import constants as C
 from mel2mel.audio import log_mel
 from mel2mel.data.fluidsynth import RenderSettings, check_soundfont, force_program, render_midi
+from mel2mel.evaluation.acoustic import load_model
 from mel2mel.models.harmonic import COMB_FLOOR, detail_operator, group_combs, harmonic_combs
 
 PITCHES = list(range(C.MIDI_MIN, C.MIDI_MAX + 1))
+DB = C.DB_PER_NEPER  # a log amplitude in nepers -> dB
 
 
 def note_mels(name: str, settings: RenderSettings, tmp: str) -> torch.Tensor:
@@ -46,8 +52,9 @@ def note_mels(name: str, settings: RenderSettings, tmp: str) -> torch.Tensor:
     return torch.stack([mel[:, a + WINDOW[0] : a + WINDOW[1]] for a in starts])
 
 
-def fit(notes: torch.Tensor, heights: bool, steps: int = 400) -> torch.Tensor:
-    """Gain (and heights) fitted on the even keys; the modelled log-mels of all notes."""
+def fit(notes: torch.Tensor, heights: bool, steps: int = 400) -> tuple[torch.Tensor, ...]:
+    """Gain (and heights) fitted on the even keys: the modelled log-mels of all notes and the
+    heights (nepers, float64[G])."""
     operator = detail_operator().double()
     whole, groups = harmonic_combs().double(), group_combs().double()  # 88 x [G x] N_MELS
     truth = torch.einsum("ij,njw->niw", operator, notes)
@@ -68,7 +75,7 @@ def fit(notes: torch.Tensor, heights: bool, steps: int = 400) -> torch.Tensor:
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return smooth + gain[None, :, None] * modelled_detail()[:, :, None]
+        return smooth + gain[None, :, None] * modelled_detail()[:, :, None], height.detach()
 
 
 def detail_r(truth: torch.Tensor, model: torch.Tensor) -> np.ndarray:
@@ -83,7 +90,11 @@ def detail_r(truth: torch.Tensor, model: torch.Tensor) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--instrument", action="append", help="paper instrument (repeatable)")
+    ap.add_argument("--model", help="acoustic export whose learned heights to print beside")
     args = ap.parse_args(argv)
+    model = None if args.model is None else load_model(args.model)
+    if model is not None and (model.harmonic is None or model.harmonic.heights is None):
+        ap.error(f"{args.model} has no harmonic heights")
     torch.set_num_threads(1)
     settings = RenderSettings(str(check_soundfont(None)))
     names = args.instrument or list(C.PAPER_INSTRUMENTS)
@@ -96,17 +107,20 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             notes = note_mels(name, settings, tmp)
             smooth = notes - torch.einsum("ij,njw->niw", detail_operator().double(), notes)
+            (fixed, _), (shaped, height) = fit(notes, False), fit(notes, True)
             cells = []
-            for label, model in (
-                ("none", smooth),
-                ("fixed", fit(notes, heights=False)),
-                ("heights", fit(notes, heights=True)),
-            ):
-                r = detail_r(notes, model)
+            for label, mels in (("none", smooth), ("fixed", fixed), ("heights", shaped)):
+                r = detail_r(notes, mels)
                 row = [float(np.nanmean(r[mask])) for mask in bands.values()]
                 totals.setdefault(label, []).append(row)
                 cells.append(f"{row[0]:.3f} / {row[1]:.3f}")
             print(f"{name:18s} {' | '.join(cells)}", flush=True)
+            print(f"{'':18s} heights (dB), fitted: {np.round(DB * height.numpy(), 1)}")
+            if model is not None:
+                with torch.no_grad():
+                    emb = model.embed(model.instrument_index(name))
+                    learned = model.harmonic.scaled_heights(emb)[0].double().numpy()
+                print(f"{'':18s} heights (dB), learned: {np.round(DB * learned, 1)}")
     means = " | ".join(
         f"{label} {np.mean(rows, 0)[0]:.3f} / {np.mean(rows, 0)[1]:.3f}"
         for label, rows in totals.items()
