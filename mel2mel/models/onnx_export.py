@@ -18,7 +18,9 @@ ships with the package):
 
 Weights may be stored as float16 (``half=True``, the default of :func:`export_onnx`): every
 large float32 initializer becomes a float16 one and a ``Cast`` back to float32, so the graph
-computes in float32 as before at half the download. Errors are measured in docs/WEB.md.
+computes in float32 as before at half the download. Errors are measured in docs/WEB.md. Large
+tensors that are mostly zeros (the harmonic detail's combs) are stored as their nonzero
+values and positions, rebuilt in the graph (:func:`sparsify`, exact).
 
 The graphs are traced with torch's TorchScript exporter (``dynamo=False``): it writes the
 LSTM as one ONNX ``LSTM`` node and needs only the ``onnx`` package (the dynamo exporter
@@ -51,6 +53,7 @@ from mel2mel.vocoders.refine import BandedMatrix
 OPSET = 17
 FORMAT_VERSION = 1
 HALF_MIN_ELEMENTS = 1024  # smaller initializers (biases, norms) stay float32
+SPARSE_MIN_ZEROS = 0.75  # a large initializer with this share of zeros is stored sparse
 
 
 def _require_onnx() -> Any:
@@ -177,17 +180,14 @@ def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str]
     return onnx.load_from_string(buf.getvalue())
 
 
-def halve_weights(model: Any, keep: tuple[str, ...] = (), constants: bool = True) -> Any:
-    """Store every float32 initializer of at least ``HALF_MIN_ELEMENTS`` values as float16,
-    followed by a ``Cast`` to float32 (the graph still computes in float32); initializers whose
-    name contains one of ``keep`` stay float32. With ``constants``, large float32 ``Constant``
-    nodes (tensors the trace fixed, such as the harmonic detail's combs) become such
-    initializers first."""
+def lift_constants(model: Any) -> Any:
+    """Turn every float32 ``Constant`` node of at least ``HALF_MIN_ELEMENTS`` values (a tensor
+    the trace fixed, such as the harmonic detail's combs) into an initializer of its name."""
     onnx = _require_onnx()
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
-    for node in list(graph.node) if constants else ():
+    for node in list(graph.node):
         value = node.attribute[0].t if node.op_type == "Constant" and node.attribute else None
         if value is None or node.attribute[0].name != "value":
             continue
@@ -195,6 +195,20 @@ def halve_weights(model: Any, keep: tuple[str, ...] = (), constants: bool = True
             array = numpy_helper.to_array(value)
             graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
             graph.node.remove(node)
+    return model
+
+
+def halve_weights(model: Any, keep: tuple[str, ...] = (), constants: bool = True) -> Any:
+    """Store every float32 initializer of at least ``HALF_MIN_ELEMENTS`` values as float16,
+    followed by a ``Cast`` to float32 (the graph still computes in float32); initializers whose
+    name contains one of ``keep`` stay float32. With ``constants``, large float32 ``Constant``
+    nodes become such initializers first (:func:`lift_constants`)."""
+    onnx = _require_onnx()
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    if constants:
+        lift_constants(model)
     casts = []
     for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT:
@@ -206,10 +220,58 @@ def halve_weights(model: Any, keep: tuple[str, ...] = (), constants: bool = True
         half = numpy_helper.from_array(array.astype(np.float16), name + "_f16")
         init.CopyFrom(half)
         casts.append(helper.make_node("Cast", [name + "_f16"], [name], to=onnx.TensorProto.FLOAT))
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
+    _prepend(graph, casts)
     return model
+
+
+def sparsify(model: Any, min_zeros: float = SPARSE_MIN_ZEROS) -> Any:
+    """Store every float initializer of at least ``HALF_MIN_ELEMENTS`` values of which at least
+    ``min_zeros`` are zero as its nonzero values (same dtype) and their flat positions (int32),
+    rebuilt in the graph by ``ScatterND`` into zeros and a ``Reshape``: exact, and a fraction of
+    the size (the harmonic combs of a model with ``harmonic_heights`` are 7 % nonzero)."""
+    onnx = _require_onnx()
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = []
+    for init in list(graph.initializer):
+        array = numpy_helper.to_array(init)
+        if array.dtype.kind != "f" or array.size < HALF_MIN_ELEMENTS:
+            continue
+        if np.mean(array == 0) < min_zeros:
+            continue
+        flat, name = array.reshape(-1), init.name
+        where = np.flatnonzero(flat)
+        graph.initializer.remove(init)
+        graph.initializer.extend([
+            numpy_helper.from_array(flat[where], f"{name}_values"),
+            numpy_helper.from_array(where.astype(np.int32)[:, None], f"{name}_at"),
+            numpy_helper.from_array(np.array([flat.size], np.int64), f"{name}_size"),
+            numpy_helper.from_array(np.array(array.shape, np.int64), f"{name}_shape"),
+        ])  # fmt: skip
+        zero = numpy_helper.from_array(np.zeros(1, array.dtype))
+        nodes += [
+            helper.make_node("ConstantOfShape", [f"{name}_size"], [f"{name}_zeros"], value=zero),
+            helper.make_node("Cast", [f"{name}_at"], [f"{name}_at64"], to=onnx.TensorProto.INT64),
+            helper.make_node(
+                "ScatterND", [f"{name}_zeros", f"{name}_at64", f"{name}_values"], [f"{name}_flat"]
+            ),
+            helper.make_node("Reshape", [f"{name}_flat", f"{name}_shape"], [name]),
+        ]
+    _prepend(graph, nodes)
+    return model
+
+
+def _prepend(graph: Any, nodes: list[Any]) -> None:
+    """Put ``nodes`` before the graph's own (ONNX wants them in topological order)."""
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + rest)
+
+
+def compact(proto: Any, half: bool) -> bytes:
+    """The bytes of a traced graph with its float16 weights (``half``) and sparse tensors."""
+    return sparsify(halve_weights(proto) if half else lift_constants(proto)).SerializeToString()
 
 
 def acoustic_onnx(model: Mel2Mel, half: bool = True) -> bytes:
@@ -222,7 +284,7 @@ def acoustic_onnx(model: Mel2Mel, half: bool = True) -> bytes:
     axes = {"roll": {1: "K", 2: "T"}, "channels": {0: "K"}, "mel": {2: "T"}}
     names = ["roll", "channels", "embedding"]
     proto = to_onnx(AcousticGraph(model), (roll, channels, emb), names, ["mel"], axes)
-    return (halve_weights(proto) if half else proto).SerializeToString()
+    return compact(proto, half)
 
 
 def texture_onnx(model: TexturePostnet, half: bool = True) -> bytes:
@@ -235,7 +297,7 @@ def texture_onnx(model: TexturePostnet, half: bool = True) -> bytes:
             "mel_out": {0: "B", 2: "T"}}  # fmt: skip
     names = ["mel", "embedding", "noise", "strength"]
     proto = to_onnx(TextureGraph(model), args, names, ["mel_out"], axes)
-    return (halve_weights(proto) if half else proto).SerializeToString()
+    return compact(proto, half)
 
 
 def vocoder_onnx(model: FastVocoder, half: bool = True) -> bytes:
@@ -246,7 +308,9 @@ def vocoder_onnx(model: FastVocoder, half: bool = True) -> bytes:
             "step": {1: "T"}}  # fmt: skip
     outs = ["magnitude", "offset", "step"]
     proto = to_onnx(VocoderGraph(model), args, ["mel", "roll"], outs, axes)
-    return (halve_vocoder(proto, model) if half else proto).SerializeToString()
+    return sparsify(
+        halve_vocoder(proto, model) if half else lift_constants(proto)
+    ).SerializeToString()
 
 
 def halve_vocoder(proto: Any, model: FastVocoder, constants: bool = True) -> Any:

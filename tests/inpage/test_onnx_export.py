@@ -197,3 +197,32 @@ def test_cli_export_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "fast_vocoder.onnx" in capsys.readouterr().out
     assert main(["export", "onnx", "-o", str(out)]) != 0  # no silent overwrite
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_mostly_zero_tensors_are_stored_sparse_and_exact(dtype) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mel2mel.models.onnx_export import sparsify
+
+    rng = np.random.default_rng(0)
+    table = np.where(rng.random((64, 48)) < 0.1, rng.normal(size=(64, 48)), 0).astype(dtype)
+    dense = rng.normal(size=(64, 48)).astype(dtype)  # stays as it is
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["table", "dense"], ["sum"]),
+         helper.make_node("Cast", ["sum"], ["sum32"], to=TensorProto.FLOAT),
+         helper.make_node("MatMul", ["x", "sum32"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(dense, "dense")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = model.SerializeToString()
+    after = sparsify(model).SerializeToString()
+    names = {i.name for i in model.graph.initializer}
+    assert "dense" in names and "table" not in names and "table_values" in names
+    assert len(before) - len(after) > 0.6 * table.nbytes  # 10 % nonzero: 20-30 % of the bytes
+    x = rng.normal(size=(1, 64)).astype(np.float32)
+    want = session(before).run(None, {"x": x})[0]
+    assert np.array_equal(session(after).run(None, {"x": x})[0], want)
