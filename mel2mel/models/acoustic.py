@@ -228,12 +228,18 @@ class Mel2Mel(nn.Module):
         return mel + self.harmonic(tones.to(mel.dtype), embedding.to(mel.dtype), gate)
 
     def tones_of(
-        self, roll: torch.Tensor, channels: torch.Tensor | None = None
+        self,
+        roll: torch.Tensor,
+        channels: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """The sounding notes' harmonic tones Tensor[B x S x N_MELS x T] of ``roll`` (the raw
-        roll, or its rows ``channels``) whose detail :meth:`readout` adds
-        (:meth:`HarmonicDetail.tones`); None when the model has none."""
-        return None if self.harmonic is None else self.harmonic.tones(roll, channels)
+        roll, or its rows ``channels``) whose detail :meth:`readout` adds, mixed for one
+        ``embedding`` Tensor[E] shared by the batch if given (:meth:`HarmonicDetail.tones`);
+        None when the model has none."""
+        if self.harmonic is None:
+            return None
+        return self.harmonic.tones(roll, channels, embedding)
 
     def embed(self, instrument: torch.Tensor | int) -> torch.Tensor:
         """Table lookup: Tensor[B] (or an int) of indices -> Tensor[B x E] embeddings."""

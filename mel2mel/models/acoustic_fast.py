@@ -375,7 +375,7 @@ def fast_forward(
         mel = frames(mel).contiguous()
         if model.harmonic is None:
             return mel
-        tones = model.tones_of(raw).to(mel.dtype)
+        tones = model.tones_of(raw, embedding=embedding[0]).to(mel.dtype)
         return mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T

@@ -149,7 +149,12 @@ class HarmonicDetail(nn.Module):
             nn.init.zeros_(self.heights.weight)
             nn.init.zeros_(self.heights.bias)
 
-    def tones(self, roll: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+    def tones(
+        self,
+        roll: torch.Tensor,
+        channels: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The sounding keys' harmonic tones, summed per frame (what :meth:`detail` reads).
 
         Parameters
@@ -159,14 +164,21 @@ class HarmonicDetail(nn.Module):
             ``channels`` only.
         channels: int64 Tensor[K], optional
             Which roll rows ``roll`` holds (0..175), as the in-page graph passes them.
+        embedding: Tensor[E], optional
+            One instrument for every row of the batch: with heights, they are mixed into the
+            combs first (as :meth:`mix` would mix the tones, for one matmul instead of 1 + G).
 
         Returns
         -------
         Tensor[B x S x N_MELS x T]
-            Linear mel magnitudes: the whole combs, then (with heights) each group's alone;
-            ``S`` is 1 or ``1 + G``. Zero in frames without a sounding note.
+            Linear mel magnitudes: the whole combs, then (with heights, unless mixed for
+            ``embedding``) each group's alone; ``S`` is 1 or ``1 + G``. Zero in frames without a
+            sounding note.
         """
         combs = self.combs if channels is None else self.combs.index_select(0, channels)
+        if self.heights is not None and embedding is not None:
+            weight = self.scaled_heights(embedding).exp().sub(1.0).to(combs.dtype)  # G
+            combs = combs[:, :1] + torch.einsum("g,kgm->km", weight, combs[:, 1:])[:, None]
         k, s, m = combs.shape
         summed = torch.matmul(combs.reshape(k, s * m).t().to(roll.dtype), roll)
         return summed.reshape(roll.shape[0], s, m, roll.shape[-1])

@@ -101,7 +101,7 @@ class AcousticGraph(nn.Module):
         x = m.code_roll(roll).transpose(1, 2)  # 1 x T x K (x 2)
         h0 = torch.zeros(2, 1, lstm.hidden_size)
         h = torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, False, True, True)[0]
-        return m.readout(h.transpose(1, 2), embedding, m.tones_of(roll, channels))
+        return m.readout(h.transpose(1, 2), embedding, m.tones_of(roll, channels, embedding[0]))
 
 
 class TextureGraph(nn.Module):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import mild_heights
 
 import mel2mel
 from mel2mel import constants as C
@@ -29,6 +30,7 @@ def tiny(**kw) -> Mel2Mel:
         for part in (model.film_in, model.film_out, model.harmonic, model.head):
             for p in part.parameters() if part is not None else ():
                 p.normal_(0, 0.5)
+        mild_heights(model)
     return model
 
 
@@ -104,13 +106,16 @@ def test_exact_fast_forward_matches_forward(coding, harmonic, head, gate, height
         harmonic_heights=heights,
     )
     roll = sparse_roll(2, 700)
+    # The folded path mixes the heights into the combs before the matmul, the forward after
+    # it: the same sums in another order, times detail gains of up to 30 in this test model.
+    atol = 1e-4 if heights else 1e-5
     with torch.inference_mode():
         for kw in ({"instrument": 1}, {"instrument": torch.tensor([0, 2])}):  # folded, unfolded
             ref = model(roll, **kw)
             for workers in (1, 2):
                 out = model.infer(roll, workers=workers, **kw)
                 assert out.shape == ref.shape
-                assert torch.allclose(out, ref, atol=1e-5), kw
+                assert torch.allclose(out, ref, atol=atol), kw
         per_frame = torch.randn(2, 2, 700)
         ref = model(roll, embedding=per_frame)
         assert torch.allclose(model.infer(roll, embedding=per_frame), ref, atol=1e-5)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import mild_heights
 
 from mel2mel import constants as C
 from mel2mel.audio import mel_band_frequencies
@@ -41,6 +42,7 @@ def tiny_model(**overrides: object) -> Mel2Mel:
         for part in (model.harmonic, model.head):
             for p in part.parameters() if part is not None else ():
                 p.normal_(0, 0.5)
+        mild_heights(model)
     return model.eval()
 
 
