@@ -177,7 +177,7 @@ class HarmonicDetail(nn.Module):
         """
         combs = self.combs if channels is None else self.combs.index_select(0, channels)
         if self.heights is not None and embedding is not None:
-            weight = self.scaled_heights(embedding).exp().sub(1.0).to(combs.dtype)  # G
+            weight = self.added(embedding).to(combs.dtype)  # G
             combs = combs[:, :1] + torch.einsum("g,kgm->km", weight, combs[:, 1:])[:, None]
         k, s, m = combs.shape
         summed = torch.matmul(combs.reshape(k, s * m).t().to(roll.dtype), roll)
@@ -193,9 +193,9 @@ class HarmonicDetail(nn.Module):
         if embedding is None:
             raise ValueError("harmonic heights need the embedding")
         if embedding.dim() == 2:
-            weight = self.scaled_heights(embedding).exp().sub(1.0)[:, :, None, None]
+            weight = self.added(embedding)[:, :, None, None]
         else:
-            weight = self.scaled_heights(embedding.transpose(1, 2)).exp().sub(1.0)  # B x T x G
+            weight = self.added(embedding.transpose(1, 2))  # B x T x G
             weight = weight.transpose(1, 2).unsqueeze(2)  # B x G x 1 x T
         return summed + (weight.to(tones.dtype) * tones[:, 1:]).sum(1)
 
@@ -207,7 +207,7 @@ class HarmonicDetail(nn.Module):
         if self.heights is None or tones.shape[1] == 1:
             mixed = tones[:, :1].repeat(points.shape[0], 1, 1, 1)
         else:
-            weight = self.scaled_heights(points).exp().sub(1.0).to(tones.dtype)  # K x G
+            weight = self.added(points).to(tones.dtype)  # K x G
             mixed = tones[None, :, 0] + torch.einsum("kg,wgmt->kwmt", weight, tones[:, 1:])
         return mixed.reshape(-1, 1, m, t)
 
@@ -252,3 +252,9 @@ class HarmonicDetail(nn.Module):
         """Tensor[... x E] -> Tensor[... x G]: each harmonic group's log amplitude (nepers)."""
         assert self.heights is not None
         return HEIGHT_SCALE * self.heights(embedding)
+
+    def added(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Tensor[... x E] -> Tensor[... x G]: how much of each group's comb the instrument adds
+        to the whole comb, ``exp(height) - 1`` (-1 removes the group, 0 keeps the comb as it
+        is). Written without ``expm1``, which ONNX lacks."""
+        return self.scaled_heights(embedding).exp() - 1.0
