@@ -62,7 +62,7 @@ def ramp_levels(ramp: Path, synth: Synthesizer, name: str, work: Path) -> tuple[
 @requires_fluidsynth
 @pytest.mark.parametrize("name", list(C.PAPER_INSTRUMENTS))
 def test_velocity_ramp_stays_near_fluidsynth(ramp, synth, name, tmp_path):
-    # What the shipped model achieves (docs/MODELS.md): every step within 4.0 dB of FluidSynth
+    # What the shipped model achieves (docs/MODELS.md): every step within 4.5 dB of FluidSynth
     # (the chorale-only model before it was 18-43 dB too quiet below velocity 40).
     want, got = ramp_levels(ramp, synth, name, tmp_path)
     err = got - want
@@ -78,7 +78,7 @@ MEETS_TARGET = (
 NOT_YET = pytest.mark.xfail(
     strict=True,
     reason="issue 13's target, not met yet by the shipped model: monotonic and within 2 dB "
-    "at every step (worst steps 2.8-4.2 dB for the others, docs/MODELS.md)",
+    "at every step (worst steps 2.9-4.5 dB for the others, docs/MODELS.md)",
 )
 
 
