@@ -114,7 +114,9 @@ class Synthesizer:
         predictions, or ``None`` to vocode the acoustic model's mel as it is.
     texture_strength:
         Default scale of the added texture (``render(texture=...)`` overrides it; 0: none);
-        ``None``: the post-net's own ``default_strength`` (chosen when it was exported).
+        ``None``: the post-net's own ``default_strength`` (chosen when it was exported). A
+        post-net with :attr:`~mel2mel.models.texture.TexturePostnet.instrument_strengths`
+        scales each instrument's own strength by it (default 1).
     seed:
         Seed of the texture's noise (part ``k`` of a per-track render uses ``seed + k``).
     """

@@ -76,8 +76,9 @@ def add_texture_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="S",
         help="strength of the texture post-net's beating/chorus/modulation: 0 (none, the "
-        "acoustic model's steady mel) to 4; default: the model's own (docs/TEXTURE.md). "
-        "No effect on a model without a post-net",
+        "acoustic model's steady mel) to 4; default: the model's own (docs/TEXTURE.md). A "
+        "post-net with a strength per instrument multiplies each instrument's own by S (1: "
+        "as chosen). No effect on a model without a post-net",
     )
     p.add_argument(
         "--seed", type=int, default=0, help=f"texture noise seed, 0..{validate.MAX_SEED} (0)"

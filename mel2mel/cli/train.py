@@ -309,20 +309,40 @@ def add_export_texture(sub: argparse._SubParsersAction) -> None:
     )
     add_export_arguments(p, "acoustic", "acoustic, the acoustic model's stem")
     p.add_argument(
-        "--strength", type=float, default=1.0,
-        help="the texture strength synthesizers use by default (1); choose it on the valid "
-        "split, e.g. with benchmarks/eval_transcription.py --piece ... --texture S",
+        "--strength", action="append", metavar="[INSTRUMENT=]S", default=[],
+        help="the texture strength synthesizers use by default (1), or one instrument's "
+        "(repeatable, e.g. --strength 0.4 --strength 'Church Organ=0.85'; the others get the "
+        "plain value); choose them on the valid split, e.g. with "
+        "benchmarks/eval_transcription.py --split valid --texture S",
     )  # fmt: skip
     p.set_defaults(func=run_export_texture)
+
+
+def parse_strengths(values: list[str]) -> tuple[float, dict[str, float]]:
+    """``--strength`` values -> (the plain strength, {instrument: strength}), each 0..4."""
+    plain, chosen = 1.0, {}
+    for text in values:
+        name, _, number = text.rpartition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            raise UserError(f"--strength wants S or INSTRUMENT=S, got {text!r}") from None
+        if not 0.0 <= value <= 4.0:
+            raise UserError(f"--strength must be between 0 and 4, got {text!r}")
+        if name.strip():
+            chosen[name.strip()] = value
+        else:
+            plain = value
+    return plain, chosen
 
 
 def run_export_texture(args: argparse.Namespace) -> int:
     from mel2mel.train.texture_loop import export_texture_checkpoint
 
-    if not 0.0 <= args.strength <= 4.0:
-        raise UserError(f"--strength must be between 0 and 4, got {args.strength}")
+    plain, chosen = parse_strengths(args.strength)
     weights, desc = export_texture_checkpoint(
-        args.checkpoint, args.output, name=args.name, force=args.force, strength=args.strength
-    )
+        args.checkpoint, args.output, name=args.name, force=args.force, strength=plain,
+        per_instrument=chosen,
+    )  # fmt: skip
     print(f"wrote {weights} and {desc}")
     return 0

@@ -11,7 +11,9 @@ dict) and ``"metadata"`` (provenance: loss, step, ...); each kind adds its own f
   ``<dir>/acoustic``, and a name of :data:`SHIPPED_MODELS` (``"paper"``) for a shipped model;
 * ``texture`` (:class:`~mel2mel.models.texture.TexturePostnet`): stored beside its acoustic
   model as ``<acoustic stem>_texture.*``, with ``"acoustic_digest"`` (the
-  :func:`weights_digest` of the acoustic weights it was trained on) and ``"default_strength"``;
+  :func:`weights_digest` of the acoustic weights it was trained on), ``"default_strength"``
+  and, if chosen per instrument, ``"instrument_strengths"`` (``[{"name", "embedding",
+  "strength"}]``, :class:`~mel2mel.models.texture.InstrumentStrengths`);
 * ``fast`` / ``wavenet`` (:mod:`mel2mel.vocoders`): ``"sample_rate"`` and ``"hop_length"``.
   Vocoder exports written before this module said ``"format_version"`` instead of
   ``"format"``; both are read, and both are written for one release.
@@ -41,7 +43,7 @@ from mel2mel.fileio import atomic_write, atomic_write_text
 from mel2mel.instruments import Instrument
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.config import AcousticConfig
-from mel2mel.models.texture import TextureConfig, TexturePostnet
+from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
 from mel2mel.version import __version__
 
 if TYPE_CHECKING:
@@ -213,7 +215,8 @@ def save_texture(
 ) -> tuple[Path, Path]:  # fmt: skip
     """Write ``model`` to ``texture_paths(out_stem)`` as the post-net of the acoustic model
     whose weights have :func:`weights_digest` ``acoustic_digest``, with ``default_strength``
-    (default: the model's); returns ``(weights, json)``."""
+    (default: the model's) and its ``instrument_strengths`` if any; returns ``(weights,
+    json)``."""
     model = getattr(model, "module", model)
     weights, desc = texture_paths(out_stem)
     strength = model.default_strength if default_strength is None else float(default_strength)
@@ -227,6 +230,8 @@ def save_texture(
         "default_strength": strength,
         "metadata": {**model.metadata, **(metadata or {})},
     }
+    if model.instrument_strengths is not None:
+        doc["instrument_strengths"] = model.instrument_strengths.to_list()
     return write_export(model, weights, desc, doc)
 
 
@@ -256,6 +261,8 @@ def load_texture(
     model.load_state_dict(load_file(str(weights), device=str(device)))
     model.metadata = dict(doc.get("metadata", {}))
     model.default_strength = float(doc.get("default_strength", 1.0))
+    if doc.get("instrument_strengths"):
+        model.instrument_strengths = InstrumentStrengths.from_list(doc["instrument_strengths"])
     return model.to(device).eval()
 
 

@@ -20,7 +20,9 @@ noise and the instrument embedding, and adds a residual::
 It is trained adversarially against real mels (:mod:`mel2mel.train.config`); the output layer
 starts at zero, so an untrained post-net is the identity (STYLE principle 6), and
 ``strength`` scales the texture at inference (0: the acoustic model's own mel). An export
-carries the strength its evaluation chose (:attr:`TexturePostnet.default_strength`).
+carries the strength its evaluation chose (:attr:`TexturePostnet.default_strength`), and may
+carry one per instrument (:class:`InstrumentStrengths`, blended over the timbre space), which
+the residual includes: a synthesizer's strength then scales each instrument's own.
 
 The noise is a function of the frame index and a seed (:func:`texture_noise`), so a piece
 rendered in chunks gets the same texture as rendered whole, and a render is reproducible.
@@ -42,6 +44,7 @@ from mel2mel.models.film import FiLM
 
 NOISE_BLOCK = 512  # frames of noise drawn from one seed (see texture_noise)
 LEAK = 0.2
+BLEND_EPS = 1e-12  # InstrumentStrengths: squared embedding distance added before inverting
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,70 @@ def texture_noise(seed: int, lo: int, hi: int, channels: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)[:, start : start + hi - lo]
 
 
+@dataclass(frozen=True)
+class InstrumentStrengths:
+    """Texture strengths chosen per instrument, blended over the timbre space.
+
+    Each instrument is an anchor: its embedding in the acoustic model and its strength. At an
+    embedding ``e`` the strength is the anchors' mean weighted by inverse squared distance,
+    ``1 / (|e - a|^2 + eps)`` (Shepard's interpolation, ``eps`` = :data:`BLEND_EPS`): an
+    instrument's own embedding gets its own strength (a neighbour at distance d weighs
+    ``eps / d^2`` as much), points between instruments a smooth mix, flat near each
+    instrument.
+
+    Parameters
+    ----------
+    names:
+        The instruments, for the export's JSON and messages.
+    embeddings:
+        Their embeddings, N rows of E floats.
+    strengths:
+        Their strengths, N floats >= 0.
+    """
+
+    names: tuple[str, ...]
+    embeddings: tuple[tuple[float, ...], ...]
+    strengths: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        object.__setattr__(
+            self, "embeddings", tuple(tuple(float(x) for x in e) for e in self.embeddings)
+        )
+        object.__setattr__(self, "strengths", tuple(float(x) for x in self.strengths))
+        n = len(self.names)
+        if n == 0 or len(self.embeddings) != n or len(self.strengths) != n:
+            raise ValueError("InstrumentStrengths needs as many embeddings and strengths as names")
+        if len({len(e) for e in self.embeddings}) != 1:
+            raise ValueError("InstrumentStrengths: embeddings of different sizes")
+        if min(self.strengths) < 0:
+            raise ValueError("InstrumentStrengths: strengths must be >= 0")
+
+    def at(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Strengths at ``embedding`` Tensor[B x E] (-> Tensor[B x 1 x 1]) or Tensor[B x E x T]
+        (-> Tensor[B x 1 x T]), in its dtype."""
+        e = embedding if embedding.dim() == 3 else embedding[..., None]  # B x E x T
+        a = torch.tensor(self.embeddings, dtype=e.dtype, device=e.device)  # N x E
+        v = torch.tensor(self.strengths, dtype=e.dtype, device=e.device)  # N
+        w = 1.0 / ((e[:, None] - a[None, :, :, None]).pow(2).sum(dim=2) + BLEND_EPS)  # B x N x T
+        return (w * v[None, :, None]).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """``[{"name", "embedding", "strength"}]``, as an export's JSON stores them."""
+        return [
+            {"name": n, "embedding": list(e), "strength": s}
+            for n, e, s in zip(self.names, self.embeddings, self.strengths, strict=True)
+        ]
+
+    @classmethod
+    def from_list(cls, rows: list[dict[str, Any]]) -> InstrumentStrengths:
+        return cls(
+            tuple(r["name"] for r in rows),
+            tuple(r["embedding"] for r in rows),
+            tuple(r["strength"] for r in rows),
+        )
+
+
 class _Block(nn.Module):
     def __init__(self, c: TextureConfig, dilation: int) -> None:
         super().__init__()
@@ -159,6 +226,8 @@ class TexturePostnet(nn.Module):
         self.metadata: dict[str, Any] = {}
         #: The strength a synthesizer uses unless told otherwise (chosen when exporting).
         self.default_strength = 1.0
+        #: Strengths per instrument that scale the residual (chosen when exporting), or None.
+        self.instrument_strengths: InstrumentStrengths | None = None
 
     @property
     def context_frames(self) -> int:
@@ -167,7 +236,8 @@ class TexturePostnet(nn.Module):
     def residual(
         self, mel: torch.Tensor, embedding: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """The texture alone, ``Tensor[B x n_mels x T]`` in natural-log units.
+        """The texture alone, ``Tensor[B x n_mels x T]`` in natural-log units, scaled by the
+        :attr:`instrument_strengths` at ``embedding`` when the post-net has them.
 
         Parameters
         ----------
@@ -182,7 +252,10 @@ class TexturePostnet(nn.Module):
         h = self.input(torch.cat([x, noise.to(x)], dim=1))
         for block in self.blocks:
             h = block(h, embedding)
-        return self.output(F.leaky_relu(h, LEAK)) * C.MEL_SCALE
+        out = self.output(F.leaky_relu(h, LEAK)) * C.MEL_SCALE
+        if self.instrument_strengths is not None:
+            out = out * self.instrument_strengths.at(embedding)
+        return out
 
     def forward(
         self,

@@ -33,8 +33,15 @@ from mel2mel.data.dataset import read_manifest
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
 from mel2mel.instruments import slugify
-from mel2mel.models.export import save_texture, texture_paths
-from mel2mel.models.texture import TexturePostnet, texture_noise
+from mel2mel.models.acoustic import Mel2Mel
+from mel2mel.models.export import (
+    export_paths,
+    load_acoustic,
+    save_texture,
+    texture_paths,
+    weights_digest,
+)
+from mel2mel.models.texture import InstrumentStrengths, TexturePostnet, texture_noise
 from mel2mel.train import checkpoint as ckpt
 from mel2mel.train.config import TextureRunConfig
 from mel2mel.train.distributed import DistInfo, all_reduce_sum
@@ -333,11 +340,18 @@ def train_texture(
 
 def export_texture_checkpoint(
     checkpoint: str | Path, out: str | Path, *, name: str = "acoustic", force: bool = False,
-    strength: float = 1.0,
+    strength: float = 1.0, per_instrument: dict[str, float] | None = None,
 ) -> tuple[Path, Path]:  # fmt: skip
     """Write ``<out>/<name>_texture.safetensors`` + ``.json`` from a texture checkpoint (or run
-    directory), without the discriminator and optimizer states; ``strength`` is the default
-    strength a synthesizer will use."""
+    directory), without the discriminator and optimizer states.
+
+    ``strength`` is the default strength a synthesizer will use. With ``per_instrument``
+    (instrument name or GM program -> strength) every instrument of the acoustic model gets
+    its own strength (the others ``strength``), stored as the post-net's
+    :class:`~mel2mel.models.texture.InstrumentStrengths`, and the default strength becomes 1:
+    a synthesizer's strength then scales each instrument's own. That needs the acoustic model
+    the post-net was trained on, at its ``train.acoustic`` or at ``<out>/<name>``.
+    """
     state = ckpt.load_checkpoint(checkpoint, kind=KIND)
     config = TextureRunConfig.from_dict(state["config"])
     model = TexturePostnet(config.model_config())
@@ -347,6 +361,39 @@ def export_texture_checkpoint(
         raise UserError(f"{out} exists and is not a directory")
     refuse_overwrite(texture_paths(out / name), force)
     meta = state["metadata"]
+    if per_instrument:
+        acoustic = trained_on(meta["acoustic_digest"], [config.train.acoustic, out / name])
+        model.instrument_strengths = strengths_for(acoustic, strength, per_instrument)
+        strength = 1.0
     info = {"step": state["step"], "train": config.train.to_dict(), "data": meta.get("data")}
     info["valid"] = meta.get("valid", {})
     return save_texture(model, out / name, meta["acoustic_digest"], info, strength)
+
+
+def trained_on(digest: str, places: list[str | Path | None]) -> Mel2Mel:
+    """The acoustic export among ``places`` whose weights have ``digest``."""
+    for place in places:
+        if place is None:
+            continue
+        weights, _ = export_paths(place)
+        if weights.is_file() and weights_digest(weights) == digest:
+            return load_acoustic(place)
+    tried = ", ".join(str(p) for p in places if p is not None)
+    raise UserError(
+        f"strengths per instrument need the acoustic model the post-net was trained on "
+        f"(weights digest {digest}); not found at {tried}"
+    )
+
+
+def strengths_for(
+    acoustic: Mel2Mel, default: float, chosen: dict[str, float]
+) -> InstrumentStrengths:
+    """Every instrument of ``acoustic`` with its embedding and its strength: ``chosen`` (keyed
+    by name or GM program, as :meth:`Mel2Mel.instrument_index` reads them) or ``default``.
+
+    Raises UnknownInstrumentError (listing the valid names) for a key the model lacks."""
+    values = [float(default)] * len(acoustic.instruments)
+    for key, value in chosen.items():
+        values[acoustic.instrument_index(key)] = float(value)
+    table = tuple(tuple(row) for row in acoustic.embedding.weight.detach().cpu().tolist())
+    return InstrumentStrengths(tuple(i.name for i in acoustic.instruments), table, tuple(values))

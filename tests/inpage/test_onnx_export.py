@@ -149,6 +149,29 @@ def test_texture_matches_torch(exported: Path, roll: np.ndarray) -> None:
     assert err.mean() < 0.001 and err.max() < 0.05, (err.mean(), err.max())
 
 
+def test_texture_graph_blends_instrument_strengths() -> None:
+    from mel2mel.models.onnx_export import texture_onnx
+    from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
+
+    torch.manual_seed(0)
+    post = TexturePostnet(TextureConfig.debug()).eval()
+    with torch.no_grad():
+        post.output.weight.normal_(0, 0.3)
+    post.instrument_strengths = InstrumentStrengths(
+        ("a", "b", "c"), ((0.0, 0.0), (1.0, 0.5), (-1.0, 2.0)), (0.2, 1.5, 0.0)
+    )
+    sess = session(texture_onnx(post, half=False))
+    for point in ((0.0, 0.0), (1.0, 0.5), (-1.0, 2.0), (0.3, 0.9)):  # three anchors, a blend
+        emb = torch.tensor([point])
+        mel = torch.rand(1, C.N_MELS, 50) * 5 - 6
+        noise = torch.randn(1, post.config.noise_channels, 50)
+        with torch.no_grad():
+            ref = post(mel, emb, noise, 0.7).numpy()
+        feeds = {"mel": mel.numpy(), "embedding": emb.numpy(), "noise": noise.numpy(),
+                 "strength": np.array([0.7], np.float32)}  # fmt: skip
+        assert db(sess.run(None, feeds)[0], ref).max() < 1e-3
+
+
 def vocode_onnx(sess: ort.InferenceSession, voc, mel: torch.Tensor, roll: torch.Tensor):
     """The page's path in Python: the graph, then the running phase (float64), the refinement
     and the inverse STFT of mel2mel.vocoders."""

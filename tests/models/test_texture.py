@@ -21,12 +21,18 @@ from mel2mel.models.export import (
     texture_paths,
     weights_digest,
 )
-from mel2mel.models.texture import NOISE_BLOCK, TextureConfig, TexturePostnet, texture_noise
+from mel2mel.models.texture import (
+    NOISE_BLOCK,
+    InstrumentStrengths,
+    TextureConfig,
+    TexturePostnet,
+    texture_noise,
+)
 from mel2mel.synthesis import streams
 from mel2mel.synthesizer import Synthesizer
 from mel2mel.train.checkpoint import load_checkpoint
 from mel2mel.train.config import TextureRunConfig, TextureTrainConfig
-from mel2mel.train.texture_loop import Discriminator, train_texture
+from mel2mel.train.texture_loop import Discriminator, train_texture, trained_on
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -76,6 +82,41 @@ def test_receptive_field_and_per_frame_embedding():
     assert changed.min() <= 60 - ctx + 1 and changed.max() >= 60 + ctx - 1
     torch.testing.assert_close(per_frame, net(mel, emb, noise))
     assert (other - per_frame).abs().max() > 1e-3  # the embedding matters
+
+
+def test_instrument_strengths_scale_the_residual_and_blend_between_instruments():
+    anchors = ((0.0, 0.0), (1.0, 0.0), (0.0, 2.0))
+    table = InstrumentStrengths(("a", "b", "c"), anchors, (0.2, 0.9, 0.5))
+    own = table.at(torch.tensor(anchors))  # B x E -> B x 1 x 1
+    assert own.shape == (3, 1, 1)
+    torch.testing.assert_close(own.flatten(), torch.tensor([0.2, 0.9, 0.5]), atol=1e-6, rtol=0)
+    # halfway between a and b: a mix, by symmetry pulled equally (c is as far from both)
+    mid = table.at(torch.tensor([[0.5, 0.0]]))
+    assert 0.2 < float(mid) < 0.9
+    # a path from a to b, one embedding per frame: smooth and in order
+    path = torch.stack([torch.linspace(0, 1, 21), torch.zeros(21)])[None]  # 1 x E x T
+    along = table.at(path)[0, 0]
+    assert along.shape == (21,) and torch.all(torch.diff(along) >= -1e-6)
+    assert torch.diff(along).abs().max() < 0.15  # no jump between neighbouring frames
+    far = table.at(torch.tensor([[40.0, 0.0]])).item()  # far from all: nearly their mean
+    assert far == pytest.approx((0.2 + 0.9 + 0.5) / 3, abs=0.02)
+    # the post-net's residual carries them: each instrument's texture at its own strength
+    net = random_postnet()
+    mel, noise = mel_like(3, 40), torch.randn(3, 2, 40)
+    emb = torch.tensor(anchors)
+    with torch.no_grad():
+        plain = net(mel, emb, noise) - mel
+        net.instrument_strengths = table
+        scaled = net(mel, emb, noise) - mel
+        half = net(mel, emb, noise, strength=0.5) - mel
+    for k, s in enumerate((0.2, 0.9, 0.5)):
+        torch.testing.assert_close(scaled[k], plain[k] * s, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(half, scaled / 2, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="as many"):
+        InstrumentStrengths(("a",), anchors, (1.0,))
+    with pytest.raises(ValueError, match=">= 0"):
+        InstrumentStrengths(("a",), anchors[:1], (-1.0,))
+    assert InstrumentStrengths.from_list(table.to_list()) == table
 
 
 def test_noise_depends_on_frame_not_chunking():
@@ -252,6 +293,31 @@ def test_cli_train_export_and_render(synthetic_dataset, acoustic_export, tmp_pat
     assert synth.texture is not None and synth.texture.config.channels == 8
     assert synth.texture_strength == 0.5  # the export's choice, unless told otherwise
     assert Synthesizer.from_pretrained(folder, texture_strength=2.0).texture_strength == 2.0
+    # a strength per instrument: by name or program, the others the plain value
+    per = ["--strength", "0.4", "--strength", "synth 1=0.9", "-f"]
+    assert main(["export", "texture", str(run), "-o", str(folder), *per]) == 0
+    desc = json.loads((folder / "acoustic_texture.json").read_text())
+    assert desc["default_strength"] == 1.0
+    rows = {r["name"]: r["strength"] for r in desc["instrument_strengths"]}
+    assert rows == {"Synth 0": 0.4, "Synth 1": 0.9}
+    synth = Synthesizer.from_pretrained(folder, vocoder="griffinlim")
+    assert synth.texture_strength == 1.0
+    assert synth.texture.instrument_strengths.strengths == (0.4, 0.9)
+    midi = write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 90)])
+    one, scaled = synth.mel(midi, "Synth 1", texture=1), synth.mel(midi, "Synth 1", texture=0.5)
+    steady = synth.mel(midi, "Synth 1", texture=0)
+    np.testing.assert_allclose(scaled - steady, (one - steady) / 2, atol=1e-4)
+    for bad, said in (("Cello=0.5", "valid: Synth 0"), ("Synth 0=x", "INSTRUMENT=S"),
+                      ("Synth 0=5", "between 0 and 4")):  # fmt: skip
+        assert (
+            main(["export", "texture", str(run), "-o", str(folder), "-f", "--strength", bad]) == 2
+        )
+        assert said in capsys.readouterr().err
+    # the acoustic model it was trained on is needed to place the instruments
+    other = tmp_path / "other"
+    save_pretrained(two_synth_model(seed=1), other)
+    with pytest.raises(UserError, match="trained on"):
+        trained_on(weights_digest(acoustic_export.with_suffix(".safetensors")), [None, other])
 
 
 def test_wrong_dataset_instruments(real_dataset, acoustic_export, tmp_path):
