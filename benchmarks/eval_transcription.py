@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> None:
     manifest = read_manifest(data)
     instruments = manifest["instruments"]
     names = [i["name"] for i in instruments]
-    pieces = select_test_pieces(manifest, args.pieces, args.piece, args.kind)
+    pieces = select_test_pieces(manifest, args.pieces, args.piece, args.kind, args.split)
     soundfont = check_soundfont(args.soundfont or manifest.get("soundfont"))
 
     res = Results()
@@ -264,7 +264,8 @@ def run(args: argparse.Namespace) -> None:
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
     if synth.texture is not None:
-        texture_id = state_digest(synth.texture)
+        table = synth.texture.instrument_strengths  # not in the state dict: in the key
+        texture_id = state_digest(synth.texture, "" if table is None else repr(table))
         step = synth.texture.metadata.get("step")
         listed = ", ".join(map(str, strengths))
         res.models.append(f"texture post-net (step {step}) [{texture_id}], strengths {listed}")
@@ -388,13 +389,19 @@ def recognize(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="dataset folder (manifest.json, items/)")
-    ap.add_argument("--pieces", type=int, default=8, help="test pieces, spread over the split")
+    ap.add_argument("--pieces", type=int, default=8, help="pieces, spread over the split")
     ap.add_argument("--piece", action="append", default=[], help="a piece id (repeatable)")
     ap.add_argument(
         "--kind",
         choices=["all", "plain", "performed"],
         default="all",
         help="test pieces to pick from: scores as written, performances and textures, or all",
+    )
+    ap.add_argument(
+        "--split",
+        choices=["test", "valid"],
+        default="test",
+        help="split to pick pieces from (valid: for choosing a setting, such as a strength)",
     )
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds rendered per piece")
     ap.add_argument(

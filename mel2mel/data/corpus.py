@@ -161,11 +161,16 @@ def piece_kind(piece: dict[str, Any]) -> str:
 
 
 def select_test_pieces(
-    manifest: dict[str, Any], count: int, chosen: Sequence[str] = (), kind: str = "all"
+    manifest: dict[str, Any],
+    count: int,
+    chosen: Sequence[str] = (),
+    kind: str = "all",
+    split: str = "test",
 ) -> list[dict[str, Any]]:
     """The test pieces an evaluation or a gallery plays: the ``chosen`` ids, else ``count``
-    test pieces of ``kind`` (see :data:`PIECE_SETS`) spread evenly over the test pieces the
-    dataset has rendered (all test pieces if it has none).
+    pieces of ``split`` and ``kind`` (see :data:`PIECE_SETS`) spread evenly over those the
+    dataset has rendered (all of them if it has none). ``split="valid"`` picks pieces for
+    choosing a setting before the test split is scored.
 
     Raises UserError for an unknown chosen id.
     """
@@ -176,13 +181,13 @@ def select_test_pieces(
             raise UserError(f"unknown piece(s) {', '.join(missing)} in the dataset")
         return [by_id[c] for c in chosen]
     rendered = {it["piece"] for it in manifest["items"]}
-    test = [p for p in manifest["pieces"] if p["split"] == "test"]
-    test = [p for p in test if kind in ("all", piece_kind(p))]
-    test = [p for p in test if p["id"] in rendered] or test
-    if count >= len(test):
-        return test
-    pick = np.linspace(0, len(test) - 1, count).round().astype(int)
-    return [test[i] for i in pick]
+    pool = [p for p in manifest["pieces"] if p["split"] == split]
+    pool = [p for p in pool if kind in ("all", piece_kind(p))]
+    pool = [p for p in pool if p["id"] in rendered] or pool
+    if count >= len(pool):
+        return pool
+    pick = np.linspace(0, len(pool) - 1, count).round().astype(int)
+    return [pool[i] for i in pick]
 
 
 def piece_midi(data: Path, piece: dict[str, Any], cache: Path) -> Path:
