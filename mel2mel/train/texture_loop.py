@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mel2mel import constants as C
+from mel2mel import pretrained
 from mel2mel.data.dataset import read_manifest
 from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
@@ -350,7 +351,8 @@ def export_texture_checkpoint(
     its own strength (the others ``strength``), stored as the post-net's
     :class:`~mel2mel.models.texture.InstrumentStrengths`, and the default strength becomes 1:
     a synthesizer's strength then scales each instrument's own. That needs the acoustic model
-    the post-net was trained on, at its ``train.acoustic`` or at ``<out>/<name>``.
+    the post-net was trained on, at its ``train.acoustic`` (None: the shipped one) or at
+    ``<out>/<name>``.
     """
     state = ckpt.load_checkpoint(checkpoint, kind=KIND)
     config = TextureRunConfig.from_dict(state["config"])
@@ -362,7 +364,9 @@ def export_texture_checkpoint(
     refuse_overwrite(texture_paths(out / name), force)
     meta = state["metadata"]
     if per_instrument:
-        acoustic = trained_on(meta["acoustic_digest"], [config.train.acoustic, out / name])
+        shipped = pretrained.path(pretrained.ACOUSTIC)  # train.acoustic None: the shipped one
+        places = [config.train.acoustic or shipped, out / name]
+        acoustic = trained_on(meta["acoustic_digest"], places)
         model.instrument_strengths = strengths_for(acoustic, strength, per_instrument)
         strength = 1.0
     info = {"step": state["step"], "train": config.train.to_dict(), "data": meta.get("data")}
@@ -370,15 +374,13 @@ def export_texture_checkpoint(
     return save_texture(model, out / name, meta["acoustic_digest"], info, strength)
 
 
-def trained_on(digest: str, places: list[str | Path | None]) -> Mel2Mel:
+def trained_on(digest: str, places: list[str | Path]) -> Mel2Mel:
     """The acoustic export among ``places`` whose weights have ``digest``."""
     for place in places:
-        if place is None:
-            continue
         weights, _ = export_paths(place)
         if weights.is_file() and weights_digest(weights) == digest:
             return load_acoustic(place)
-    tried = ", ".join(str(p) for p in places if p is not None)
+    tried = ", ".join(str(p) for p in places)
     raise UserError(
         f"strengths per instrument need the acoustic model the post-net was trained on "
         f"(weights digest {digest}); not found at {tried}"

@@ -317,7 +317,7 @@ def test_cli_train_export_and_render(synthetic_dataset, acoustic_export, tmp_pat
     other = tmp_path / "other"
     save_pretrained(two_synth_model(seed=1), other)
     with pytest.raises(UserError, match="trained on"):
-        trained_on(weights_digest(acoustic_export.with_suffix(".safetensors")), [None, other])
+        trained_on(weights_digest(acoustic_export.with_suffix(".safetensors")), [other])
 
 
 def test_wrong_dataset_instruments(real_dataset, acoustic_export, tmp_path):
