@@ -156,6 +156,16 @@ def log_mel(audio: np.ndarray | torch.Tensor, chunk_frames: int = MEL_CHUNK_FRAM
     return out
 
 
+def floor_log_mel(mel: torch.Tensor) -> torch.Tensor:
+    """``mel`` (natural-log mel, any shape) floored at ``LOG_SILENCE``, the floor of every
+    analysed log-mel (:func:`log_mel`), so a value below it is never the truth (the texture
+    post-net and the channel gain floor their outputs too). Where gradients flow (training) the
+    floor is straight-through: the loss sees the floored value, and a frame below the floor
+    whose target is above it is still pulled up."""
+    floored = mel.clamp_min(C.LOG_SILENCE)
+    return mel + (floored - mel).detach() if mel.requires_grad else floored
+
+
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Read any soundfile-readable file as 16 kHz mono ``float32[N]``."""
     try:

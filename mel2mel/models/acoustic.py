@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mel2mel import validate
+from mel2mel.audio import floor_log_mel
 from mel2mel.errors import UserError
 from mel2mel.instruments import Instrument, normalize_name
 from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
@@ -215,17 +216,18 @@ class Mel2Mel(nn.Module):
         """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T]: the output FiLM
         and layer, plus the nonlinear readout when ``config.head_channels``, plus the harmonic
         detail of ``tones`` (:meth:`tones_of` the roll; None for a model without it) scaled
-        for the instrument, and gated by the states when ``config.detail_gate``."""
+        for the instrument, and gated by the states when ``config.detail_gate``; floored at
+        the analysis floor (:func:`floor_log_mel`)."""
         h = self.film_out(h, embedding)
         mel = self.output(h)
         if self.head is not None:
             mel = mel + self.head(h, embedding)
-        if self.harmonic is None:
-            return mel
-        if tones is None:
-            raise ValueError("this model adds harmonic detail: pass tones_of(roll)")
-        gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
-        return mel + self.harmonic(tones.to(mel.dtype), embedding.to(mel.dtype), gate)
+        if self.harmonic is not None:
+            if tones is None:
+                raise ValueError("this model adds harmonic detail: pass tones_of(roll)")
+            gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
+            mel = mel + self.harmonic(tones.to(mel.dtype), embedding.to(mel.dtype), gate)
+        return floor_log_mel(mel)
 
     def tones_of(
         self,

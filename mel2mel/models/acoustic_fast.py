@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from mel2mel.audio import floor_log_mel
+
 if TYPE_CHECKING:
     from mel2mel.models.acoustic import Mel2Mel
 
@@ -373,10 +375,10 @@ def fast_forward(
             out = model.head.out
             mel = torch.addmm(mel, rest.relu(), out.weight[..., 0].t()).add_(out.bias)
         mel = frames(mel).contiguous()
-        if model.harmonic is None:
-            return mel
-        tones = model.tones_of(raw, embedding=embedding[0]).to(mel.dtype)
-        return mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
+        if model.harmonic is not None:
+            tones = model.tones_of(raw, embedding=embedding[0]).to(mel.dtype)
+            mel = mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
+        return floor_log_mel(mel)  # as Mel2Mel.readout
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
