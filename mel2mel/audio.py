@@ -163,7 +163,7 @@ def floor_log_mel(mel: torch.Tensor) -> torch.Tensor:
     floor is straight-through: the loss sees the floored value, and a frame below the floor
     whose target is above it is still pulled up."""
     floored = mel.clamp_min(C.LOG_SILENCE)
-    return mel + (floored - mel).detach() if mel.requires_grad else floored
+    return floored + (mel - mel.detach()) if mel.requires_grad else floored  # value: floored
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:

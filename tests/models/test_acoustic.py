@@ -52,6 +52,29 @@ def test_output_shape_and_dtype():
     assert out.dtype == torch.float32
 
 
+def test_output_is_floored_and_the_floor_passes_gradients():
+    model = tiny(harmonic_detail=True)
+    with torch.no_grad():
+        model.output.bias[:40] = -30.0  # half of the bins far below the floor
+    roll = (torch.rand(2, C.ROLL_CHANNELS, 50) > 0.97).float() * 0.8
+    model.eval()
+    with torch.inference_mode():
+        out, fast = model(roll, instrument=1), model.infer(roll, instrument=1)
+    assert out[:, :40].eq(C.LOG_SILENCE).all() and out[:, 40:].gt(C.LOG_SILENCE).all()
+    torch.testing.assert_close(fast, out, atol=1e-5, rtol=0)
+    # training: the loss sees the floored mel, and a target above the floor still pulls the
+    # floored bins up (straight-through); a target at the floor adds nothing
+    model.train()
+    pred = model(roll, instrument=1)
+    assert pred.detach()[:, :40].eq(C.LOG_SILENCE).all()
+    torch.testing.assert_close(pred.detach(), out, atol=1e-5, rtol=0)
+    target = pred.detach().clone()
+    target[:, :20] = -5.0
+    (pred - target).abs().mean().backward()
+    grad = model.output.bias.grad
+    assert grad[:20].lt(0).all() and grad[20:40].eq(0).all()
+
+
 def test_paper_model_shape_and_parameter_count():
     model = build_acoustic("paper")
     # 45,312 (conv in) + 1,536 (FiLM 256) + 1,052,672 (BiLSTM) + 3,072 (FiLM 512)
