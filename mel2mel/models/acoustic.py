@@ -12,6 +12,7 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding,
          moved frame by frame by the same states with ``detail_gate``, the harmonics'
          heights set by the embedding with ``harmonic_heights``]
+      -> floored at log(1e-5), the floor of every analysed log-mel
 
 The instrument enters only through its embedding, which can come from the learned table (an
 index per sequence) or be given directly: one free vector per sequence ``(B, E)`` or one per
