@@ -87,6 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ramps and random; default: 60 for the music21 corpus, 0 with --midi-dir)",
     )
     build.add_argument(
+        "--solos",
+        type=int,
+        help="generated solo lines (sparse, mostly soft single notes in every register, each "
+        "left to decay; default: 60 for the music21 corpus, 0 with --midi-dir)",
+    )
+    build.add_argument(
         "--instruments-per-piece",
         type=int,
         metavar="K",
@@ -177,6 +183,7 @@ def _build(args: argparse.Namespace) -> int:
         variants=args.variants,
         textures=args.textures,
         strikes=args.strikes,
+        solos=args.solos,
         instruments_per_piece=args.instruments_per_piece,
         seed=args.seed,
         max_seconds=args.max_seconds,

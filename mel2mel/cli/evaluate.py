@@ -37,7 +37,7 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
         default="all",
         choices=PIECE_SETS,
         help="plain: the scores as written; performed: the builder's performances and "
-        "generated textures (default: all)",
+        "generated pieces; or one kind of piece (default: all)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_force_argument(p, "overwrite an existing report")

@@ -234,6 +234,7 @@ def build_dataset(
     variants: int | None = None,
     textures: int | None = None,
     strikes: int | None = None,
+    solos: int | None = None,
     instruments_per_piece: int | None = None,
     seed: int = 0,
     max_seconds: float | None = None,
@@ -277,13 +278,17 @@ def build_dataset(
         Generated dynamics studies (:func:`mel2mel.data.textures.strikes_piece`: isolated
         chords at velocities over all of 1..127); ``None``: 60 for the default corpus, 0 with
         ``midi_dir``.
+    solos:
+        Generated solo lines (:func:`mel2mel.data.textures.solo_piece`: sparse, mostly soft
+        single notes in every register); ``None``: 60 for the default corpus, 0 with
+        ``midi_dir``.
     instruments_per_piece:
         Render each piece with only this many of the instruments, dealt out so that every
         instrument gets as many pieces of each split as the others (:func:`assign_instruments`):
         more music per instrument for the same rendering time with a large instrument set.
         ``None``: every piece with every instrument.
     seed:
-        Seed of the performances, textures and strikes (recorded per piece in the manifest) and
+        Seed of the performances and generated pieces (recorded per piece in the manifest) and
         of the instrument assignment.
     max_seconds:
         Cut every score to its first ``max_seconds``, and take performances and textures of at
@@ -326,12 +331,13 @@ def build_dataset(
         pieces = music21_pieces()
     else:
         pieces = discover_midi(midi_dir)
-    default = (2, 300, 60) if midi_dir is None else (0, 0, 0)
+    default = (2, 300, 60, 60) if midi_dir is None else (0, 0, 0, 0)
     variants = default[0] if variants is None else variants
     textures = default[1] if textures is None else textures
     strikes = default[2] if strikes is None else strikes
-    if min(variants, textures, strikes) < 0:
-        raise UserError("--variants, --textures and --strikes must be at least 0")
+    solos = default[3] if solos is None else solos
+    if min(variants, textures, strikes, solos) < 0:
+        raise UserError("--variants, --textures, --strikes and --solos must be at least 0")
     if max_seconds is not None and not max_seconds >= 2:
         raise UserError(f"--max-seconds must be at least 2, got {max_seconds:g}")
     pieces = derived_pieces(
@@ -339,6 +345,7 @@ def build_dataset(
         variants=variants,
         textures=textures,
         strikes=strikes,
+        solos=solos,
         seed=seed,
         max_seconds=max_seconds,
     )

@@ -95,7 +95,8 @@ class Piece:
         How the piece's MIDI is made from its source, ``None`` to use it as it is:
         ``("perform", seed, max_seconds)`` (:func:`mel2mel.data.perform.perform`),
         ``("texture", seed, seconds)`` (:func:`mel2mel.data.textures.texture_piece`, no source),
-        ``("strikes", seed, seconds)`` (:func:`mel2mel.data.textures.strikes_piece`, no source)
+        ``("strikes", seed, seconds)`` (:func:`mel2mel.data.textures.strikes_piece`, no source),
+        ``("solo", seed, seconds)`` (:func:`mel2mel.data.textures.solo_piece`, no source)
         or ``("excerpt", 0, max_seconds)`` (the first ``max_seconds``).
     """
 
@@ -139,14 +140,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
-# Which pieces an evaluation takes: all, the scores as written, or performances + textures.
-PIECE_SETS = ("all", "plain", "performed")
-
-
 # How a manifest piece was made: a whole score as written (``plain``), the start of one
-# (``excerpt``), a performance of one, or a generated texture or dynamics study.
-AUGMENT_KINDS = ("plain", "excerpt", "perform", "texture", "strikes")
-PERFORMED_KINDS = ("perform", "texture", "strikes")
+# (``excerpt``), a performance of one, or a generated texture, dynamics study or solo line.
+AUGMENT_KINDS = ("plain", "excerpt", "perform", "texture", "strikes", "solo")
+PERFORMED_KINDS = ("perform", "texture", "strikes", "solo")
+GENERATED_KINDS = ("texture", "strikes", "solo")
+
+# Which pieces an evaluation takes: all, the scores as written (whole or excerpts), the
+# performances and generated pieces, or the pieces of one kind of :data:`AUGMENT_KINDS`.
+PIECE_SETS = ("all", "plain", "performed", *AUGMENT_KINDS[1:])
 
 
 def augment_kind(piece: dict[str, Any]) -> str:
@@ -156,8 +158,15 @@ def augment_kind(piece: dict[str, Any]) -> str:
 
 def piece_kind(piece: dict[str, Any]) -> str:
     """``"performed"`` for a manifest piece that is a performance or a generated piece (texture
-    or strikes), else ``"plain"`` (scores as written, whole or excerpts)."""
+    strikes or solo), else ``"plain"`` (scores as written, whole or excerpts)."""
     return "performed" if augment_kind(piece) in PERFORMED_KINDS else "plain"
+
+
+def in_piece_set(piece: dict[str, Any], name: str) -> bool:
+    """Whether a manifest piece belongs to the :data:`PIECE_SETS` entry ``name``."""
+    if name in ("all", "plain", "performed"):
+        return name in ("all", piece_kind(piece))
+    return augment_kind(piece) == name
 
 
 def select_test_pieces(
@@ -182,7 +191,7 @@ def select_test_pieces(
         return [by_id[c] for c in chosen]
     rendered = {it["piece"] for it in manifest["items"]}
     pool = [p for p in manifest["pieces"] if p["split"] == split]
-    pool = [p for p in pool if kind in ("all", piece_kind(p))]
+    pool = [p for p in pool if in_piece_set(p, kind)]
     pool = [p for p in pool if p["id"] in rendered] or pool
     if count >= len(pool):
         return pool
@@ -276,16 +285,18 @@ def derived_pieces(
     variants: int,
     textures: int,
     strikes: int = 0,
+    solos: int = 0,
     seed: int = 0,
     max_seconds: float | None = None,
 ) -> list[Piece]:
-    """The scores, ``variants`` seeded performances of each, ``textures`` generated pieces and
-    ``strikes`` generated dynamics studies.
+    """The scores, ``variants`` seeded performances of each, ``textures`` generated pieces,
+    ``strikes`` generated dynamics studies and ``solos`` generated solo lines.
 
     With ``max_seconds`` the scores are cut to their first ``max_seconds`` (an ``"excerpt"``
     recipe) and performances take a seeded window of that length (30 s without it). Seeds are
     functions of ``seed`` and the piece id, so a piece is the same whatever else is built.
-    Textures are ``texture-NNNN``, strikes ``strikes-NNNN``, each split by its own id.
+    Textures are ``texture-NNNN``, strikes ``strikes-NNNN``, solos ``solo-NNNN``, each split by
+    its own id.
     """
     out: list[Piece] = []
     for p in scores:
@@ -296,7 +307,7 @@ def derived_pieces(
             recipe = ("perform", s, max_seconds or 30.0)
             out.append(replace(p, id=f"{p.id}-perf{k}", source=f"{p.source}#perform-{k}",
                                group=p.id, recipe=recipe))  # fmt: skip
-    for kind, count in (("texture", textures), ("strikes", strikes)):
+    for kind, count in (("texture", textures), ("strikes", strikes), ("solo", solos)):
         for i in range(count):
             s = stable_hash(f"mel2mel-{kind}:{seed}:{i}") % 2**31
             name = f"{kind}-{i:04d}"

@@ -12,6 +12,12 @@ isolated chords and single notes in any register, each struck at a velocity draw
 over 1..127 or stepping through a crescendo or diminuendo of one repeated chord (as a velocity
 ramp does), held for a seeded time and left to decay, so that every velocity is seen on its
 own, from the softest touch to the hardest.
+
+A solo piece (:func:`solo_piece`) is the sparse, quiet playing that the others make rare: one
+line of notes (now and then a second voice a third, sixth or octave below) in short phrases
+with rests, each phrase in its own register from the bottom of the piano to its top, mostly
+soft (phrase levels drawn with density falling from pp to ff), so that a single soft note,
+alone, is heard from its onset to the end of its decay.
 """
 
 from __future__ import annotations
@@ -246,4 +252,62 @@ def strikes_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, An
     rng = np.random.default_rng([seed, 3])
     mode = str(rng.choice(["none", "none", "harmonic", "long"]))
     params = {"kind": "strikes", "seed": seed, "seconds": seconds, **params, "pedal": mode}
+    return write_midi(notes, pedal_events(notes, rng, mode)), params
+
+
+SOLO_INTERVALS = (3, 4, 8, 9, 12)  # a second voice's distance below the line (semitones)
+
+
+def solo_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[str, Any]]:
+    """The notes of solo piece ``seed`` (velocities included) and the choices made.
+
+    Phrases of 2-10 notes follow each other after rests of 0.3-2 s. A phrase walks a seeded
+    scale within a seeded register (span of a fourth to an octave and a half, anywhere in
+    A0..C8), each note held 0.08-1.5 s and followed by a rest of up to 1.2 s (none in one phrase
+    of three, legato); its level is ``127 u**2`` for a uniform ``u`` (half the phrases below
+    velocity 32), shaped by a crescendo or diminuendo of up to +-50 % over the phrase, with
+    +-3 of per-note jitter; one phrase in five adds a second voice below the line.
+    """
+    rng = np.random.default_rng([seed, 4])
+    key, mode = int(rng.integers(12)), str(rng.choice(list(SCALES)))
+    scale = [p for p in range(C.MIDI_MIN, C.MIDI_MAX + 1) if (p - key) % 12 in SCALES[mode]]
+    notes: list[PNote] = []
+    phrases = []
+    t = float(rng.uniform(0.2, 0.8))
+    while t < seconds - 0.3:
+        span = int(rng.integers(5, 19))
+        low = int(rng.integers(C.MIDI_MIN, C.MIDI_MAX - span + 1))
+        tones = [p for p in scale if low <= p <= low + span]
+        count = int(rng.integers(2, 11))
+        level = 127.0 * float(rng.uniform()) ** 2
+        shape = np.linspace(1.0, float(rng.uniform(0.5, 1.5)), count)
+        legato = bool(rng.random() < 1 / 3)
+        second = int(rng.choice(SOLO_INTERVALS)) if rng.random() < 0.2 else 0
+        i = int(rng.integers(len(tones)))
+        for k in range(count):
+            if t >= seconds - 0.2:
+                break
+            hold = float(rng.uniform(0.08, 1.5))
+            v = int(np.clip(round(level * shape[k] + rng.normal(0.0, 3.0)), 1, 127))
+            end = min(t + hold, seconds)
+            notes.append(PNote(tones[i], t, end, v, 0))
+            if second and tones[i] - second >= C.MIDI_MIN:
+                notes.append(PNote(tones[i] - second, t, end, max(1, v - 8), 0))
+            i = int(np.clip(i + rng.integers(-2, 3), 0, len(tones) - 1))
+            t += hold + (0.0 if legato else float(rng.uniform(0.0, 1.2)))
+        phrases.append(
+            {"low": low, "span": span, "notes": count, "level": round(level, 2),
+             "legato": legato, "second": second}
+        )  # fmt: skip
+        t += float(rng.uniform(0.3, 2.0))
+    notes.sort(key=lambda n: (n.start, n.pitch))
+    return notes, {"key": key, "mode": mode, "phrases": phrases}
+
+
+def solo_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
+    """MIDI bytes of solo piece number ``seed`` and its recorded choices."""
+    notes, params = solo_notes(seed, seconds)
+    rng = np.random.default_rng([seed, 5])
+    mode = str(rng.choice(["none", "none", "harmonic", "long"]))
+    params = {"kind": "solo", "seed": seed, "seconds": seconds, **params, "pedal": mode}
     return write_midi(notes, pedal_events(notes, rng, mode)), params

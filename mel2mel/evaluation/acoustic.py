@@ -27,7 +27,7 @@ import numpy as np
 
 from mel2mel import constants as C
 from mel2mel.audio import mel_band_frequencies
-from mel2mel.data.corpus import PIECE_SETS, piece_kind
+from mel2mel.data.corpus import PIECE_SETS, in_piece_set
 from mel2mel.data.dataset import load_item, read_manifest
 from mel2mel.errors import UserError
 from mel2mel.evaluation.report import BinStats, figure, finite_list, nanmean, write_json
@@ -125,7 +125,8 @@ def evaluate_acoustic(
     """Evaluate ``model`` on every full piece of ``split``.
 
     ``pieces`` selects the scores as written (``"plain"``), the performances and generated
-    textures of the builder (``"performed"``, see docs/DATA.md) or ``"all"``.
+    pieces of the builder (``"performed"``, see docs/DATA.md), the pieces of one kind
+    (``"perform"``, ``"texture"``, ``"strikes"``, ``"solo"``, ``"excerpt"``) or ``"all"``.
 
     Returns
     -------
@@ -147,12 +148,8 @@ def evaluate_acoustic(
     programs = [i.get("program") for i in manifest["instruments"]]
     if pieces not in PIECE_SETS:
         raise UserError(f"pieces must be one of {', '.join(PIECE_SETS)}, got {pieces!r}")
-    kinds = {p["id"]: piece_kind(p) for p in manifest["pieces"]}
-    items = [
-        it
-        for it in manifest["items"]
-        if it["split"] == split and pieces in ("all", kinds.get(it["piece"]))
-    ]
+    chosen = {p["id"] for p in manifest["pieces"] if in_piece_set(p, pieces)}
+    items = [it for it in manifest["items"] if it["split"] == split and it["piece"] in chosen]
     if not items:
         raise UserError(f"{data}: no {pieces} items in the {split!r} split")
     rows: dict[int, int | None] = {}

@@ -306,7 +306,8 @@ def test_convert_a_curated_chorale():
 def test_default_corpus_build_caches_the_conversion(tmp_path):
     pytest.importorskip("music21")
     out = tmp_path / "out"
-    scores_only = {"variants": 0, "textures": 0, "strikes": 0}  # test_perform.py: the derived
+    # scores only (the derived pieces are tested in test_perform.py)
+    scores_only = {"variants": 0, "textures": 0, "strikes": 0, "solos": 0}
     report = build_dataset(out, instruments="Vibraphone", limit=1, progress=False, **scores_only)
     assert report.items_built == 1 and report.pieces_prepared == 1
     m = manifest_of(out)

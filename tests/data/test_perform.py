@@ -27,6 +27,8 @@ from mel2mel.data.fluidsynth import RenderSettings, render_midi
 from mel2mel.data.perform import PNote, dynamics, pedal_events, perform, write_midi
 from mel2mel.data.textures import (
     FIGURES,
+    solo_notes,
+    solo_piece,
     strikes_notes,
     strikes_piece,
     texture_notes,
@@ -139,15 +141,39 @@ def test_strikes_cover_every_velocity_alone_with_decays():
     assert data != strikes_piece(4, 8.0)[0] and read_notes(data).duration <= 8.0 + 1e-3
 
 
+def test_solos_are_sparse_mostly_soft_lines_over_the_keyboard():
+    vels, pitches, alone = [], [], 0
+    for seed in range(12):
+        notes, params = solo_notes(seed, 15.0)
+        assert notes and max(n.end for n in notes) <= 15.0
+        assert all(C.MIDI_MIN <= n.pitch <= C.MIDI_MAX for n in notes)
+        vels += [n.velocity for n in notes]
+        pitches += [n.pitch for n in notes]
+        onsets = sorted({n.start for n in notes})
+        assert len(notes) <= 2 * len(onsets)  # a line, at most one voice below it
+        alone += sum(sum(n.start == t for n in notes) == 1 for t in onsets)
+        for a, b in itertools.pairwise(onsets):  # one note (or dyad) at a time
+            assert max(n.end for n in notes if n.start == a) <= b + 1e-9
+        assert {"low", "span", "level", "legato"} <= set(params["phrases"][0])
+    vels = np.array(vels)
+    assert np.mean(vels < 32) > 0.4 and np.mean(vels >= 90) > 0.1  # mostly soft, some loud
+    assert vels.min() <= 5 and alone > 0.7 * len(set(pitches)) and alone > 100
+    assert min(pitches) < 36 and max(pitches) > 96
+    data, params = solo_piece(3, 8.0)
+    assert data == solo_piece(3, 8.0)[0] and params["kind"] == "solo"
+    assert data != solo_piece(4, 8.0)[0] and read_notes(data).duration <= 8.0 + 1e-3
+
+
 def test_derived_pieces_share_the_split_of_their_score():
     scores = corpus.music21_pieces()[:40]
     plain = corpus.derived_pieces(scores, variants=2, textures=30, seed=0, max_seconds=15)
     pieces = corpus.derived_pieces(
-        scores, variants=2, textures=30, strikes=20, seed=0, max_seconds=15
+        scores, variants=2, textures=30, strikes=20, solos=10, seed=0, max_seconds=15
     )
-    assert pieces[: len(plain)] == plain  # strikes are added, nothing else moves
-    assert len(pieces) == 40 * 3 + 30 + 20
-    assert pieces[-1].id == "strikes-0019" and pieces[-1].recipe[0] == "strikes"
+    assert pieces[: len(plain)] == plain  # strikes and solos are added, nothing else moves
+    assert len(pieces) == 40 * 3 + 30 + 20 + 10
+    assert pieces[-11].id == "strikes-0019" and pieces[-11].recipe[0] == "strikes"
+    assert pieces[-1].id == "solo-0009" and pieces[-1].recipe == ("solo", pieces[-1].recipe[1], 15)
     by_id = {p.id: p for p in pieces}
     for p in pieces:
         if p.group is not None:
@@ -214,14 +240,19 @@ def test_build_with_performances_and_textures(midi_writer, tmp_path):
     out = tmp_path / "ds"
     report = build_dataset(
         out, midi_dir=src, instruments="Grand Piano", variants=1, textures=2, strikes=1,
-        max_seconds=4, workers=1, progress=False,
+        solos=1, max_seconds=4, workers=1, progress=False,
     )  # fmt: skip
     assert report.exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     pieces = {p["id"]: p for p in manifest["pieces"]}
-    assert set(pieces) == {"score", "score-perf1", "texture-0000", "texture-0001", "strikes-0000"}
+    assert set(pieces) == {
+        "score", "score-perf1", "texture-0000", "texture-0001", "strikes-0000", "solo-0000"
+    }  # fmt: skip
     assert pieces["strikes-0000"]["augment"]["kind"] == "strikes"
     assert corpus.piece_kind(pieces["strikes-0000"]) == "performed"
+    assert corpus.piece_kind(pieces["solo-0000"]) == "performed"
+    assert corpus.in_piece_set(pieces["solo-0000"], "solo")
+    assert not corpus.in_piece_set(pieces["strikes-0000"], "solo")
     assert pieces["score-perf1"]["group"] == "score"
     assert pieces["score-perf1"]["split"] == pieces["score"]["split"]
     assert pieces["score-perf1"]["augment"]["kind"] == "perform"

@@ -225,3 +225,7 @@ def test_evaluate_reports_groups_and_piece_sets(synthetic_dataset):
             assert -1 <= g["sounding_correlation_min"] <= g["sounding_correlation"] <= 1
     with pytest.raises(UserError, match="no performed items"):
         evaluate_acoustic(model_for(), synthetic_dataset, pieces="performed", progress=False)
+    with pytest.raises(UserError, match="no solo items"):  # one kind of piece
+        evaluate_acoustic(model_for(), synthetic_dataset, pieces="solo", progress=False)
+    with pytest.raises(UserError, match="pieces must be one of all, plain, performed, excerpt"):
+        evaluate_acoustic(model_for(), synthetic_dataset, pieces="chorales", progress=False)
