@@ -10,12 +10,15 @@ the training data's settings) and the model predicts its mel. Over the 0.5 s aft
   and valleys, where a transcriber hears the note; docs/MODELS.md, "What the transcriber and
   the classifier miss");
 * ``slope``: the mean absolute difference between neighbouring bins in dB, FluidSynth's and
-  the model's (how deep the peaks are).
+  the model's (how deep the peaks are);
+* ``level``: the model's loudness minus FluidSynth's, in dB (mean mel power from the onset to
+  0.2 s after the release, as the velocity ramp of ``tests/models/test_shipped_dynamics.py``
+  measures it): at a low ``--velocity`` this says whether a soft note, alone, is heard.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_note_detail.py [--model EXPORT] \\
-        [--instrument "Grand Piano" ...] [--pitches 28:100:4]
+        [--instrument "Grand Piano" ...] [--pitches 28:100:4] [--velocity 80]
 """
 
 from __future__ import annotations
@@ -49,15 +52,23 @@ def isolated_notes(pitches: list[int], velocity: int) -> mido.MidiFile:
     return midi
 
 
+def level_db(mel: np.ndarray) -> float:
+    """Mean mel power of ``mel`` (natural-log magnitudes, N_MELS x T) in dB."""
+    return float(10 * np.log10(np.exp(2 * mel.astype(np.float64)).sum(0).mean()))
+
+
 def compare(true: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, ...]:
-    """(r, detail r, FluidSynth's slope dB, the model's slope dB) of the k-th note."""
+    """(r, detail r, FluidSynth's slope dB, the model's slope dB, level error dB) of the k-th
+    note."""
     a = round((START + k * STEP) * C.FRAME_RATE)
     t, p = true[:, a + WINDOW[0] : a + WINDOW[1]], pred[:, a + WINDOW[0] : a + WINDOW[1]]
     dt, dp = np.diff(t, axis=0), np.diff(p, axis=0)
     r = np.corrcoef(t.ravel(), p.ravel())[0, 1]
     detail = np.corrcoef(dt.ravel(), dp.ravel())[0, 1]
     db = C.DB_PER_NEPER
-    return r, detail, db * np.abs(dt).mean(), db * np.abs(dp).mean()
+    b = a + round((HOLD + 0.2) * C.FRAME_RATE)
+    level = level_db(pred[:, a:b]) - level_db(true[:, a:b])
+    return r, detail, db * np.abs(dt).mean(), db * np.abs(dp).mean(), level
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,18 +88,33 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "notes.mid"
         midi.save(path)
-        print(f"{'instrument':18s} pitch      r  detail r  slope dB (FluidSynth / model)")
+        print(f"{'instrument':18s} pitch      r  detail r  slope dB (FluidSynth / model)  level dB")
+        summary = []
         for name in names:
             inst = synth.acoustic.instruments[synth.acoustic.instrument_index(name)]
             forced, _ = force_program(mido.MidiFile(path), inst.program or 0)
             true = log_mel(render_midi(forced, settings, work_dir=tmp))
             pred = synth.mel(path, timbre=name, texture=0)
             rows = [compare(true, pred, k) for k in range(len(pitches))]
-            for pitch, (r, detail, st, sp) in zip(pitches, rows, strict=True):
-                print(f"{name:18s} {pitch:5d} {r:6.3f} {detail:9.3f}  {st:5.1f} / {sp:4.1f}")
+            for pitch, (r, detail, st, sp, lv) in zip(pitches, rows, strict=True):
+                print(
+                    f"{name:18s} {pitch:5d} {r:6.3f} {detail:9.3f}  {st:5.1f} / {sp:4.1f}"
+                    f"{'':18s}{lv:+6.1f}"
+                )
             low = [row[1] for p, row in zip(pitches, rows, strict=True) if p < 48]
             mid = [row[1] for p, row in zip(pitches, rows, strict=True) if 48 <= p < 84]
-            print(f"{name:18s} detail r below C3 {np.mean(low):.3f}, C3-B5 {np.mean(mid):.3f}")
+            err = np.abs([row[4] for row in rows])
+            summary.append((np.mean(low), np.mean(mid), err.mean(), np.mean(err > 6)))
+            print(
+                f"{name:18s} detail r below C3 {np.mean(low):.3f}, C3-B5 {np.mean(mid):.3f}; "
+                f"level error {err.mean():.1f} dB mean, {err.max():.1f} worst"
+            )
+        low, mid, err, far = np.mean(summary, axis=0)
+        print(
+            f"all instruments: detail r below C3 {low:.3f}, C3-B5 {mid:.3f}; level error "
+            f"{err:.1f} dB mean, {far:.0%} of the notes off by more than 6 dB "
+            f"(velocity {args.velocity})"
+        )
 
 
 if __name__ == "__main__":
