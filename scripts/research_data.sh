@@ -2,6 +2,8 @@
 # Rebuild the datasets the shipped models were trained and measured on (docs/MODELS.md,
 # docs/SPACE100.md), and fetch the reserved real-MIDI evaluation set, under ROOT (default /work):
 #   ROOT/data/perf10       the 10-instrument performance corpus (5,910 items; 19 min on 2 cores)
+#   ROOT/data/perf10s      perf10 and 100 + 20 (test) solo lines (7,110 items; hard links to
+#                          perf10's items, then 6 min on one core)
 #   ROOT/data/chorale-test the chorale test split (110 items)
 #   ROOT/data/space100b    the 100-instrument corpus (3,366 items), with --space100
 #   ROOT/evalmidi          reserved real MIDI: evaluation only, never train or tune on it
@@ -18,13 +20,21 @@ for arg in "$@"; do
     esac
 done
 mkdir -p "$ROOT/data"
-mel2mel data build -o "$ROOT/data/perf10" --variants 2 --textures 120 --strikes 60 \
+mel2mel data build -o "$ROOT/data/perf10" --variants 2 --textures 120 --strikes 60 --solos 0 \
     --max-seconds 15 --workers 2 --no-progress
+if [ ! -d "$ROOT/data/perf10s" ]; then  # shares perf10's finished items, writes its own manifest
+    cp -al "$ROOT/data/perf10" "$ROOT/data/perf10s"
+    rm "$ROOT/data/perf10s/manifest.json" && cp "$ROOT/data/perf10/manifest.json" "$ROOT/data/perf10s/"
+fi
+mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes 60 --solos 100 \
+    --max-seconds 15 --workers 2 --no-progress
+mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes 60 --solos 300 \
+    --max-seconds 15 --workers 2 --no-progress --split test
 mel2mel data build -o "$ROOT/data/chorale-test" --limit 67 --split test --variants 0 \
-    --textures 0 --strikes 0 --workers 2 --no-progress
+    --textures 0 --strikes 0 --solos 0 --workers 2 --no-progress
 if [ "$SPACE100" = 1 ]; then
     mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
-        --textures 120 --strikes 30 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
+        --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
         --no-progress
 fi
 bash benchmarks/reserved_midi.sh "$ROOT/evalmidi"
