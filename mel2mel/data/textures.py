@@ -246,13 +246,20 @@ def strikes_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[s
     return notes, {"groups": groups}
 
 
+def _pedalled(
+    kind: str, seed: int, seconds: float, notes: list[PNote], params: dict[str, Any], stream: int
+) -> tuple[bytes, dict[str, Any]]:
+    """MIDI bytes of generated ``notes`` with a seeded pedal (none for half the pieces,
+    harmonic or long), and the piece's recorded choices."""
+    rng = np.random.default_rng([seed, stream])
+    mode = str(rng.choice(["none", "none", "harmonic", "long"]))
+    params = {"kind": kind, "seed": seed, "seconds": seconds, **params, "pedal": mode}
+    return write_midi(notes, pedal_events(notes, rng, mode)), params
+
+
 def strikes_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
     """MIDI bytes of strikes piece number ``seed`` and its recorded choices."""
-    notes, params = strikes_notes(seed, seconds)
-    rng = np.random.default_rng([seed, 3])
-    mode = str(rng.choice(["none", "none", "harmonic", "long"]))
-    params = {"kind": "strikes", "seed": seed, "seconds": seconds, **params, "pedal": mode}
-    return write_midi(notes, pedal_events(notes, rng, mode)), params
+    return _pedalled("strikes", seed, seconds, *strikes_notes(seed, seconds), stream=3)
 
 
 SOLO_INTERVALS = (3, 4, 8, 9, 12)  # a second voice's distance below the line (semitones)
@@ -306,8 +313,4 @@ def solo_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[str,
 
 def solo_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
     """MIDI bytes of solo piece number ``seed`` and its recorded choices."""
-    notes, params = solo_notes(seed, seconds)
-    rng = np.random.default_rng([seed, 5])
-    mode = str(rng.choice(["none", "none", "harmonic", "long"]))
-    params = {"kind": "solo", "seed": seed, "seconds": seconds, **params, "pedal": mode}
-    return write_midi(notes, pedal_events(notes, rng, mode)), params
+    return _pedalled("solo", seed, seconds, *solo_notes(seed, seconds), stream=5)
