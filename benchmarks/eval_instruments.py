@@ -6,7 +6,8 @@ centroid, bandwidth, roll-off, flatness, zero-crossing rate and the loudness env
 standardized multinomial logistic regression (scikit-learn), trained on FluidSynth renders of
 the dataset's **train** split (``items/*/*.audio.npy``). Every clip is scaled to unit RMS
 first, so the classifier judges the sound, not its level. Clips quieter than
-``SILENCE_DBFS`` (rests) are skipped.
+``SILENCE_DBFS`` (rests) are skipped in training; a render is judged at the clips where its
+reference sounds (:func:`clips_at`).
 
 Not a script: ``eval_transcription.py`` imports it (it lives next to it in ``benchmarks/``).
 """
@@ -28,21 +29,42 @@ FEATURE_VERSION = 1  # bump when features() changes, so cached features are not 
 N_FFT, HOP = 1024, 256
 
 
-def clips(audio: np.ndarray, seconds: float, limit: int | None = None) -> list[np.ndarray]:
-    """Non-overlapping clips of ``seconds`` that are not silent, at most ``limit`` of them
-    spread evenly over the audio (all of them when ``limit`` is ``None``)."""
+def clip_starts(audio: np.ndarray, seconds: float, limit: int | None = None) -> list[int]:
+    """Sample offsets of the non-overlapping clips of ``seconds`` of ``audio`` that are not
+    silent, at most ``limit`` of them spread evenly over the audio (all when ``None``)."""
     n = round(seconds * C.SAMPLE_RATE)
-    starts = list(range(0, len(audio) - n + 1, n))
     out = []
-    for s in starts:
-        clip = np.asarray(audio[s : s + n], dtype=np.float32)
-        rms = float(np.sqrt(np.mean(np.square(clip), dtype=np.float64)))
+    for s in range(0, len(audio) - n + 1, n):
+        clip = np.asarray(audio[s : s + n], dtype=np.float64)
+        rms = float(np.sqrt(np.mean(np.square(clip))))
         if rms > 0 and 20 * np.log10(rms) > SILENCE_DBFS:
-            out.append(clip)
+            out.append(s)
     if limit is not None and len(out) > limit:
         pick = np.linspace(0, len(out) - 1, limit).round().astype(int)
         out = [out[i] for i in pick]
     return out
+
+
+def clips_at(audio: np.ndarray, starts: Sequence[int], seconds: float) -> list[np.ndarray]:
+    """The clips of ``seconds`` of ``audio`` at ``starts`` (zero-padded past its end).
+
+    A render is judged on the clips where its reference (FluidSynth's render of the same
+    notes) sounds, :func:`clip_starts` of the reference, silent or not: a render that is
+    silent where the reference plays must count as a miss, not leave the clip out."""
+    n = round(seconds * C.SAMPLE_RATE)
+    out = []
+    for s in starts:
+        clip = np.zeros(n, dtype=np.float32)
+        part = np.asarray(audio[s : s + n], dtype=np.float32)
+        clip[: len(part)] = part
+        out.append(clip)
+    return out
+
+
+def clips(audio: np.ndarray, seconds: float, limit: int | None = None) -> list[np.ndarray]:
+    """Non-overlapping clips of ``seconds`` that are not silent, at most ``limit`` of them
+    spread evenly over the audio (all of them when ``limit`` is ``None``)."""
+    return clips_at(audio, clip_starts(audio, seconds, limit), seconds)
 
 
 def features(clip: np.ndarray) -> np.ndarray:

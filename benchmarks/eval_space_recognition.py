@@ -95,15 +95,11 @@ def run(args: argparse.Namespace) -> dict:
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
             ours = vocoder.vocode(mel).reshape(-1).numpy()
             copy = shipped.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
-        got = {
-            "soundfont": EI.clips(audio, CLIP_SECONDS, args.clips),
-            "model": EI.clips(ours[: len(audio)], CLIP_SECONDS, args.clips),
-            "copy": EI.clips(copy[: len(audio)], CLIP_SECONDS, args.clips),
-        }
-        k = min(len(c) for c in got.values())
-        for kind, found in got.items():
-            if k:
-                labels = classifier.predict(EI.feature_matrix(found[:k])).tolist()
+        starts = EI.clip_starts(audio, CLIP_SECONDS, args.clips)  # where the SoundFont sounds
+        for kind, played in (("soundfont", audio), ("model", ours), ("copy", copy)):
+            if starts:
+                found = EI.clips_at(played[: len(audio)], starts, CLIP_SECONDS)
+                labels = classifier.predict(EI.feature_matrix(found)).tolist()
                 per[it["instrument"]][kind] += labels
         if (n + 1) % 50 == 0:
             print(f"{n + 1}/{len(items)} items, {time.perf_counter() - t0:.0f} s", flush=True)

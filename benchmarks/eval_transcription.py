@@ -26,9 +26,10 @@ Then two independent judges, neither of which knows our model:
    (micro-average) per instrument and overall; "ratio" is our F1 over FluidSynth's.
 2. **Instrument recognition** (:mod:`eval_instruments`): a logistic regression on clip-level
    librosa statistics, trained on FluidSynth clips of the **train** split, classifies
-   ``--clip-seconds`` clips of every render; FluidSynth's own test clips show what the
-   classifier can do, ours how recognizable our instruments are. ``--plot`` writes the
-   confusion matrices.
+   ``--clip-seconds`` clips of every render, at the same places in every render: where
+   FluidSynth's render of the clip is not silent (a render silent there counts as a miss);
+   FluidSynth's own test clips show what the classifier can do, ours how recognizable our
+   instruments are. ``--plot`` writes the confusion matrices.
 
 Renders, transcriptions and training features are cached under ``--cache`` (keyed by the
 models' weights and the settings), so a rerun only redoes what changed. Everything runs on
@@ -372,12 +373,17 @@ def recognize(
     res.timings["classifier: train clips"] = float(len(y))
     t = time.perf_counter()
     matrices = {}
+    starts = {  # every renderer is judged where FluidSynth's render of the clip sounds
+        wav: EI.clip_starts(sf.read(wav, dtype="float32")[0], args.clip_seconds)
+        for wavs in res.clips[REFERENCE].values()
+        for wav in wavs
+    }
     for lab, by_inst in res.clips.items():
         true, feats = [], []
         for idx, name in enumerate(names):
-            for wav in by_inst[name]:
+            for wav, ref in zip(by_inst[name], res.clips[REFERENCE][name], strict=True):
                 audio, _ = sf.read(wav, dtype="float32")
-                for clip in EI.clips(audio, args.clip_seconds):
+                for clip in EI.clips_at(audio, starts[ref], args.clip_seconds):
                     feats.append(EI.features(clip))
                     true.append(idx)
         pred = model.predict(np.stack(feats))

@@ -33,9 +33,10 @@ classifier miss"):
   ``harmonic_detail`` model adds) at a gain of ``COMB_GAIN`` in every bin: how much of
   FluidSynth's detail the pitches alone give back.
 
-With ``--recognize``, each render's 3-s clips are also labelled by the instrument classifier of
-``eval_transcription.py`` (trained on the train split's FluidSynth clips, features cached under
-``--cache``), and the share labelled as the instrument that played is printed.
+With ``--recognize``, each render's 3-s clips (where FluidSynth's render sounds) are also
+labelled by the instrument classifier of ``eval_transcription.py`` (trained on the train split's
+FluidSynth clips, features cached under ``--cache``), and the share labelled as the instrument
+that played is printed.
 
 Printed: onset F1 summed over clips and its ratio to FluidSynth's. Renders and transcriptions
 are cached under ``--cache``. Needs the evaluation tools (docs/RENDERING.md). Usage::
@@ -161,13 +162,16 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[st
     return dict(zip(HYBRIDS, mels, strict=True))
 
 
-def classifier(data: Path, manifest: dict, cache: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """``audio -> int[clips]``: the instrument classifier's labels of the 3-s clips."""
+def classifier(
+    data: Path, manifest: dict, cache: Path
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(audio, reference) -> int[clips]``: the instrument classifier's labels of the 3-s
+    clips of ``audio`` where FluidSynth's ``reference`` sounds (``eval_instruments.clips_at``)."""
     x, y = EI.training_set(data, manifest, "train", 3.0, 6, cache / "features")
     model = EI.train(x, y)
 
-    def labels(audio: np.ndarray) -> np.ndarray:
-        clips = EI.clips(audio, 3.0)
+    def labels(audio: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        clips = EI.clips_at(audio, EI.clip_starts(reference, 3.0), 3.0)
         return model.predict(np.stack([EI.features(c) for c in clips])) if clips else np.zeros(0)
 
     return labels
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                 c = score(ref[:2], transcribe(wav), seconds)
                 counts[name] += (c.ref, c.est, c.onset)
                 if classify is not None:
-                    labels = classify(sf.read(wav, dtype="float32")[0])
+                    labels = classify(sf.read(wav, dtype="float32")[0], audio)
                     recognized[name] += ((labels == i).sum(), len(labels))
         print(f"{piece['id']}: done", flush=True)
 
