@@ -48,13 +48,22 @@ def synth() -> Synthesizer:
     return Synthesizer.from_pretrained(vocoder="griffinlim", timbre_library=False)
 
 
+def strike_levels(
+    midi: Path, synth: Synthesizer, name: str, work: Path, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Levels (dB) of the first ``count`` strikes (every ``STEP`` s from 0.2 s) in FluidSynth's
+    render of ``midi`` and in the model's mel, for ``name``."""
+    forced, _ = force_program(mido.MidiFile(midi), C.PAPER_INSTRUMENTS[name])
+    true = log_mel(render_midi(forced, RenderSettings(str(SOUNDFONT)), work_dir=work))
+    pred = synth.mel(midi, timbre=name, texture=0)
+    want = np.array([level_db(true, k) for k in range(count)])
+    got = np.array([level_db(pred, k) for k in range(count)])
+    return want, got
+
+
 def ramp_levels(ramp: Path, synth: Synthesizer, name: str, work: Path) -> tuple[np.ndarray, ...]:
     """Per-strike levels (dB) of FluidSynth's render and of the model's mel, for ``name``."""
-    forced, _ = force_program(mido.MidiFile(ramp), C.PAPER_INSTRUMENTS[name])
-    true = log_mel(render_midi(forced, RenderSettings(str(SOUNDFONT)), work_dir=work))
-    pred = synth.mel(ramp, timbre=name, texture=0)
-    want = np.array([level_db(true, k) for k in range(len(VELOCITIES))])
-    got = np.array([level_db(pred, k) for k in range(len(VELOCITIES))])
+    want, got = strike_levels(ramp, synth, name, work, len(VELOCITIES))
     assert np.all(np.diff(want) > 0)  # the reference itself gets louder
     return want, got
 
@@ -78,7 +87,7 @@ MEETS_TARGET = (
 NOT_YET = pytest.mark.xfail(
     strict=True,
     reason="issue 13's target, not met yet by the shipped model: monotonic and within 2 dB "
-    "at every step (worst steps 2.1-3.7 dB for the others, docs/MODELS.md)",
+    "at every step (worst steps 2.2-3.7 dB for the others, docs/MODELS.md)",
 )
 
 
@@ -105,3 +114,28 @@ def test_channel_volume_scales_the_predicted_level(synth, tmp_path):
     loud = plain > plain.max() - 3  # within 26 dB of the peak: far above the floor
     gain_db = (quiet - plain)[loud].mean() * DB_PER_NEPER
     assert gain_db == pytest.approx(40 * np.log10(0.5), abs=0.01)
+
+
+SOFT_VELOCITY, SOFT_PITCHES = 16, (36, 48, 60, 72, 84, 96)
+SOFT_MEAN_BOUND, SOFT_FAR_BOUND = 8.0, 0.52  # dB; share of notes more than 6 dB off
+
+
+@requires_fluidsynth
+def test_a_soft_note_alone_is_heard(synth, tmp_path):
+    # One note at a time at velocity 16, C2 to C7: the model's level against FluidSynth's.
+    # Soft notes alone are rare in the corpus the shipped model learned from, and it plays
+    # many of them far too quiet (7.5 dB off on average, nearly silent at C6 and C7; docs/DATA.md,
+    # "Solos"); that is the regression bound (docs/MODELS.md).
+    from conftest import write_midi
+
+    notes = [(p, 0.2 + k * STEP, HOLD, SOFT_VELOCITY) for k, p in enumerate(SOFT_PITCHES)]
+    midi = write_midi(tmp_path / "soft.mid", notes)
+    errors = {}
+    for name in C.PAPER_INSTRUMENTS:
+        want, got = strike_levels(midi, synth, name, tmp_path, len(SOFT_PITCHES))
+        assert want.min() > -78  # FluidSynth plays each note above the floor (-81 dB)
+        errors[name] = got - want
+    err = np.abs(np.array(list(errors.values())))
+    table = {n: np.round(e, 1).tolist() for n, e in errors.items()}
+    assert err.mean() <= SOFT_MEAN_BOUND, f"level error per note (dB): {table}"
+    assert np.mean(err > 6) <= SOFT_FAR_BOUND, f"level error per note (dB): {table}"
