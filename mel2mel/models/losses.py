@@ -50,6 +50,8 @@ from collections.abc import Callable
 
 import torch
 
+from mel2mel import constants as C
+
 LOSSES = ("abs", "log-abs", "tanh-log-abs")
 TANH_OFFSET = -4.25
 TANH_SCALE = 4.0
@@ -81,6 +83,21 @@ def tanh_log_abs_loss(
 ) -> torch.Tensor:
     """MSE on tanh-squashed log magnitudes: Tensor[B x M x T] log-mels -> scalar."""
     return torch.mean((squash(pred, offset, scale) - squash(target, offset, scale)) ** 2)
+
+
+def dead_band_floor(
+    pred: torch.Tensor, margin: float, floor: float = C.LOG_SILENCE
+) -> torch.Tensor:
+    """``pred`` (log-mel, any shape) as inference plays it, for the loss: floored at ``floor``
+    (the analysis floor, :func:`mel2mel.audio.floor_log_mel`), except that a value more than
+    ``margin`` (nepers) below it counts as ``margin`` higher than it is. The gradient passes
+    unchanged (straight-through), so the band ``[floor - margin, floor]`` is free for a bin
+    whose target is the floor, a bin under the band is pulled back up to it, and a bin whose
+    target is above the floor is pulled up from anywhere. With ``margin = inf`` this is the
+    plain straight-through floor, which leaves bins below the floor free to drift without
+    bound (docs/MODELS.md, "Output floor")."""
+    value = torch.where(pred < floor - margin, pred + margin, pred.clamp_min(floor))
+    return value.detach() + (pred - pred.detach())
 
 
 def frame_level(log_mel: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.losses import (
     LOSSES,
+    dead_band_floor,
     frame_level,
     get_loss,
     level_loss,
@@ -132,6 +133,8 @@ class _Trainer(TrainerBase):
         inst = batch["instrument"].to(dev, non_blocking=True)
         pred = self.net(roll, instrument=inst)
         t = self.config.train
+        if t.floor_margin is not None:
+            pred = dead_band_floor(pred, t.floor_margin)
         loud = None  # B x T: the loudest sounding note of each frame (0 where none sounds)
         if t.quiet_weight != 1.0 or (t.level_weight > 0 and t.level_frames == "sounding"):
             loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]

@@ -104,6 +104,12 @@ class TrainConfig:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
         quiet playing is a small share of any corpus. 1 (the default) weighs all frames alike.
+    floor_margin:
+        The loss sees the prediction as inference plays it, floored at the analysis floor,
+        with a dead band of this many nepers below the floor in which a bin whose target is the
+        floor costs nothing and under which it is pulled back
+        (:func:`mel2mel.models.losses.dead_band_floor`). ``None`` (the default): the loss sees
+        the unfloored prediction, every bin pulled towards its target.
     repeat:
         Times per epoch that each train item of a piece of the given kind appears, by the
         manifest's piece kind (``plain``, ``excerpt``, ``perform``, ``texture``, ``strikes``), e.g.
@@ -150,6 +156,7 @@ class TrainConfig:
     level_frames: str = "all"
     slope_weight: float = 0.0
     quiet_weight: float = 1.0
+    floor_margin: float | None = None
     repeat: dict[str, int] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -179,6 +186,8 @@ class TrainConfig:
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:
             raise ValueError("train.quiet_weight must be > 0")
+        if self.floor_margin is not None and not self.floor_margin >= 0:
+            raise ValueError("train.floor_margin must be >= 0 (or null)")
         if self.repeat is not None:
             check_repeat(self.repeat)
         check_train_settings(self, (*positive, "valid_crops_per_item", "checkpoint_every"))

@@ -14,6 +14,7 @@ from mel2mel.models.losses import (
     TANH_OFFSET,
     TANH_SCALE,
     abs_loss,
+    dead_band_floor,
     frame_level,
     get_loss,
     level_loss,
@@ -147,3 +148,19 @@ def test_slope_loss_sees_flattened_peaks_not_level():
     pred = blurred.clone().requires_grad_(True)
     slope_loss(pred, comb).backward()
     assert torch.all(pred.grad[0, 4] < 0) and torch.all(pred.grad[0, 5] > 0)
+
+
+def test_dead_band_floor_frees_a_band_under_the_floor_and_pulls_back_below_it():
+    f = C.LOG_SILENCE
+    pred = torch.tensor([f - 9.0, f - 0.8, f - 0.2, f + 0.5, -3.0], requires_grad=True)
+    seen = dead_band_floor(pred, 1.0)
+    expected = torch.tensor([f - 8.0, f, f, f + 0.5, -3.0])
+    torch.testing.assert_close(seen.detach(), expected)
+    target = torch.tensor([f, f, f + 2.0, f, -3.0])  # silence but for the third bin
+    get_loss("log-abs")(seen, target).backward()
+    grad = pred.grad
+    # under the band: pulled up; in the band with a silent target: free; a target above the
+    # floor pulls a bin in the band up; above the floor: as without the floor
+    assert grad[0] < 0 and grad[1] == 0 and grad[2] < 0 and grad[3] > 0 and grad[4] == 0
+    plain = torch.tensor([f - 9.0, f + 0.5])
+    torch.testing.assert_close(dead_band_floor(plain, math.inf), plain.clamp_min(f))

@@ -293,5 +293,7 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
         TrainConfig(slope_weight=-0.5)
     with pytest.raises(ValueError, match="quiet_weight"):
         TrainConfig(quiet_weight=0)
+    with pytest.raises(ValueError, match="floor_margin"):
+        TrainConfig(floor_margin=-1.0)
     with pytest.raises(ValueError, match="level_frames"):
         TrainConfig(level_frames="loud")
