@@ -157,7 +157,7 @@ def augment_kind(piece: dict[str, Any]) -> str:
 
 
 def piece_kind(piece: dict[str, Any]) -> str:
-    """``"performed"`` for a manifest piece that is a performance or a generated piece (texture
+    """``"performed"`` for a manifest piece that is a performance or a generated piece (texture,
     strikes or solo), else ``"plain"`` (scores as written, whole or excerpts)."""
     return "performed" if augment_kind(piece) in PERFORMED_KINDS else "plain"
 
