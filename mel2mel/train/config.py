@@ -113,7 +113,8 @@ class TrainConfig:
     repeat:
         Times per epoch that each train item of a piece of the given kind appears, by the
         manifest's piece kind (``plain``, ``excerpt``, ``perform``, ``texture``, ``strikes``,
-        ``solo``), e.g. ``{strikes: 3}``; kinds not named appear once. ``None`` (the default) repeats nothing.
+        ``solo``), e.g. ``{strikes: 3}``; kinds not named appear once. ``None`` (the default)
+        repeats nothing.
     num_workers:
         DataLoader worker processes per training process.
     seed:
