@@ -166,7 +166,9 @@ def floor_log_mel(mel: torch.Tensor) -> torch.Tensor:
     free: with the floor straight-through (value floored, gradient passed), a target at the
     floor gives such a bin no gradient, whatever else pushes it down (the frame-level term)
     is never undone, and in one cycle the raw outputs under the floor fell to -590 and the
-    gradient norms grew from about 1 to 550 (stop 26; docs/MODELS.md, "Output floor")."""
+    gradient norms grew from about 1 to 550 (stop 26; docs/MODELS.md, "Output floor").
+    ``train.floor_margin`` lets the loss see the floored value with a bounded dead band
+    instead (:func:`mel2mel.models.losses.dead_band_floor`)."""
     return mel if mel.requires_grad else mel.clamp_min(C.LOG_SILENCE)
 
 

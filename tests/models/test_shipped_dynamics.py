@@ -71,7 +71,7 @@ def ramp_levels(ramp: Path, synth: Synthesizer, name: str, work: Path) -> tuple[
 @requires_fluidsynth
 @pytest.mark.parametrize("name", list(C.PAPER_INSTRUMENTS))
 def test_velocity_ramp_stays_near_fluidsynth(ramp, synth, name, tmp_path):
-    # What the shipped model achieves (docs/MODELS.md): every step within 3.7 dB of FluidSynth
+    # What the shipped model achieves (docs/MODELS.md): every step within 3.9 dB of FluidSynth
     # (the chorale-only model before it was 18-43 dB too quiet below velocity 40).
     want, got = ramp_levels(ramp, synth, name, tmp_path)
     err = got - want
@@ -81,13 +81,12 @@ def test_velocity_ramp_stays_near_fluidsynth(ramp, synth, name, tmp_path):
 
 # The instruments the shipped model gets right
 MEETS_TARGET = (
-    "Grand Piano", "Electric Piano", "Vibraphone", "Acoustic Guitar", "Trumpet",
-    "Synth Lead",
+    "Grand Piano", "Vibraphone", "Acoustic Guitar", "String Ensemble", "Synth Lead",
 )  # fmt: skip
 NOT_YET = pytest.mark.xfail(
     strict=True,
     reason="issue 13's target, not met yet by the shipped model: monotonic and within 2 dB "
-    "at every step (worst steps 2.2-3.7 dB for the others, docs/MODELS.md)",
+    "at every step (worst steps 2.1-3.9 dB for the others, docs/MODELS.md)",
 )
 
 
@@ -117,15 +116,15 @@ def test_channel_volume_scales_the_predicted_level(synth, tmp_path):
 
 
 SOFT_VELOCITY, SOFT_PITCHES = 16, (36, 48, 60, 72, 84, 96)
-SOFT_MEAN_BOUND, SOFT_FAR_BOUND = 8.0, 0.52  # dB; share of notes more than 6 dB off
+SOFT_MEAN_BOUND, SOFT_FAR_BOUND = 4.5, 0.25  # dB; share of notes more than 6 dB off
 
 
 @requires_fluidsynth
 def test_a_soft_note_alone_is_heard(synth, tmp_path):
     # One note at a time at velocity 16, C2 to C7: the model's level against FluidSynth's.
-    # Soft notes alone are rare in the corpus the shipped model learned from, and it plays
-    # many of them far too quiet (7.5 dB off on average, nearly silent at C6 and C7; docs/DATA.md,
-    # "Solos"); that is the regression bound (docs/MODELS.md).
+    # Before the solo lines of docs/DATA.md the shipped model played many of them far too
+    # quiet (7.5 dB off on average, nearly silent at C6 and C7); now 3.8 dB, 20 % of the notes
+    # more than 6 dB off: the regression bound (docs/MODELS.md, "Stage 22").
     from conftest import write_midi
 
     notes = [(p, 0.2 + k * STEP, HOLD, SOFT_VELOCITY) for k, p in enumerate(SOFT_PITCHES)]
