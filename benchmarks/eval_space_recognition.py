@@ -96,11 +96,11 @@ def run(args: argparse.Namespace) -> dict:
             ours = vocoder.vocode(mel).reshape(-1).numpy()
             copy = shipped.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
         starts = EI.clip_starts(audio, CLIP_SECONDS, args.clips)  # where the SoundFont sounds
-        for kind, played in (("soundfont", audio), ("model", ours), ("copy", copy)):
-            if starts:
-                found = EI.clips_at(played[: len(audio)], starts, CLIP_SECONDS)
-                labels = classifier.predict(EI.feature_matrix(found)).tolist()
-                per[it["instrument"]][kind] += labels
+        players = (("soundfont", audio), ("model", ours), ("copy", copy)) if starts else ()
+        for kind, played in players:
+            found = EI.clips_at(played[: len(audio)], starts, CLIP_SECONDS)
+            labels = classifier.predict(EI.feature_matrix(found)).tolist()
+            per[it["instrument"]][kind] += labels
         if (n + 1) % 50 == 0:
             print(f"{n + 1}/{len(items)} items, {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []

@@ -144,7 +144,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 # (``excerpt``), a performance of one, or a generated texture, dynamics study or solo line.
 AUGMENT_KINDS = ("plain", "excerpt", "perform", "texture", "strikes", "solo")
 PERFORMED_KINDS = ("perform", "texture", "strikes", "solo")
-GENERATED_KINDS = ("texture", "strikes", "solo")
 
 # Which pieces an evaluation takes: all, the scores as written (whole or excerpts), the
 # performances and generated pieces, or the pieces of one kind of :data:`AUGMENT_KINDS`.

@@ -19,7 +19,7 @@ import numpy as np
 
 from mel2mel.audio import log_mel
 from mel2mel.data import dataset as D
-from mel2mel.data.corpus import GENERATED_KINDS, Piece, convert_music21
+from mel2mel.data.corpus import Piece, convert_music21
 from mel2mel.data.fluidsynth import (
     RenderSettings,
     clip_stats,
@@ -29,7 +29,7 @@ from mel2mel.data.fluidsynth import (
     to_int16,
 )
 from mel2mel.data.perform import excerpt_midi, perform
-from mel2mel.data.textures import solo_piece, strikes_piece, texture_piece
+from mel2mel.data.textures import GENERATORS
 from mel2mel.fileio import TEMP_MARK, atomic_write, atomic_write_text
 from mel2mel.instruments import Instrument
 from mel2mel.midi import MidiError, NoteSequence, load_midi, piano_roll, read_notes
@@ -95,9 +95,8 @@ def prepare_piece(
         midi_bytes = source if isinstance(source, bytes) and converted else None
     else:  # regenerated each time: deterministic, and its facts are recorded
         kind, seed, seconds = piece.recipe
-        if kind in GENERATED_KINDS:
-            make = {"texture": texture_piece, "strikes": strikes_piece, "solo": solo_piece}[kind]
-            midi_bytes, facts["augment"] = make(seed, float(seconds or 20.0))
+        if kind in GENERATORS:
+            midi_bytes, facts["augment"] = GENERATORS[kind](seed, float(seconds or 20.0))
         else:
             base, _, _ = source_midi(piece, base_cache)
             if kind == "perform":

@@ -314,3 +314,12 @@ def solo_notes(seed: int, seconds: float = 20.0) -> tuple[list[PNote], dict[str,
 def solo_piece(seed: int, seconds: float = 20.0) -> tuple[bytes, dict[str, Any]]:
     """MIDI bytes of solo piece number ``seed`` and its recorded choices."""
     return _pedalled("solo", seed, seconds, *solo_notes(seed, seconds), stream=5)
+
+
+# The generated pieces by recipe kind (``mel2mel.data.corpus.Piece.recipe``): seed, seconds ->
+# MIDI bytes and recorded choices.
+GENERATORS: dict[str, Callable[[int, float], tuple[bytes, dict[str, Any]]]] = {
+    "texture": texture_piece,
+    "strikes": strikes_piece,
+    "solo": solo_piece,
+}
