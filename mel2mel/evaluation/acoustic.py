@@ -132,13 +132,15 @@ def evaluate_acoustic(
     -------
     dict
         ``{"split", "pieces", "frames", "instruments": [{"name", "program", "items", "frames",
-        "mae_db", "mean_correlation", "correlation": [M floats or None]}], "overall": {...},
-        "groups": {band or register: {"frames", "mae_db", "mean_correlation",
-        "sounding_correlation", "sounding_correlation_min", "sounding_bins"}},
-        "mel_frequencies_hz": [M]}``; a group's correlation is the mean over instruments of
-        their mean per-bin r on the group's frames; its sounding correlation the same over the
-        bins where the reference has sound in at least half of those frames
-        (:meth:`BinStats.sounding_bins`), its minimum the lowest instrument's, and
+        "mae_db", "mean_correlation", "sounding_correlation", "sounding_bins",
+        "correlation": [M floats or None]}], "overall": {...}, "groups": {band or register:
+        {"frames", "mae_db", "mean_correlation", "sounding_correlation",
+        "sounding_correlation_min", "sounding_bins"}}, "mel_frequencies_hz": [M]}``; an
+        instrument's sounding correlation is its mean per-bin r over the bins where the
+        reference has sound in at least half of its frames (:meth:`BinStats.sounding_bins`,
+        ``sounding_bins`` of them); a group's correlation is the mean over instruments of their
+        mean per-bin r on the group's frames, its sounding correlation the same over each
+        instrument's bins with sound on those frames, its minimum the lowest instrument's, and
         ``sounding_bins`` their mean count.
     """
     from tqdm import tqdm
@@ -227,6 +229,7 @@ def _report(
         total.items += s.items
         total.sums += s.sums
         r = s.correlation()
+        r_sounding, n_sounding = s.sounding_correlation()
         per.append(
             {
                 "name": names[k],
@@ -235,6 +238,8 @@ def _report(
                 "frames": s.n,
                 "mae_db": round(s.mae_db(), 4),
                 "mean_correlation": nanmean(r),
+                "sounding_correlation": r_sounding,
+                "sounding_bins": n_sounding,
                 "correlation": finite_list(r),
             }
         )
@@ -259,11 +264,11 @@ def write_report(report: dict[str, Any], out: Path, model: Mel2Mel | None = None
     write_json(paths[0], report)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["instrument", "program", "items", "frames", "mae_db", "mean_correlation"])
+    keys = ["program", "items", "frames", "mae_db", "mean_correlation"]
+    keys += ["sounding_correlation", "sounding_bins"]
+    w.writerow(["instrument", *keys])
     for p in report["instruments"]:
-        w.writerow(
-            [p["name"], p["program"], p["items"], p["frames"], p["mae_db"], p["mean_correlation"]]
-        )
+        w.writerow([p["name"], *(p[k] for k in keys)])
     w.writerow(
         [
             "ALL",
@@ -272,6 +277,8 @@ def write_report(report: dict[str, Any], out: Path, model: Mel2Mel | None = None
             report["frames"],
             report["overall"]["mae_db"],
             report["overall"]["mean_correlation"],
+            "",
+            "",
         ]
     )
     atomic_write_text(paths[1], buf.getvalue())

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mel2mel.cli import main
+from mel2mel.constants import LOG_SILENCE
 from mel2mel.data.dataset import load_item
 from mel2mel.errors import UserError
 from mel2mel.evaluation.acoustic import BinStats, evaluate_acoustic, load_model, write_report
@@ -49,8 +50,6 @@ def test_bin_stats_constant_bin_is_nan_and_db_conversion():
 
 
 def test_sounding_correlation_leaves_out_bins_silent_in_most_frames():
-    from mel2mel.constants import LOG_SILENCE
-
     rng = np.random.default_rng(1)
     x = rng.normal(-4.0, 1.0, size=(3, 60))
     y = x + rng.normal(0.0, 0.5, size=(3, 60))
@@ -98,6 +97,10 @@ def test_evaluate_writes_tables_and_plots(synthetic_dataset, tmp_path):
         np.testing.assert_allclose(
             [np.nan if v is None else v for v in p["correlation"]], r, atol=1e-4
         )
+        sounding = (true > LOG_SILENCE + 0.5).mean(1) >= 0.5  # sound in half the frames or more
+        assert p["sounding_bins"] == sounding.sum() > 0
+        r_sounding = np.nanmean(np.array(r)[sounding])
+        assert p["sounding_correlation"] == pytest.approx(r_sounding, abs=1e-4)
     assert len(report["mel_frequencies_hz"]) == 80
     assert report["mel_frequencies_hz"][0] < report["mel_frequencies_hz"][-1] < 8000
     paths = write_report(report, tmp_path / "eval", model)
@@ -114,6 +117,8 @@ def test_evaluate_writes_tables_and_plots(synthetic_dataset, tmp_path):
         assert (tmp_path / "eval" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.reader((tmp_path / "eval" / "metrics.csv").open()))
     assert rows[0][:2] == ["instrument", "program"] and rows[-1][0] == "ALL"
+    assert rows[0][-2:] == ["sounding_correlation", "sounding_bins"]
+    assert {len(row) for row in rows} == {8}
     table = list(csv.reader((tmp_path / "eval" / "correlation.csv").open()))
     assert len(table) == 3 and len(table[1]) == 81
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["overall"]["mae_db"] > 0
