@@ -62,8 +62,8 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
     print(f"{'instrument':<24} {'MAE dB':>8} {'mean r':>8}  r over the bins with sound")
     for p in report["instruments"]:
         r = "n/a" if p["mean_correlation"] is None else f"{p['mean_correlation']:.3f}"
-        rs = p["sounding_correlation"]
-        rs = "n/a" if rs is None else f"{rs:.3f} ({p['sounding_bins']} bins)"
+        rs = "n/a" if p["sounding_correlation"] is None else f"{p['sounding_correlation']:.3f}"
+        rs += f" ({p['sounding_bins']} bins)"
         print(f"{p['name']:<24} {p['mae_db']:>8.2f} {r:>8}  {rs}")
     o = report["overall"]
     r = "n/a" if o["mean_correlation"] is None else f"{o['mean_correlation']:.3f}"

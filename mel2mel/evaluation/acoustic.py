@@ -136,10 +136,11 @@ def evaluate_acoustic(
         "correlation": [M floats or None]}], "overall": {...}, "groups": {band or register:
         {"frames", "mae_db", "mean_correlation", "sounding_correlation",
         "sounding_correlation_min", "sounding_bins"}}, "mel_frequencies_hz": [M]}``; an
-        instrument's sounding correlation is its mean per-bin r over the bins where the
-        reference has sound in at least half of its frames (:meth:`BinStats.sounding_bins`,
-        ``sounding_bins`` of them); a group's correlation is the mean over instruments of their
-        mean per-bin r on the group's frames, its sounding correlation the same over each
+        instrument's sounding correlation is its mean per-bin r on the frames where a note
+        sounds, over the bins where the reference has sound in at least half of those frames
+        (:meth:`BinStats.sounding_bins`, ``sounding_bins`` of them; ``None`` where there are
+        none, as in sparse single lines); a group's correlation is the mean over instruments of
+        their mean per-bin r on the group's frames, its sounding correlation the same over each
         instrument's bins with sound on those frames, its minimum the lowest instrument's, and
         ``sounding_bins`` their mean count.
     """
@@ -165,6 +166,7 @@ def evaluate_acoustic(
     for it in items:
         by_piece.setdefault(it["piece"], []).append(it)
     stats: dict[int, BinStats] = {}
+    playing: dict[int, BinStats] = {}  # the frames where a note sounds
     group_stats: dict[tuple[str, int], BinStats] = {}
     for piece_items in tqdm(list(by_piece.values()), disable=not progress, unit="piece"):
         loaded = [load_item(data, it["id"]) for it in piece_items]
@@ -181,12 +183,16 @@ def evaluate_acoustic(
         for d, pred in zip(loaded, preds, strict=True):
             k = int(d["instrument"])
             stats.setdefault(k, BinStats(pred.shape[0])).update(pred, d["mel"])
+            notes = np.any([groups[band] for band in VELOCITY_BANDS], axis=0)[: pred.shape[1]]
+            playing.setdefault(k, BinStats(pred.shape[0])).update(
+                pred[:, notes], d["mel"][:, notes]
+            )
             for group, whole in groups.items():
                 mask = whole[: pred.shape[1]]
                 if mask.any():
                     bins = group_stats.setdefault((group, k), BinStats(pred.shape[0]))
                     bins.update(pred[:, mask], d["mel"][:, mask])
-    report = _report(stats, names, programs, split)
+    report = _report(stats, playing, names, programs, split)
     report["pieces"] = pieces
     report["groups"] = _group_report(group_stats)
     return report
@@ -219,7 +225,11 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
 
 
 def _report(
-    stats: dict[int, BinStats], names: list[str], programs: list[int | None], split: str
+    stats: dict[int, BinStats],
+    playing: dict[int, BinStats],
+    names: list[str],
+    programs: list[int | None],
+    split: str,
 ) -> dict[str, Any]:
     total = BinStats()
     per = []
@@ -229,7 +239,7 @@ def _report(
         total.items += s.items
         total.sums += s.sums
         r = s.correlation()
-        r_sounding, n_sounding = s.sounding_correlation()
+        r_sounding, n_sounding = playing[k].sounding_correlation()
         per.append(
             {
                 "name": names[k],
