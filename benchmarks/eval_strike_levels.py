@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from eval_note_detail import level_db
 
 from mel2mel import constants as C
 from mel2mel.data.corpus import augment_kind
@@ -27,11 +28,6 @@ from mel2mel.data.dataset import load_item, read_manifest
 from mel2mel.evaluation.acoustic import load_model, predict_piece
 
 BANDS = ((1, 29), (30, 59), (60, 99), (100, 127))  # velocities
-
-
-def level_db(mel: np.ndarray) -> float:
-    """Mean mel power of ``mel`` (natural-log magnitudes, N_MELS x T) in dB."""
-    return float(10 * np.log10(np.exp(2 * mel.astype(np.float64)).sum(0).mean()))
 
 
 def strike_errors(model, data: str, split: str, window: float) -> dict[str, np.ndarray]:
