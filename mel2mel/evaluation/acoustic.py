@@ -166,7 +166,6 @@ def evaluate_acoustic(
     for it in items:
         by_piece.setdefault(it["piece"], []).append(it)
     stats: dict[int, BinStats] = {}
-    playing: dict[int, BinStats] = {}  # the frames where a note sounds
     group_stats: dict[tuple[str, int], BinStats] = {}
     for piece_items in tqdm(list(by_piece.values()), disable=not progress, unit="piece"):
         loaded = [load_item(data, it["id"]) for it in piece_items]
@@ -183,16 +182,12 @@ def evaluate_acoustic(
         for d, pred in zip(loaded, preds, strict=True):
             k = int(d["instrument"])
             stats.setdefault(k, BinStats(pred.shape[0])).update(pred, d["mel"])
-            notes = np.any([groups[band] for band in VELOCITY_BANDS], axis=0)[: pred.shape[1]]
-            playing.setdefault(k, BinStats(pred.shape[0])).update(
-                pred[:, notes], d["mel"][:, notes]
-            )
             for group, whole in groups.items():
                 mask = whole[: pred.shape[1]]
                 if mask.any():
                     bins = group_stats.setdefault((group, k), BinStats(pred.shape[0]))
                     bins.update(pred[:, mask], d["mel"][:, mask])
-    report = _report(stats, playing, names, programs, split)
+    report = _report(stats, group_stats, names, programs, split)
     report["pieces"] = pieces
     report["groups"] = _group_report(group_stats)
     return report
@@ -207,8 +202,7 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
             continue
         total = BinStats()
         for s in parts:
-            total.n += s.n
-            total.sums += s.sums
+            total.add(s)
         r = [x for x in (nanmean(s.correlation()) for s in parts) if x is not None]
         sounding = [s.sounding_correlation() for s in parts]
         r_sounding = [x for x, _ in sounding if x is not None]
@@ -226,7 +220,7 @@ def _group_report(group_stats: dict[tuple[str, int], BinStats]) -> dict[str, dic
 
 def _report(
     stats: dict[int, BinStats],
-    playing: dict[int, BinStats],
+    group_stats: dict[tuple[str, int], BinStats],
     names: list[str],
     programs: list[int | None],
     split: str,
@@ -235,11 +229,13 @@ def _report(
     per = []
     for k in sorted(stats):
         s = stats[k]
-        total.n += s.n
-        total.items += s.items
-        total.sums += s.sums
+        total.add(s)
         r = s.correlation()
-        r_sounding, n_sounding = playing[k].sounding_correlation()
+        playing = BinStats(len(s.sounding))  # the frames where a note sounds: every band's
+        for band in VELOCITY_BANDS:
+            if (band, k) in group_stats:
+                playing.add(group_stats[band, k])
+        r_sounding, n_sounding = playing.sounding_correlation()
         per.append(
             {
                 "name": names[k],

@@ -51,6 +51,13 @@ class BinStats:
             ]
         )
 
+    def add(self, other: BinStats) -> None:
+        """Add the sums of ``other`` (the same bins, other frames), as if updated with them."""
+        self.n += other.n
+        self.items += other.items
+        self.sums += other.sums
+        self.sounding += other.sounding
+
     def correlation(self) -> np.ndarray:
         """Pearson r per bin, float[M] (NaN where either side is constant)."""
         n = self.n

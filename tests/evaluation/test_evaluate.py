@@ -71,6 +71,13 @@ def test_sounding_correlation_leaves_out_bins_silent_in_most_frames():
     assert bins == 2 and mean == pytest.approx((r[0] + r[2]) / 2, abs=1e-6)
     assert mean > np.mean(r)  # the silent bin was the poorly correlated one
     assert stats.sounding_bins(share=0.3).all()
+    first, second = BinStats(n_bins=3), BinStats(n_bins=3)  # the same frames, added up later
+    first.update(x[:, :30], y[:, :30])
+    second.update(x[:, 30:], y[:, 30:])
+    first.add(second)
+    assert (first.n, first.items) == (stats.n, stats.items) == (60, 2)
+    np.testing.assert_array_equal(first.sounding, stats.sounding)
+    np.testing.assert_allclose(first.sums, stats.sums)
 
 
 def model_for(dataset_instruments: int = 2, embedding_dim: int = 2) -> Mel2Mel:
