@@ -74,6 +74,22 @@ def group_combs(rolloff: float = 1.0) -> torch.Tensor:
 @functools.lru_cache(maxsize=2)
 def _combs(rolloff: float) -> torch.Tensor:
     """``float32[88 x (1 + G) x N_MELS]``: :func:`harmonic_combs`, then :func:`group_combs`."""
+    keys = torch.arange(C.N_KEYS, dtype=torch.float64)
+    combs = _tones(keys, rolloff, HEIGHT_GROUPS)
+    return (combs / combs[:, :1].amax(2, keepdim=True)).float()
+
+
+def tone_combs(keys: torch.Tensor, rolloff: float = 1.0) -> torch.Tensor:
+    """``float64[K x N_MELS]``: linear mel magnitude of a steady harmonic tone at each of the
+    (fractional) piano ``keys`` (0 is A0), unscaled: :func:`harmonic_combs` at any pitch."""
+    return _tones(keys, rolloff, ())[:, 0]
+
+
+def _tones(keys: torch.Tensor, rolloff: float, groups: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """``float64[K x (1 + len(groups)) x N_MELS]``: each key's whole tone, then the harmonics
+    of each group alone (harmonics ``k f0`` of amplitude ``k ** -rolloff`` up to the Nyquist
+    frequency, each drawn as the Hann window's power response around it, through the mel
+    filterbank)."""
     n = C.N_FFT
     window = torch.hann_window(C.WIN_LENGTH, dtype=torch.float64)
     response = torch.fft.rfft(window, n=n * OVERSAMPLE).abs().square()  # power per 1/64 bin
@@ -81,17 +97,16 @@ def _combs(rolloff: float) -> torch.Tensor:
     bins = torch.arange(n // 2 + 1, dtype=torch.float64)
     fbank = torch.from_numpy(mel_filterbank()).double()  # N_MELS x (N_FFT / 2 + 1)
     combs = []
-    for key in range(C.N_KEYS):
+    for key in keys.tolist():
         f0 = 440.0 * 2.0 ** ((C.MIDI_MIN + key - 69) / 12.0)
         k = torch.arange(1, int(C.SAMPLE_RATE / 2 / f0) + 1, dtype=torch.float64)
         offset = ((bins[None] - k[:, None] * f0 * n / C.SAMPLE_RATE).abs() * OVERSAMPLE).round()
         near = offset < reach
         power = torch.where(near, response[offset.long().clamp(max=reach - 1)], 0.0)
         power = power * k[:, None].pow(-2.0 * rolloff)
-        parts = [power.sum(0)] + [power[(k >= a) & (k <= b)].sum(0) for a, b in HEIGHT_GROUPS]
-        mel = torch.stack(parts).sqrt() @ fbank.t()  # (1 + G) x N_MELS
-        combs.append(mel / mel[0].max())
-    return torch.stack(combs).float()
+        parts = [power.sum(0)] + [power[(k >= a) & (k <= b)].sum(0) for a, b in groups]
+        combs.append(torch.stack(parts).sqrt() @ fbank.t())  # (1 + G) x N_MELS
+    return torch.stack(combs)
 
 
 def detail_operator(n_mels: int = C.N_MELS) -> torch.Tensor:
