@@ -39,6 +39,7 @@ from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symme
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
+from mel2mel.models.modulation import NoteModulation
 from mel2mel.models.readout import ReadoutHead
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
@@ -161,6 +162,7 @@ class Mel2Mel(nn.Module):
             if c.harmonic_detail
             else None
         )
+        self.modulation = NoteModulation(2 * c.lstm_hidden) if c.note_modulation else None
 
     @staticmethod
     def _check_instruments(
@@ -212,13 +214,18 @@ class Mel2Mel(nn.Module):
         return {**state, "input.weight": fitted}
 
     def readout(
-        self, h: torch.Tensor, embedding: torch.Tensor, tones: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        embedding: torch.Tensor,
+        tones: torch.Tensor | None = None,
+        roll: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """LSTM states Tensor[B x 2H x T] -> log-mel Tensor[B x N_MELS x T]: the output FiLM
         and layer, plus the nonlinear readout when ``config.head_channels``, plus the harmonic
         detail of ``tones`` (:meth:`tones_of` the roll; None for a model without it) scaled
-        for the instrument, and gated by the states when ``config.detail_gate``; floored at
-        the analysis floor (:func:`floor_log_mel`)."""
+        for the instrument, and gated by the states when ``config.detail_gate``, plus the
+        note modulation of the raw ``roll`` Tensor[B x 176 x T] when
+        ``config.note_modulation``; floored at the analysis floor (:func:`floor_log_mel`)."""
         h = self.film_out(h, embedding)
         mel = self.output(h)
         if self.head is not None:
@@ -228,6 +235,10 @@ class Mel2Mel(nn.Module):
                 raise ValueError("this model adds harmonic detail: pass tones_of(roll)")
             gate = None if self.harmonic.gate is None else self.harmonic.gate(h)
             mel = mel + self.harmonic(tones.to(mel.dtype), embedding.to(mel.dtype), gate)
+        if self.modulation is not None:
+            if roll is None:
+                raise ValueError("this model adds note modulation: pass the roll")
+            mel = mel + self.modulation(roll, h)
         return floor_log_mel(mel)
 
     def tones_of(
@@ -314,7 +325,7 @@ class Mel2Mel(nn.Module):
         h = self.film_in(h, embedding)
         # A channels-last copy: the CPU LSTM kernels run ~3x slower on a strided input.
         h, _ = self.lstm(h.transpose(1, 2).contiguous())  # B x T x 2H
-        return self.readout(h.transpose(1, 2), embedding, self.tones_of(roll))
+        return self.readout(h.transpose(1, 2), embedding, self.tones_of(roll), roll)
 
     @torch.inference_mode()
     def infer(

@@ -63,8 +63,9 @@ class DirectionWeights:
 
 
 def supports_fast_path(model: Mel2Mel) -> bool:
-    """Whether :func:`fast_forward` applies (one bidirectional LSTM layer)."""
-    return model.config.lstm_layers == 1
+    """Whether :func:`fast_forward` applies (one bidirectional LSTM layer, no note
+    modulation)."""
+    return model.config.lstm_layers == 1 and not model.config.note_modulation
 
 
 def lstm_directions(model: Mel2Mel) -> list[DirectionWeights]:

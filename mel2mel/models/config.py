@@ -99,6 +99,12 @@ class AcousticConfig:
         zero at initialization: the fixed ``1 / k`` comb), so that an instrument's comb can
         have its own partials (a square wave's odd harmonics, a bell's few). A variation; off
         by default.
+    note_modulation:
+        Add the onset-locked tremolo and vibrato of the sounding keys (a bank of sinusoids of
+        the time since each key's onset, their coefficients read frame by frame from the
+        modulated LSTM states, zero at initialization; see :mod:`mel2mel.models.modulation`),
+        so that a held note can move as FluidSynth's does. A variation; off by default. Such
+        a model runs the general inference path (no folded fast path, no in-page graph).
     """
 
     n_instruments: int = 10
@@ -118,6 +124,7 @@ class AcousticConfig:
     head_channels: int = 0
     detail_gate: bool = False
     harmonic_heights: bool = False
+    note_modulation: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -136,11 +143,12 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.embedding_init_std must be > 0")
         if self.embedding_noise < 0:
             raise ValueError("AcousticConfig.embedding_noise must be >= 0")
-        if self.harmonic_detail and (self.roll_channels < C.N_KEYS or self.n_mels != C.N_MELS):
-            raise ValueError(
-                f"AcousticConfig.harmonic_detail needs the {C.N_KEYS} sounding rows and "
-                f"{C.N_MELS} mel bins"
-            )
+        needs = {"harmonic_detail": C.N_KEYS, "note_modulation": C.ROLL_CHANNELS}
+        for name, rows in needs.items():
+            if getattr(self, name) and (self.roll_channels < rows or self.n_mels != C.N_MELS):
+                raise ValueError(
+                    f"AcousticConfig.{name} needs {rows} roll rows and {C.N_MELS} mel bins"
+                )
         for name in ("detail_gate", "harmonic_heights"):
             if getattr(self, name) and not self.harmonic_detail:
                 raise ValueError(f"AcousticConfig.{name} needs harmonic_detail")
