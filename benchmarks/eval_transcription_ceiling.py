@@ -31,7 +31,12 @@ classifier miss"):
 * ``model + the harmonic combs' detail``: the model's mel plus the detail of the sounding
   notes' harmonic combs computed from the MIDI alone (``mel2mel.models.harmonic``, what a
   ``harmonic_detail`` model adds) at a gain of ``COMB_GAIN`` in every bin: how much of
-  FluidSynth's detail the pitches alone give back.
+  FluidSynth's detail the pitches alone give back;
+* ``model + FluidSynth's modulation``: the model's mel plus what a moving average over
+  ``MODULATION_FRAMES`` frames takes from FluidSynth's (tremolo, vibrato, beating, and the
+  attacks); ``... between onsets``: only in frames at least half that window from every
+  onset (the held sound's modulation, not the attacks);
+* ``FluidSynth, steadied between onsets``: FluidSynth's mel without that held modulation.
 
 With ``--recognize``, each render's 3-s clips (where FluidSynth's render sounds) are also
 labelled by the instrument classifier of ``eval_transcription.py`` (trained on the train split's
@@ -87,7 +92,11 @@ HYBRIDS = (
     "FluidSynth, the model's mean spectrum",
     "model, FluidSynth's mean spectrum",
     "model + the harmonic combs' detail",
+    "model + FluidSynth's modulation",
+    "model + FluidSynth's modulation between onsets",
+    "FluidSynth, steadied between onsets",
 )
+MODULATION_FRAMES = 25  # the moving average (0.2 s) whose residual is the modulation
 COMB_GAIN = 1.5  # the best of 0.5 / 1 / 1.5 / 2 / 3 on the stage-8 model (docs/MODELS.md)
 
 
@@ -146,6 +155,8 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[st
 
     detail = true - smoothed(true, 3, axis=0)
     near = onset_frames(roll)
+    modulation = true - smoothed(true, MODULATION_FRAMES, axis=1)
+    held = ~onset_frames(roll, before=MODULATION_FRAMES // 2, after=MODULATION_FRAMES // 2)
     with torch.no_grad():
         fixed = HarmonicDetail(1)
         combs = fixed.detail(fixed.tones(torch.from_numpy(roll)[None]))[0].numpy()
@@ -158,6 +169,9 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[st
         true - true.mean(1, keepdims=True) + pred.mean(1, keepdims=True),
         pred - pred.mean(1, keepdims=True) + true.mean(1, keepdims=True),
         pred + COMB_GAIN * combs,
+        pred + modulation,
+        pred + np.where(held[None], modulation, 0.0),
+        true - np.where(held[None], modulation, 0.0),
     ]
     return dict(zip(HYBRIDS, mels, strict=True))
 
