@@ -77,9 +77,10 @@ class AcousticGraph(nn.Module):
 
     def __init__(self, model: Mel2Mel) -> None:
         super().__init__()
-        if model.config.frontend_layers or model.config.lstm_layers != 1:
-            raise UserError("ONNX export supports acoustic models without frontend layers and "
-                            "with one LSTM layer")  # fmt: skip
+        c = model.config
+        if c.frontend_layers or c.lstm_layers != 1 or c.note_modulation:
+            raise UserError("ONNX export supports acoustic models without frontend layers or "
+                            "note modulation, and with one LSTM layer")  # fmt: skip
         self.model = model.eval()
 
     def forward(

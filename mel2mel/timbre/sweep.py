@@ -56,7 +56,8 @@ class EmbeddingSweep:
     Parameters
     ----------
     model:
-        A :class:`~mel2mel.models.Mel2Mel` (any ``lstm_layers``; the fast path needs one).
+        A :class:`~mel2mel.models.Mel2Mel` (any ``lstm_layers``; the fast path needs one, and
+        no ``note_modulation``, whose model runs whole).
     rolls: Tensor[W x ROLL_CHANNELS x T]
         The rolls (windows) every embedding is played on.
     """
@@ -65,7 +66,7 @@ class EmbeddingSweep:
         self.model = model
         p = next(model.parameters())
         self.rolls = rolls.to(device=p.device, dtype=p.dtype)
-        self.fast = model.config.lstm_layers == 1
+        self.fast = model.config.lstm_layers == 1 and not model.config.note_modulation
         if not self.fast:
             return
         with torch.no_grad():

@@ -88,3 +88,24 @@ def test_the_module_learns_a_tremolo_from_its_onset():
 def test_config_needs_the_whole_roll():
     with pytest.raises(ValueError, match="note_modulation needs 176 roll rows"):
         AcousticConfig(note_modulation=True, roll_channels=C.N_KEYS)
+
+
+def test_the_paths_that_fold_the_network_run_a_modulated_model_whole_or_refuse_it():
+    from mel2mel.errors import UserError
+    from mel2mel.models.acoustic_fast import supports_fast_path
+    from mel2mel.models.onnx_export import AcousticGraph
+    from mel2mel.timbre.sweep import EmbeddingSweep
+
+    torch.manual_seed(0)
+    model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, note_modulation=True)).eval()
+    with torch.no_grad():
+        model.modulation.coefficients.bias.normal_(0.0, 1.0)
+    roll = struck([(57, 5, 60), (64, 20, 70)])
+    assert not supports_fast_path(model)
+    with torch.no_grad():
+        whole = model(roll, instrument=2)
+        assert torch.allclose(model.infer(roll, instrument=2), whole, atol=1e-5)
+        swept = EmbeddingSweep(model, roll)(model.embed(2))
+    assert torch.allclose(swept[0], whole, atol=1e-5)
+    with pytest.raises(UserError, match="note modulation"):
+        AcousticGraph(model)
