@@ -63,9 +63,8 @@ class DirectionWeights:
 
 
 def supports_fast_path(model: Mel2Mel) -> bool:
-    """Whether :func:`fast_forward` applies (one bidirectional LSTM layer, no note
-    modulation)."""
-    return model.config.lstm_layers == 1 and not model.config.note_modulation
+    """Whether :func:`fast_forward` applies (one bidirectional LSTM layer)."""
+    return model.config.lstm_layers == 1
 
 
 def lstm_directions(model: Mel2Mel) -> list[DirectionWeights]:
@@ -96,7 +95,8 @@ def fold_static(
         Tensor[R x 2H], Tensor[R] with ``w_out @ h + b_out`` for the hidden states ``h`` of
         both directions, concatenated: the log-mel before the readout's correction and the
         detail (``N_MELS`` rows), then the detail gate (``N_MELS`` rows, ``detail_gate``),
-        then the readout's hidden pre-activation (``D`` rows, ``head_channels``), whose output
+        then the note modulation's coefficients (unscaled, ``note_modulation``), then the
+        readout's hidden pre-activation (``D`` rows, ``head_channels``), whose output
         is ``head.out.weight @ relu(...) + head.out.bias``.
     """
     e = embedding.reshape(1, -1)
@@ -116,6 +116,8 @@ def fold_static(
     maps = [model.output]  # 1x1 convolutions of the modulated states
     if model.harmonic is not None and model.harmonic.gate is not None:
         maps.append(model.harmonic.gate)
+    if model.modulation is not None:
+        maps.append(model.modulation.coefficients)
     if model.head is not None:
         maps.append(model.head.hidden)
     w = torch.cat([m.weight[..., 0] for m in maps])  # R x 2H
@@ -372,6 +374,10 @@ def fast_forward(
         gate = None
         if model.harmonic is not None and model.harmonic.gate is not None:
             gate, rest = frames(rest[:, :bins]), rest[:, bins:]
+        coefficients = None
+        if model.modulation is not None:
+            n = model.modulation.coefficients.out_channels
+            coefficients, rest = frames(rest[:, :n]), rest[:, n:]
         if model.head is not None:
             out = model.head.out
             mel = torch.addmm(mel, rest.relu(), out.weight[..., 0].t()).add_(out.bias)
@@ -379,12 +385,14 @@ def fast_forward(
         if model.harmonic is not None:
             tones = model.tones_of(raw, embedding=embedding[0]).to(mel.dtype)
             mel = mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
+        if coefficients is not None:
+            mel = mel + model.modulation.move(raw, coefficients.contiguous())
         return floor_log_mel(mel)  # as Mel2Mel.readout
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T
     h_fwd, h_bwd = run(h.permute(2, 0, 1).contiguous(), lstm_directions(model))
     h = torch.cat([h_fwd, h_bwd], dim=2).permute(1, 2, 0)  # B x 2H x T
-    return model.readout(h, embedding, model.tones_of(raw))
+    return model.readout(h, embedding, model.tones_of(raw), raw)
 
 
 @torch.inference_mode()

@@ -25,7 +25,8 @@ and spreads them over the mel bins where each key's harmonic comb ``c_k`` lies (
 
 The coefficient map is zero at initialization, so a model extended with this module first
 plays as before. A key held from before the roll's first frame has no known onset and gets no
-modulation (chunked inference: a note longer than the context loses it in later windows).
+modulation. The fast path (:mod:`mel2mel.models.acoustic_fast`) folds the coefficient map beside
+the output layer and reads the clock of the whole roll, in windows too.
 """
 
 from __future__ import annotations
@@ -108,13 +109,18 @@ class NoteModulation(nn.Module):
         Tensor[B x N_MELS x T]
             Zero in frames without a sounding key whose onset is in the roll.
         """
+        return self.move(roll, self.coefficients(states))
+
+    def move(self, roll: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the coefficient map's output Tensor[B x 4J x T] (unscaled: the
+        fast path folds the map beside the output layer)."""
         sounding = roll[:, : C.N_KEYS]
         clock = onset_clock(roll)
         b, k, t = (clock >= 0).logical_and(sounding > 0).nonzero(as_tuple=True)
-        dtype = states.dtype
+        dtype = coefficients.dtype
         angle = clock[b, k, t].to(dtype)[:, None] * self.omega.to(dtype)  # N x J
         basis = torch.cat([angle.sin(), angle.cos()], dim=1)  # N x 2J
-        coef = SCALE * self.coefficients(states)  # B x 4J x T
+        coef = SCALE * coefficients  # B x 4J x T
         coef = coef[b, :, t].view(-1, 2, basis.shape[1])  # N x 2 x 2J
         signals = (coef * basis[:, None]).sum(-1)  # N x 2: amplitude, pitch
         weight = sounding[b, k, t].to(dtype)

@@ -90,7 +90,7 @@ def test_config_needs_the_whole_roll():
         AcousticConfig(note_modulation=True, roll_channels=C.N_KEYS)
 
 
-def test_the_paths_that_fold_the_network_run_a_modulated_model_whole_or_refuse_it():
+def test_the_fast_path_folds_the_modulation_and_the_other_paths_run_it_whole_or_refuse_it():
     from mel2mel.errors import UserError
     from mel2mel.models.acoustic_fast import supports_fast_path
     from mel2mel.models.onnx_export import AcousticGraph
@@ -101,10 +101,12 @@ def test_the_paths_that_fold_the_network_run_a_modulated_model_whole_or_refuse_i
     with torch.no_grad():
         model.modulation.coefficients.bias.normal_(0.0, 1.0)
     roll = struck([(57, 5, 60), (64, 20, 70)])
-    assert not supports_fast_path(model)
+    assert supports_fast_path(model)
     with torch.no_grad():
         whole = model(roll, instrument=2)
         assert torch.allclose(model.infer(roll, instrument=2), whole, atol=1e-5)
+        per_frame = model.embed(2)[..., None].expand(1, -1, roll.shape[-1])  # unfolded layers
+        assert torch.allclose(model.infer(roll, embedding=per_frame), whole, atol=1e-5)
         swept = EmbeddingSweep(model, roll)(model.embed(2))
     assert torch.allclose(swept[0], whole, atol=1e-5)
     with pytest.raises(UserError, match="note modulation"):
