@@ -357,7 +357,13 @@ class TextureTrainConfig:
     output and of the true mel, per crop and group of 10 bins, over frames with notes (a
     modulation statistic in the spirit of the global-variance and modulation-spectrum
     post-filters of speech synthesis): it holds the amount of texture to the instrument's,
-    where the adversarial loss alone over-textured steady instruments. ``disc_channels``
+    where the adversarial loss alone over-textured steady instruments. ``modulation_weight``
+    times the L1 distance between the log modulation spectra of output and true mel
+    (:func:`mel2mel.train.texture_loop.band_modulation`: per group of 10 bins, in bands of 2-4,
+    4-8, 8-16, 16-32 and 32-62.5 Hz) over the crops where notes sound at least half the time:
+    it holds not only the amount of texture but its speed to the instrument's (0, the
+    default, leaves it out; the frame-to-frame change alone is met by fast flicker where
+    FluidSynth's modulation is at 4-16 Hz, docs/TEXTURE.md). ``disc_channels``
     sizes the discriminator. ``init_from``: a texture checkpoint (or run directory), or an exported
     post-net (``.safetensors``/``.json``, e.g. to adapt the shipped one to a retrained acoustic
     model), whose post-net weights start the run; its discriminator and optimizers start afresh (to
@@ -385,6 +391,7 @@ class TextureTrainConfig:
     mean_weight: float = 10.0
     mean_frames: int = 64
     change_weight: float = 10.0
+    modulation_weight: float = 0.0
     disc_channels: int = 16
     acoustic: str | None = None
     init_from: str | None = None

@@ -159,6 +159,26 @@ def band_change(mel: torch.Tensor, active: torch.Tensor, bands: int = 8) -> torc
     return per / (both.sum((1, 2)) * (f // bands)).clamp_min(1).unsqueeze(1)
 
 
+#: Modulation-frequency bands (Hz) of :func:`band_modulation`: below 2 Hz is the level, which
+#: the post-net keeps; FluidSynth's held notes move at 4-16 Hz (tremolo, vibrato, beating).
+MODULATION_BANDS = ((2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0), (32.0, C.FRAME_RATE / 2))
+
+
+def band_modulation(mel: torch.Tensor, bands: int = 8) -> torch.Tensor:
+    """How much ``mel`` Tensor[B x F x T] moves at each modulation frequency: the power
+    spectrum of every bin's course over the crop (Hann window, mean removed), averaged over
+    each group of ``F // bands`` bins and summed within each of :data:`MODULATION_BANDS`,
+    as natural logs: Tensor[B x bands x len(MODULATION_BANDS)]."""
+    b, f, t = mel.shape
+    window = torch.hann_window(t, device=mel.device, dtype=mel.dtype)
+    course = (mel - mel.mean(-1, keepdim=True)) * window
+    power = torch.fft.rfft(course, dim=-1).abs().square()  # B x F x (T // 2 + 1)
+    power = power.reshape(b, bands, f // bands, -1).mean(2)
+    freqs = torch.fft.rfftfreq(t, 1.0 / C.FRAME_RATE).to(mel.device)
+    summed = [power[..., (freqs >= lo) & (freqs < hi)].sum(-1) for lo, hi in MODULATION_BANDS]
+    return torch.log(torch.stack(summed, -1) + 1e-6)
+
+
 # -- the trainer ------------------------------------------------------------------------------
 
 
@@ -217,7 +237,7 @@ class _TextureTrainer(TrainerBase):
         )  # fmt: skip
         self.use_train_set(PairCrops(data, "train", t.crop_frames, random_crops=True, **common),
                            "items")  # fmt: skip
-        self.terms = torch.zeros(6, dtype=torch.float64)  # d, adv, fm, level, change, count
+        self.terms = torch.zeros(7, dtype=torch.float64)  # d, adv, fm, level, change, mod, n
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -274,7 +294,14 @@ class _TextureTrainer(TrainerBase):
             active = batch["roll"][:, : C.N_KEYS].to(dev).sum(1) > 0
             change = (band_change(fake, active) - band_change(true, active)).abs().mean()
             loss = loss + t.change_weight * change
-        values = [d_loss.item(), adv.item(), fm.item(), level.item(), change.item(), 1.0]
+        modulation = torch.zeros(())
+        if t.modulation_weight:  # crops where notes sound at least half the time
+            held = (batch["roll"][:, : C.N_KEYS].to(dev).sum(1) > 0).float().mean(1) >= 0.5
+            gap = (band_modulation(fake) - band_modulation(true)).abs().mean((1, 2))
+            modulation = (gap * held).sum() / held.sum().clamp_min(1)
+            loss = loss + t.modulation_weight * modulation
+        values = [d_loss.item(), adv.item(), fm.item(), level.item(), change.item()]
+        values += [modulation.item(), 1.0]
         self.terms += torch.tensor(values, dtype=torch.float64)
         return self.optimize(loss)
 
@@ -284,7 +311,8 @@ class _TextureTrainer(TrainerBase):
         self.terms = torch.zeros_like(self.terms)
         n = max(float(terms[-1]), 1.0)
         names = ("train/d_loss", "train/adv", "train/fm", "train/level", "train/change")
-        return {**scalars, **{k: float(v) / n for k, v in zip(names, terms[:5], strict=True)}}
+        names += ("train/modulation",)
+        return {**scalars, **{k: float(v) / n for k, v in zip(names, terms[:6], strict=True)}}
 
     @torch.no_grad()
     def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
