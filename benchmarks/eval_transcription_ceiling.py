@@ -36,7 +36,9 @@ classifier miss"):
   ``MODULATION_FRAMES`` frames takes from FluidSynth's (tremolo, vibrato, beating, and the
   attacks); ``... between onsets``: only in frames at least half that window from every
   onset (the held sound's modulation, not the attacks);
-* ``FluidSynth, steadied between onsets``: FluidSynth's mel without that held modulation.
+* ``FluidSynth, steadied between onsets``: FluidSynth's mel without that held modulation;
+* ``model + FluidSynth's modulation, 1 s late``: the modulation moved 1 s later (circularly):
+  as much of it, out of step with the notes (does the classifier need it in place?).
 
 With ``--recognize``, each render's 3-s clips (where FluidSynth's render sounds) are also
 labelled by the instrument classifier of ``eval_transcription.py`` (trained on the train split's
@@ -95,6 +97,7 @@ HYBRIDS = (
     "model + FluidSynth's modulation",
     "model + FluidSynth's modulation between onsets",
     "FluidSynth, steadied between onsets",
+    "model + FluidSynth's modulation, 1 s late",
 )
 MODULATION_FRAMES = 25  # the moving average (0.2 s) whose residual is the modulation
 COMB_GAIN = 1.5  # the best of 0.5 / 1 / 1.5 / 2 / 3 on the stage-8 model (docs/MODELS.md)
@@ -172,6 +175,7 @@ def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[st
         pred + modulation,
         pred + np.where(held[None], modulation, 0.0),
         true - np.where(held[None], modulation, 0.0),
+        pred + np.roll(modulation, round(C.FRAME_RATE), axis=1),
     ]
     return dict(zip(HYBRIDS, mels, strict=True))
 
