@@ -4,6 +4,7 @@ checks, the synthesizer's texture stage, and adversarial training (resume, CLI, 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from conftest import debug_model, state_max_diff, train_two_ranks, write_midi
 
+from mel2mel import constants as C
 from mel2mel.cli import main
 from mel2mel.errors import UserError
 from mel2mel.models import Mel2Mel
@@ -32,7 +34,13 @@ from mel2mel.synthesis import streams
 from mel2mel.synthesizer import Synthesizer
 from mel2mel.train.checkpoint import load_checkpoint
 from mel2mel.train.config import TextureRunConfig, TextureTrainConfig
-from mel2mel.train.texture_loop import Discriminator, train_texture, trained_on
+from mel2mel.train.texture_loop import (
+    MODULATION_BANDS,
+    Discriminator,
+    band_modulation,
+    train_texture,
+    trained_on,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -235,6 +243,19 @@ def test_render_cli_texture_option(exported, tmp_path):
 # -- training ---------------------------------------------------------------------------------
 
 
+def test_band_modulation_tells_a_tremolo_from_flicker():
+    t = torch.arange(128) / C.FRAME_RATE
+    steady = torch.full((1, 80, 128), -5.0)
+    tremolo = steady + 0.3 * torch.sin(2 * math.pi * 6.0 * t)  # every bin, 6 Hz
+    flicker = steady + 0.3 * (-1.0) ** torch.arange(128)  # frame to frame: 62.5 Hz
+    bands = [lo for lo, _ in MODULATION_BANDS]
+    for mel, band in ((tremolo, bands.index(4.0)), (flicker, len(bands) - 1)):
+        spectrum = band_modulation(mel)  # 1 x 8 groups x bands, logs
+        assert spectrum.shape == (1, 8, len(MODULATION_BANDS))
+        assert (spectrum[0].argmax(-1) == band).all()
+        assert (spectrum[0, :, band] > band_modulation(steady)[0, :, band] + 10).all()
+
+
 def tiny_run(acoustic: Path, **train) -> TextureRunConfig:
     base = dict(
         steps=4, batch_size=2, crop_frames=32, warmup_steps=1, num_workers=0, log_every=2,
@@ -253,9 +274,11 @@ def acoustic_export(tmp_path_factory) -> Path:
 
 
 def test_resume_equals_uninterrupted(synthetic_dataset, acoustic_export, tmp_path):
-    config = tiny_run(acoustic_export)
+    config = tiny_run(acoustic_export, modulation_weight=1.0)
     straight = train_texture(synthetic_dataset, tmp_path / "a", config, progress=False)
     assert straight.step == 4 and set(straight.valid) >= {"valid/change_true_db", "valid/mae_db"}
+    scalars = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
+    assert any(s.get("train/modulation", 0) > 0 for s in scalars)
     first = train_texture(synthetic_dataset, tmp_path / "b", config, stop_at=2, progress=False)
     assert first.step == 2
     resumed = train_texture(synthetic_dataset, tmp_path / "b", config, progress=False)
@@ -266,7 +289,8 @@ def test_resume_equals_uninterrupted(synthetic_dataset, acoustic_export, tmp_pat
     assert (straight.model.output.weight != 0).any()  # the post-net moved off the identity
     # init_from starts a new run from the post-net of another (stop_at=0: no step taken)
     started = train_texture(
-        synthetic_dataset, tmp_path / "c", tiny_run(acoustic_export, init_from=str(tmp_path / "a")),
+        synthetic_dataset, tmp_path / "c",
+        tiny_run(acoustic_export, modulation_weight=1.0, init_from=str(tmp_path / "a")),
         stop_at=0, progress=False,
     )  # fmt: skip
     assert state_max_diff(started.model.state_dict(), straight.model.state_dict()) == 0
@@ -340,7 +364,8 @@ def test_two_process_replicas_stay_identical(synthetic_dataset, tmp_path):
 
 def test_shipped_postnet_restores_organ_texture(tmp_path):
     """The shipped post-net belongs to the shipped default model (not to --model paper), and on
-    the example chorale as organ it adds frame-to-frame change without moving the level."""
+    the example chorale as organ it adds frame-to-frame change without moving the level, at
+    the speed of FluidSynth's modulation (4-16 Hz), not as frame-to-frame flicker."""
     from mel2mel.examples import write_example
 
     example = write_example(tmp_path / "example.mid")
@@ -353,6 +378,12 @@ def test_shipped_postnet_restores_organ_texture(tmp_path):
     change = [np.abs(np.diff(m[:, loud], axis=1)).mean() for m in (textured, steady)]
     assert change[0] > 2 * change[1]
     assert abs(float((textured - steady)[:, loud].mean())) < 0.06  # nats, ~0.5 dB
+    added = torch.from_numpy(textured - steady)[..., : steady.shape[1] // 128 * 128]
+    crops = added.reshape(C.N_MELS, -1, 128).transpose(0, 1)  # 128-frame crops
+    power = band_modulation(crops).exp().mean((0, 1))  # per band of MODULATION_BANDS
+    below_16_hz = [hi <= 16.0 for _, hi in MODULATION_BANDS]
+    # the post-net before the modulation loss put 99 % of it above 16 Hz (docs/TEXTURE.md)
+    assert power[below_16_hz].sum() > 0.8 * power.sum()
 
 
 def test_init_from_an_exported_post_net(synthetic_dataset, acoustic_export, tmp_path):
