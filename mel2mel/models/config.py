@@ -103,8 +103,8 @@ class AcousticConfig:
         Add the onset-locked tremolo and vibrato of the sounding keys (a bank of sinusoids of
         the time since each key's onset, their coefficients read frame by frame from the
         modulated LSTM states, zero at initialization; see :mod:`mel2mel.models.modulation`),
-        so that a held note can move as FluidSynth's does. A variation; off by default. Such
-        a model runs the general inference path (no folded fast path, no in-page graph).
+        so that a held note can move as FluidSynth's does. A variation; off by default. The
+        fast path folds it; the in-page ONNX graph does not support it yet.
     """
 
     n_instruments: int = 10

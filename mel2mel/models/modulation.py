@@ -1,14 +1,16 @@
 """Note modulation: the tremolo, vibrato and beating of a held note, locked to its onset.
 
-FluidSynth plays a held vibraphone note with a 4.4 Hz tremolo, a string ensemble and a synth
-lead with a 6 Hz vibrato, an organ with the beating of its ranks, and it plays them the same
-way every time: in two renders of one note struck at different times, the frame-to-frame
-changes of the held mel correlate 0.84-0.98 (docs/MODELS.md, "Note modulation"). So they are
-a function of the instrument, the notes and the time since each note's onset, which a
-deterministic network can predict. Mel2Mel's LSTM draws a steady tone instead (its held
-frames change by 0.01-0.05 dB per frame per bin against FluidSynth's 0.13-1.06), and the
-instrument classifier hears that: the model's mel with FluidSynth's modulation added is
-recognized in 84 % of clips, without it 57 %.
+FluidSynth plays a held vibraphone note with a 4.4 Hz tremolo, a string ensemble or a synth
+lead with a vibrato, an organ with the beating of its ranks, and it plays them the same way
+every time: the frame-to-frame changes of two strikes of one held note correlate 0.72-0.84 for
+eight of the ten instruments (``benchmarks/eval_note_modulation.py``; docs/MODELS.md, "Note
+modulation"). So they are a function of the instrument, the notes and the time since each
+note's onset, which a deterministic network can predict. Mel2Mel's LSTM draws a steady tone
+instead (held bins change by 0.01-0.08 dB per frame against FluidSynth's 0.11-1.04).
+
+What this module can draw is one amplitude and one pitch signal per key: it learns a
+vibraphone's tremolo; the many-voiced beating of an organ or an ensemble, each bin on its own,
+is beyond it (docs/MODELS.md, "Stop 28").
 
 This module adds, for every sounding key ``k`` with its onset ``tau_k`` frames ago, two
 signals built from a fixed bank of sinusoids of the time since the onset, their coefficients
