@@ -65,6 +65,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 import torch
+from eval_mel_texture import MODULATION_FRAMES
 from eval_transcription import (
     Transcriber,
     dataset_audio,
@@ -99,7 +100,6 @@ HYBRIDS = (
     "FluidSynth, steadied between onsets",
     "model + FluidSynth's modulation, 1 s late",
 )
-MODULATION_FRAMES = 25  # the moving average (0.2 s) whose residual is the modulation
 COMB_GAIN = 1.5  # the best of 0.5 / 1 / 1.5 / 2 / 3 on the stage-8 model (docs/MODELS.md)
 
 
