@@ -110,11 +110,13 @@ def level_loss(
     pred: torch.Tensor, target: torch.Tensor, frames: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean absolute frame-level error (nepers): Tensor[B x M x T] log-mels -> scalar; over the
-    frames selected by ``frames`` (bool Tensor[B x T]) only, when given (0 if none is)."""
+    frames selected by ``frames`` (bool Tensor[B x T]) only, when given (0 if none is), or
+    weighted by it (float Tensor[B x T] of weights >= 0: the weighted mean)."""
     err = torch.abs(frame_level(pred) - frame_level(target))
     if frames is None:
         return torch.mean(err)
-    return (err * frames).sum() / frames.sum().clamp_min(1)
+    weights = frames.to(err.dtype)
+    return (err * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def slope_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -136,16 +136,21 @@ class _Trainer(TrainerBase):
         if t.floor_margin is not None:
             pred = dead_band_floor(pred, t.floor_margin)
         loud = None  # B x T: the loudest sounding note of each frame (0 where none sounds)
-        if t.quiet_weight != 1.0 or (t.level_weight > 0 and t.level_frames == "sounding"):
+        quiet = None  # B x T: the pp frames (the evaluation's band)
+        sounding = t.level_weight > 0 and t.level_frames == "sounding"
+        if t.quiet_weight != 1.0 or t.quiet_level_weight != 1.0 or sounding:
             loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]
-        if t.quiet_weight != 1.0:
             pp = C.VELOCITY_BANDS["pp"]
             quiet = (loud >= pp[0]) & (loud <= pp[1])
+        if t.quiet_weight != 1.0:
             loss = reweighted(self.loss_fn, pred, mel, quiet, t.quiet_weight)
         else:
             loss = self.loss_fn(pred, mel)
         if t.level_weight > 0:
-            frames = loud > 0 if loud is not None and t.level_frames == "sounding" else None
+            frames = None  # every frame alike
+            if sounding or t.quiet_level_weight != 1.0:
+                frames = loud > 0 if sounding else torch.ones_like(quiet)
+                frames = frames * torch.where(quiet, t.quiet_level_weight, 1.0)
             loss = loss + t.level_weight * level_loss(pred, mel, frames)
         if t.slope_weight > 0:
             loss = loss + t.slope_weight * slope_loss(pred, mel)

@@ -104,6 +104,11 @@ class TrainConfig:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
         quiet playing is a small share of any corpus. 1 (the default) weighs all frames alike.
+    quiet_level_weight:
+        The same for the level term: the weight of the pp frames in its mean (a weighted mean
+        over the frames that ``level_frames`` selects). A soft note's few partials stand a few
+        nepers above the floor, and a bin-wise loss that is unsure where they fall draws them
+        too quiet (docs/MODELS.md, "Stop 29"); 1 (the default) weighs all frames alike.
     floor_margin:
         The loss sees the prediction as inference plays it, floored at the analysis floor,
         with a dead band of this many nepers below the floor in which a bin whose target is the
@@ -157,6 +162,7 @@ class TrainConfig:
     level_frames: str = "all"
     slope_weight: float = 0.0
     quiet_weight: float = 1.0
+    quiet_level_weight: float = 1.0
     floor_margin: float | None = None
     repeat: dict[str, int] | None = None
     num_workers: int = 1
@@ -187,6 +193,8 @@ class TrainConfig:
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:
             raise ValueError("train.quiet_weight must be > 0")
+        if not self.quiet_level_weight > 0:
+            raise ValueError("train.quiet_level_weight must be > 0")
         if self.floor_margin is not None and not self.floor_margin >= 0:
             raise ValueError("train.floor_margin must be >= 0 (or null)")
         if self.repeat is not None:

@@ -113,6 +113,10 @@ def test_level_loss_measures_frame_power_not_bins():
     assert level_loss(off, true, chosen).item() == 0.0
     assert level_loss(off, true, ~chosen).item() == pytest.approx(2.0)
     assert level_loss(off, true, torch.zeros_like(chosen)).item() == 0.0
+    # weighted frames: the weighted mean of the frames' errors (2, 0, 0 nepers)
+    weights = torch.tensor([[3.0, 1.0, 0.0]])
+    assert level_loss(off, true, weights).item() == pytest.approx(2.0 * 3.0 / 4.0)
+    assert level_loss(off, true, weights * 0.01).item() == pytest.approx(1.5)
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -271,12 +271,14 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
     assert 0 <= result.valid["valid/level_db"] < 200
     level, _ = one_step("level", level_weight=5.0)
     quiet, _ = one_step("quiet", quiet_weight=5.0)
+    quiet_level, _ = one_step("quiet-level", level_weight=5.0, quiet_level_weight=5.0)
     slope, result = one_step("slope", slope_weight=5.0)
     assert 0 < result.valid["valid/slope_db"] < 100
     again, _ = one_step("again")
     assert all(torch.equal(plain[k], again[k]) for k in plain)  # the comparison is exact...
     assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the terms count
     assert any(not torch.equal(plain[k], quiet[k]) for k in plain)
+    assert any(not torch.equal(level[k], quiet_level[k]) for k in plain)  # pp frames weigh more
     assert any(not torch.equal(plain[k], slope[k]) for k in plain)
     noisy = RunConfig(
         AcousticConfig.preset("debug", embedding_noise=0.5),
@@ -293,6 +295,8 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
         TrainConfig(slope_weight=-0.5)
     with pytest.raises(ValueError, match="quiet_weight"):
         TrainConfig(quiet_weight=0)
+    with pytest.raises(ValueError, match="quiet_level_weight"):
+        TrainConfig(quiet_level_weight=-1.0)
     with pytest.raises(ValueError, match="floor_margin"):
         TrainConfig(floor_margin=-1.0)
     with pytest.raises(ValueError, match="level_frames"):
