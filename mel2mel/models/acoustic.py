@@ -12,6 +12,8 @@ The network is the one published by Kim et al. (ICASSP 2019)::
       [+ harmonic detail of the roll's sounding notes, per-bin gain from the embedding,
          moved frame by frame by the same states with ``detail_gate``, the harmonics'
          heights set by the embedding with ``harmonic_heights``]
+      [+ the sounding notes' level times a per-bin slope from the embedding, with
+         ``velocity_gain``]
       -> floored at log(1e-5), the floor of every analysed log-mel
 
 The instrument enters only through its embedding, which can come from the learned table (an
@@ -41,6 +43,7 @@ from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
 from mel2mel.models.modulation import NoteModulation
 from mel2mel.models.readout import ReadoutHead
+from mel2mel.models.velocity_gain import VelocityGain
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
 
@@ -163,6 +166,7 @@ class Mel2Mel(nn.Module):
             else None
         )
         self.modulation = NoteModulation(2 * c.lstm_hidden) if c.note_modulation else None
+        self.velocity_gain = VelocityGain(c.embedding_dim, c.n_mels) if c.velocity_gain else None
 
     @staticmethod
     def _check_instruments(
@@ -225,7 +229,8 @@ class Mel2Mel(nn.Module):
         detail of ``tones`` (:meth:`tones_of` the roll; None for a model without it) scaled
         for the instrument, and gated by the states when ``config.detail_gate``, plus the
         note modulation of the raw ``roll`` Tensor[B x 176 x T] when
-        ``config.note_modulation``; floored at the analysis floor (:func:`floor_log_mel`)."""
+        ``config.note_modulation``, plus the velocity gain of that roll when
+        ``config.velocity_gain``; floored at the analysis floor (:func:`floor_log_mel`)."""
         h = self.film_out(h, embedding)
         mel = self.output(h)
         if self.head is not None:
@@ -239,6 +244,10 @@ class Mel2Mel(nn.Module):
             if roll is None:
                 raise ValueError("this model adds note modulation: pass the roll")
             mel = mel + self.modulation(roll, h)
+        if self.velocity_gain is not None:
+            if roll is None:
+                raise ValueError("this model adds a velocity gain: pass the roll")
+            mel = mel + self.velocity_gain(roll, embedding.to(mel.dtype))
         return floor_log_mel(mel)
 
     def tones_of(

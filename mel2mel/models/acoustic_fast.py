@@ -25,7 +25,9 @@ Three exact rewrites and one opt-in approximation, for inference only:
 A model with a nonlinear readout (``head_channels``) folds the readout's first layer and
 FiLM beside the output matrix (:func:`fold_static`) and adds its ReLU and last layer; a
 ``detail_gate`` folds there too. A model with ``harmonic_detail`` adds its detail
-(:meth:`Mel2Mel.readout`, frame by frame, so exact in any window) to every path's output.
+(:meth:`Mel2Mel.readout`, frame by frame, so exact in any window) to every path's output; one
+with ``velocity_gain`` adds its gain, whose level holds through silences from the last frame
+with sound, so a window that starts in a long rest sees it only from its own frames.
 
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
@@ -387,6 +389,8 @@ def fast_forward(
             mel = mel + model.harmonic(tones, embedding.to(mel.dtype), gate)
         if coefficients is not None:
             mel = mel + model.modulation.move(raw, coefficients.contiguous())
+        if model.velocity_gain is not None:
+            mel = mel + model.velocity_gain(raw, embedding.to(mel.dtype))
         return floor_log_mel(mel)  # as Mel2Mel.readout
     embedding = embedding.to(roll.dtype)
     h = model.film_in(model.frontend(model.input(roll)), embedding)  # B x C x T

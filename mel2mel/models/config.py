@@ -105,6 +105,12 @@ class AcousticConfig:
         modulated LSTM states, zero at initialization; see :mod:`mel2mel.models.modulation`),
         so that a held note can move as FluidSynth's does. A variation; off by default. The
         fast path folds it; the in-page ONNX graph does not support it yet.
+    velocity_gain:
+        Add the sounding notes' level (from their velocities, held through silences) times a
+        per-bin slope affine in the embedding, zero at initialization, to the output past the
+        LSTM (see :mod:`mel2mel.models.velocity_gain`), so that a soft note can be drawn as a
+        louder one turned down, as FluidSynth plays it. A variation; off by default. The fast
+        path adds it; the in-page ONNX graph does not support it yet.
     """
 
     n_instruments: int = 10
@@ -125,6 +131,7 @@ class AcousticConfig:
     detail_gate: bool = False
     harmonic_heights: bool = False
     note_modulation: bool = False
+    velocity_gain: bool = False
 
     def __post_init__(self) -> None:
         positive = ("n_instruments", "embedding_dim", "roll_channels", "channels")
@@ -143,7 +150,11 @@ class AcousticConfig:
             raise ValueError("AcousticConfig.embedding_init_std must be > 0")
         if self.embedding_noise < 0:
             raise ValueError("AcousticConfig.embedding_noise must be >= 0")
-        needs = {"harmonic_detail": C.N_KEYS, "note_modulation": C.ROLL_CHANNELS}
+        needs = {
+            "harmonic_detail": C.N_KEYS,
+            "note_modulation": C.ROLL_CHANNELS,
+            "velocity_gain": C.N_KEYS,
+        }
         for name, rows in needs.items():
             if getattr(self, name) and (self.roll_channels < rows or self.n_mels != C.N_MELS):
                 raise ValueError(

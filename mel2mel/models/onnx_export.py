@@ -78,9 +78,11 @@ class AcousticGraph(nn.Module):
     def __init__(self, model: Mel2Mel) -> None:
         super().__init__()
         c = model.config
-        if c.frontend_layers or c.lstm_layers != 1 or c.note_modulation:
-            raise UserError("ONNX export supports acoustic models without frontend layers or "
-                            "note modulation, and with one LSTM layer")  # fmt: skip
+        if c.frontend_layers or c.lstm_layers != 1 or c.note_modulation or c.velocity_gain:
+            raise UserError(
+                "ONNX export supports acoustic models without frontend layers, note modulation "
+                "or velocity gain, and with one LSTM layer"
+            )
         self.model = model.eval()
 
     def forward(

@@ -57,7 +57,7 @@ class EmbeddingSweep:
     ----------
     model:
         A :class:`~mel2mel.models.Mel2Mel` (any ``lstm_layers``; the fast path needs one, and
-        no ``note_modulation``, whose model runs whole).
+        no ``note_modulation`` or ``velocity_gain``, whose models run whole).
     rolls: Tensor[W x ROLL_CHANNELS x T]
         The rolls (windows) every embedding is played on.
     """
@@ -66,7 +66,8 @@ class EmbeddingSweep:
         self.model = model
         p = next(model.parameters())
         self.rolls = rolls.to(device=p.device, dtype=p.dtype)
-        self.fast = model.config.lstm_layers == 1 and not model.config.note_modulation
+        c = model.config
+        self.fast = c.lstm_layers == 1 and not (c.note_modulation or c.velocity_gain)
         if not self.fast:
             return
         with torch.no_grad():
