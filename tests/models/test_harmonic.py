@@ -109,6 +109,27 @@ def extended(tmp_path, source: Mel2Mel, **options) -> tuple[Mel2Mel, list[str]]:
     return model.eval(), fresh
 
 
+def check_inference_paths(model: Mel2Mel, roll: torch.Tensor, refusal: str) -> None:
+    """The fast path (shared and per-frame embeddings) and the timbre sweep give ``model``'s
+    forward on ``roll`` for instrument 2, and the in-page graph refuses the model, saying
+    ``refusal``: for the variations that the in-page graph does not support."""
+    from mel2mel.errors import UserError
+    from mel2mel.models.acoustic_fast import supports_fast_path
+    from mel2mel.models.onnx_export import AcousticGraph
+    from mel2mel.timbre.sweep import EmbeddingSweep
+
+    assert supports_fast_path(model)
+    with torch.no_grad():
+        whole = model(roll, instrument=2)
+        assert torch.allclose(model.infer(roll, instrument=2), whole, atol=1e-5)
+        per_frame = model.embed(2)[..., None].expand(1, -1, roll.shape[-1])  # unfolded layers
+        assert torch.allclose(model.infer(roll, embedding=per_frame), whole, atol=1e-5)
+        swept = EmbeddingSweep(model, roll)(model.embed(2))
+    assert torch.allclose(swept[0], whole, atol=1e-5)
+    with pytest.raises(UserError, match=refusal):
+        AcousticGraph(model)
+
+
 def held_note(pitch: int) -> torch.Tensor:
     """A roll of 40 frames with ``pitch`` sounding in frames 5..29."""
     roll = torch.zeros(1, C.ROLL_CHANNELS, 40)

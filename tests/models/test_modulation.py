@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_harmonic import extended, key_row
+from test_harmonic import check_inference_paths, extended, key_row
 
 from mel2mel import constants as C
 from mel2mel.models import AcousticConfig, Mel2Mel
@@ -91,23 +91,8 @@ def test_config_needs_the_whole_roll():
 
 
 def test_the_fast_path_folds_the_modulation_and_the_other_paths_run_it_whole_or_refuse_it():
-    from mel2mel.errors import UserError
-    from mel2mel.models.acoustic_fast import supports_fast_path
-    from mel2mel.models.onnx_export import AcousticGraph
-    from mel2mel.timbre.sweep import EmbeddingSweep
-
     torch.manual_seed(0)
     model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, note_modulation=True)).eval()
     with torch.no_grad():
         model.modulation.coefficients.bias.normal_(0.0, 1.0)
-    roll = struck([(57, 5, 60), (64, 20, 70)])
-    assert supports_fast_path(model)
-    with torch.no_grad():
-        whole = model(roll, instrument=2)
-        assert torch.allclose(model.infer(roll, instrument=2), whole, atol=1e-5)
-        per_frame = model.embed(2)[..., None].expand(1, -1, roll.shape[-1])  # unfolded layers
-        assert torch.allclose(model.infer(roll, embedding=per_frame), whole, atol=1e-5)
-        swept = EmbeddingSweep(model, roll)(model.embed(2))
-    assert torch.allclose(swept[0], whole, atol=1e-5)
-    with pytest.raises(UserError, match="note modulation"):
-        AcousticGraph(model)
+    check_inference_paths(model, struck([(57, 5, 60), (64, 20, 70)]), "note modulation")
