@@ -26,8 +26,9 @@ A model with a nonlinear readout (``head_channels``) folds the readout's first l
 FiLM beside the output matrix (:func:`fold_static`) and adds its ReLU and last layer; a
 ``detail_gate`` folds there too. A model with ``harmonic_detail`` adds its detail
 (:meth:`Mel2Mel.readout`, frame by frame, so exact in any window) to every path's output; one
-with ``velocity_gain`` adds its gain, whose level holds through silences from the last frame
-with sound, so a window that starts in a long rest sees it only from its own frames.
+with ``velocity_gain`` adds its gain, computed on the whole roll, so exact in these windows too
+(:func:`symmetric_windows` runs each window whole, and there a window that starts in a long
+rest holds the level only from its own frames).
 
 Without ``chunk_frames`` the result equals :meth:`Mel2Mel.forward` up to float rounding
 (~1e-5 nats). Stacked LSTMs (``lstm_layers > 1``) are not supported here: the second layer's
