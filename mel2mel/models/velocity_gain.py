@@ -40,7 +40,7 @@ REFERENCE_LEVEL = math.log(64 / 127)  # one key at velocity 64: the level that a
 SLOPE_SCALE = 10.0
 
 
-def frame_level(roll: torch.Tensor) -> torch.Tensor:
+def key_level(roll: torch.Tensor) -> torch.Tensor:
     """The level of every frame, Tensor[B x 176 x T] roll (velocity / 127) -> Tensor[B x T].
 
     ``0.5 ln(sum_k x_k^2) - REFERENCE_LEVEL`` over the sounding rows where a key sounds; a
@@ -58,7 +58,7 @@ def frame_level(roll: torch.Tensor) -> torch.Tensor:
 
 
 class VelocityGain(nn.Module):
-    """``slope(embedding) * frame_level(roll)``, added to the log-mel.
+    """``slope(embedding) * key_level(roll)``, added to the log-mel.
 
     Parameters
     ----------
@@ -81,4 +81,4 @@ class VelocityGain(nn.Module):
             slope = self.slope(embedding)[:, :, None]  # B x M x 1
         else:
             slope = self.slope(embedding.transpose(1, 2)).transpose(1, 2)  # B x M x T
-        return SLOPE_SCALE * slope * frame_level(roll).to(slope.dtype)[:, None, :]
+        return SLOPE_SCALE * slope * key_level(roll).to(slope.dtype)[:, None, :]

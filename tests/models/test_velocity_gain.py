@@ -16,7 +16,7 @@ from mel2mel.models.velocity_gain import (
     REFERENCE_LEVEL,
     SLOPE_SCALE,
     VelocityGain,
-    frame_level,
+    key_level,
 )
 
 
@@ -31,13 +31,13 @@ def played(notes: list[tuple[int, int, int, int]], frames: int = 80) -> torch.Te
 
 def test_the_level_of_the_sounding_keys_holds_through_silence():
     roll = played([(60, 10, 30, 127), (48, 40, 50, 32), (52, 40, 50, 32)])
-    level = frame_level(roll)[0]
+    level = key_level(roll)[0]
     assert level[:10].eq(0).all()  # before the first note: nothing added
     assert level[10:30] == pytest.approx(torch.full((20,), -REFERENCE_LEVEL), abs=1e-6)
     assert level[30:40] == pytest.approx(level[29:30].expand(10))  # held through the rest
     two_soft = 0.5 * math.log(2 * (32 / 127) ** 2) - REFERENCE_LEVEL
     assert level[40:80] == pytest.approx(torch.full((40,), two_soft), abs=1e-6)
-    alone = frame_level(played([(60, 0, 80, 64)]))
+    alone = key_level(played([(60, 0, 80, 64)]))
     assert alone.abs().max() < 1e-6  # one key at velocity 64 is the reference
 
 
@@ -66,7 +66,7 @@ def test_the_gain_learns_fluidsynth_s_turn_down():
     module = VelocityGain(embedding_dim=2)
     rolls = torch.cat([played([(60, 0, 40, v)]) for v in (8, 16, 32, 64, 100)])
     embedding = torch.randn(1, 2).expand(5, -1)
-    target = 2.0 * frame_level(rolls)[:, None, :].expand(-1, C.N_MELS, -1)
+    target = 2.0 * key_level(rolls)[:, None, :].expand(-1, C.N_MELS, -1)
     opt = torch.optim.Adam(module.parameters(), lr=0.01)
     for _ in range(200):
         opt.zero_grad()
