@@ -33,6 +33,15 @@ is uncertain; those peaks are what a transcriber hears as pitch (docs/MODELS.md,
 transcriber and the classifier miss", where the term was tried and moved neither the peaks nor
 the transcription). It is blind to level: adding a constant to a frame changes no slope.
 
+Bin balance
+-----------
+:func:`bin_weights` (``train.bin_balance``, ``log-abs`` only) weighs each mel bin's squared
+error by the inverse of the bin's variance for the instrument, raised to a power. The paper's
+analysis scores a model by the Pearson r of every bin, which is blind to how far a bin swings;
+the squared error is not, and a bin that lies a fraction of a neper above the floor when a
+note sounds (the high bins of a decaying instrument) costs it almost nothing whether it is
+right or not.
+
 Squashing constants
 -------------------
 The data lie in ``[log(1e-5), ~3] = [-11.5, ~3]`` (see :mod:`mel2mel.constants`), with most
@@ -123,6 +132,21 @@ def slope_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error of the frequency slopes (nepers per mel bin): Tensor[B x M x T]
     log-mels -> scalar. ``slope[b, m, t] = x[b, m + 1, t] - x[b, m, t]``."""
     return torch.mean(torch.abs(torch.diff(pred, dim=1) - torch.diff(target, dim=1)))
+
+
+#: Variances below this (0.05 neper squared) count as this in :func:`bin_weights`: a bin that
+#: never leaves the floor has none, and would otherwise take all the weight.
+MIN_BIN_VARIANCE = 0.05**2
+
+
+def bin_weights(variances: torch.Tensor, balance: float) -> torch.Tensor:
+    """Per-bin loss weights ``(mean_b v_b / v_b) ** balance`` from per-bin variances
+    Tensor[N x M] (one row per instrument), each row normalized to a mean of 1; a row with
+    NaN (an instrument without data) weighs its bins alike. ``balance = 0`` gives ones."""
+    var = variances.clamp_min(MIN_BIN_VARIANCE)
+    weights = (var.mean(dim=1, keepdim=True) / var) ** balance
+    weights = weights / weights.mean(dim=1, keepdim=True)
+    return torch.where(torch.isnan(weights), torch.ones_like(weights), weights)
 
 
 def reweighted(

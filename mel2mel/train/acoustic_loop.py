@@ -30,6 +30,7 @@ from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.losses import (
     LOSSES,
+    bin_weights,
     dead_band_floor,
     frame_level,
     get_loss,
@@ -38,7 +39,7 @@ from mel2mel.models.losses import (
     slope_loss,
 )
 from mel2mel.train.config import RunConfig
-from mel2mel.train.data import dataset_instruments, make_datasets
+from mel2mel.train.data import bin_variances, dataset_instruments, make_datasets
 from mel2mel.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -95,6 +96,11 @@ class _Trainer(TrainerBase):
         }
         train_set, self.valid_set = make_datasets(data, config, self.instruments)
         self.use_train_set(train_set, "crops")
+        self.bin_scale = None  # N x M: square roots of the bin weights of train.bin_balance
+        if t.bin_balance:
+            variances = torch.from_numpy(bin_variances(train_set, len(self.instruments)))
+            weights = bin_weights(variances.float(), t.bin_balance)
+            self.bin_scale = weights.sqrt().to(info.device)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -142,10 +148,14 @@ class _Trainer(TrainerBase):
             loud = (roll[:, : C.N_KEYS].amax(dim=1) * 127.0).round()[:, : pred.shape[-1]]
             pp = C.VELOCITY_BANDS["pp"]
             quiet = (loud >= pp[0]) & (loud <= pp[1])
+        scaled_pred, scaled_mel = pred, mel
+        if self.bin_scale is not None:  # w (x - y)^2 = (sqrt(w) x - sqrt(w) y)^2
+            scale = self.bin_scale[inst][:, :, None]  # B x M x 1
+            scaled_pred, scaled_mel = pred * scale, mel * scale
         if t.quiet_weight != 1.0:
-            loss = reweighted(self.loss_fn, pred, mel, quiet, t.quiet_weight)
+            loss = reweighted(self.loss_fn, scaled_pred, scaled_mel, quiet, t.quiet_weight)
         else:
-            loss = self.loss_fn(pred, mel)
+            loss = self.loss_fn(scaled_pred, scaled_mel)
         if t.level_weight > 0:
             frames = None  # every frame alike
             if sounding or t.quiet_level_weight != 1.0:

@@ -109,6 +109,15 @@ class TrainConfig:
         over the frames that ``level_frames`` selects). A soft note's few partials stand a few
         nepers above the floor, and a bin-wise loss that is unsure where they fall draws them
         too quiet (docs/MODELS.md, "Stop 29"); 1 (the default) weighs all frames alike.
+    bin_balance:
+        Exponent ``a`` of per-bin loss weights ``(mean_b v_ib / v_ib) ** a``, normalized to a
+        mean of 1 over the bins of each instrument ``i``, where ``v_ib`` is the variance of
+        its bin ``b`` over the train split's mels (:func:`mel2mel.train.data.bin_variances`).
+        The paper's analysis scores every bin by its Pearson r, which does not care how far a
+        bin swings; a squared error does, and leaves the bins that barely leave the floor
+        (the high bins of the decaying instruments: r 0.3-0.6 for the Electric Piano) to
+        chance. ``a = 1`` weighs each bin's error against its own spread, ``0`` (the default)
+        weighs all bins alike. ``log-abs`` loss only.
     floor_margin:
         The loss sees the prediction as inference plays it, floored at the analysis floor,
         with a dead band of this many nepers below the floor in which a bin whose target is the
@@ -163,6 +172,7 @@ class TrainConfig:
     slope_weight: float = 0.0
     quiet_weight: float = 1.0
     quiet_level_weight: float = 1.0
+    bin_balance: float = 0.0
     floor_margin: float | None = None
     repeat: dict[str, int] | None = None
     num_workers: int = 1
@@ -195,6 +205,10 @@ class TrainConfig:
             raise ValueError("train.quiet_weight must be > 0")
         if not self.quiet_level_weight > 0:
             raise ValueError("train.quiet_level_weight must be > 0")
+        if not 0 <= self.bin_balance <= 1:
+            raise ValueError("train.bin_balance must be in [0, 1]")
+        if self.bin_balance and self.loss != "log-abs":
+            raise ValueError("train.bin_balance weighs a squared error: use train.loss=log-abs")
         if self.floor_margin is not None and not self.floor_margin >= 0:
             raise ValueError("train.floor_margin must be >= 0 (or null)")
         if self.repeat is not None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from mel2mel import constants as C
 from mel2mel.data.corpus import augment_kind
-from mel2mel.data.dataset import CropDataset, read_manifest
+from mel2mel.data.dataset import CropDataset, item_paths, read_manifest
 from mel2mel.errors import UserError
 from mel2mel.instruments import Instrument
 from mel2mel.models.acoustic import UnknownInstrumentError, resolve_instrument
@@ -88,6 +89,22 @@ def repeat_items(dataset: CropDataset, repeat: dict[str, int]) -> None:
     dataset.items = [
         it for it in dataset.items for _ in range(repeat.get(kinds.get(it["piece"], "plain"), 1))
     ]
+
+
+def bin_variances(dataset: CropDataset, n_instruments: int, per_instrument: int = 64) -> np.ndarray:
+    """Each instrument's variance of every mel bin, float64[N x M], over up to
+    ``per_instrument`` of its distinct items in ``dataset`` (spread evenly over them in
+    manifest order, so the figure is the same on every rank and at every resume) and all their
+    frames; NaN for an instrument without items."""
+    by_instrument: dict[int, list[str]] = {}
+    for it in {it["id"]: it for it in dataset.items}.values():  # repeats count once
+        by_instrument.setdefault(int(it["instrument"]), []).append(it["id"])
+    out = np.full((n_instruments, C.N_MELS), np.nan)
+    for k, ids in by_instrument.items():
+        step = -(-len(ids) // per_instrument)
+        mels = [np.load(item_paths(dataset.root, i)["mel"]) for i in ids[::step]]
+        out[k] = np.concatenate(mels, axis=1).astype(np.float64).var(axis=1)
+    return out
 
 
 def make_datasets(

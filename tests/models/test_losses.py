@@ -11,9 +11,11 @@ import torch
 from mel2mel import constants as C
 from mel2mel.models.losses import (
     LOSSES,
+    MIN_BIN_VARIANCE,
     TANH_OFFSET,
     TANH_SCALE,
     abs_loss,
+    bin_weights,
     dead_band_floor,
     frame_level,
     get_loss,
@@ -168,3 +170,18 @@ def test_dead_band_floor_frees_a_band_under_the_floor_and_pulls_back_below_it():
     assert grad[0] < 0 and grad[1] == 0 and grad[2] < 0 and grad[3] > 0 and grad[4] == 0
     plain = torch.tensor([f - 9.0, f + 0.5])
     torch.testing.assert_close(dead_band_floor(plain, math.inf), plain.clamp_min(f))
+
+
+def test_bin_weights_weigh_each_bin_against_its_spread():
+    var = torch.tensor([[4.0, 1.0, 0.25, 0.0], [1.0, 1.0, 1.0, 1.0], [float("nan")] * 4])
+    full = bin_weights(var, 1.0)
+    assert torch.allclose(full.mean(dim=1), torch.ones(3))  # mean 1 per instrument
+    assert full[0, 0] < full[0, 1] < full[0, 2] < full[0, 3]  # quieter bins weigh more
+    # squared error / variance: a bin of a quarter the variance weighs 4 times as much
+    assert torch.isclose(full[0, 2] / full[0, 1], torch.tensor(4.0))
+    # a bin that never moves counts as MIN_BIN_VARIANCE, not as an infinite weight
+    assert torch.isclose(full[0, 3] / full[0, 1], torch.tensor(1.0 / MIN_BIN_VARIANCE))
+    assert torch.equal(full[1], torch.ones(4)) and torch.equal(full[2], torch.ones(4))
+    assert torch.equal(bin_weights(var, 0.0), torch.ones(3, 4))  # balance 0: all alike
+    half = bin_weights(var, 0.5)
+    assert torch.isclose(half[0, 2] / half[0, 1], torch.tensor(2.0))

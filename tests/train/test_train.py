@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import state_max_diff, train_two_ranks
 
+from mel2mel import constants as C
 from mel2mel.cli import main
 from mel2mel.errors import UserError
 from mel2mel.models import load_acoustic
@@ -272,6 +273,7 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
     level, _ = one_step("level", level_weight=5.0)
     quiet, _ = one_step("quiet", quiet_weight=5.0)
     quiet_level, _ = one_step("quiet-level", level_weight=5.0, quiet_level_weight=5.0)
+    balanced, _ = one_step("balanced", loss="log-abs", bin_balance=1.0)
     slope, result = one_step("slope", slope_weight=5.0)
     assert 0 < result.valid["valid/slope_db"] < 100
     again, _ = one_step("again")
@@ -280,6 +282,8 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
     assert any(not torch.equal(plain[k], quiet[k]) for k in plain)
     assert any(not torch.equal(level[k], quiet_level[k]) for k in plain)  # pp frames weigh more
     assert any(not torch.equal(plain[k], slope[k]) for k in plain)
+    log_abs, _ = one_step("log-abs", loss="log-abs")
+    assert any(not torch.equal(log_abs[k], balanced[k]) for k in plain)  # bins weigh apart
     noisy = RunConfig(
         AcousticConfig.preset("debug", embedding_noise=0.5),
         tiny_config(steps=1, warmup_steps=0, valid_every=1, checkpoint_every=1).train,
@@ -297,7 +301,33 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
         TrainConfig(quiet_weight=0)
     with pytest.raises(ValueError, match="quiet_level_weight"):
         TrainConfig(quiet_level_weight=-1.0)
+    with pytest.raises(ValueError, match="bin_balance"):
+        TrainConfig(loss="log-abs", bin_balance=1.5)
+    with pytest.raises(ValueError, match="log-abs"):
+        TrainConfig(bin_balance=0.5)  # the default loss squashes: no squared error to weigh
     with pytest.raises(ValueError, match="floor_margin"):
         TrainConfig(floor_margin=-1.0)
     with pytest.raises(ValueError, match="level_frames"):
         TrainConfig(level_frames="loud")
+
+
+def test_bin_variances_are_each_instruments_over_its_items(synthetic_dataset):
+    import numpy as np
+
+    from mel2mel.data.dataset import CropDataset, item_paths
+    from mel2mel.train.data import bin_variances, repeat_items
+
+    train = CropDataset(synthetic_dataset, "train")
+    n = len(train.manifest["instruments"])
+    var = bin_variances(train, n + 1)
+    assert var.shape == (n + 1, C.N_MELS) and np.isnan(var[n]).all()  # no items: NaN
+    for k in range(n):
+        ids = [it["id"] for it in train.items if it["instrument"] == k]
+        mels = np.concatenate([np.load(item_paths(synthetic_dataset, i)["mel"]) for i in ids], 1)
+        assert np.allclose(var[k], mels.astype(np.float64).var(axis=1))
+    repeat_items(train, {"plain": 3})  # repeated items count once
+    assert np.allclose(bin_variances(train, n + 1)[:n], var[:n])
+    first = bin_variances(train, n, per_instrument=1)  # one item of each
+    k = int(train.items[0]["instrument"])
+    one = np.load(item_paths(synthetic_dataset, train.items[0]["id"])["mel"]).astype(np.float64)
+    assert np.allclose(first[k], one.var(axis=1))
