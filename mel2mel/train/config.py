@@ -117,7 +117,8 @@ class TrainConfig:
         bin swings; a squared error does, and leaves the bins that barely leave the floor
         (the high bins of the decaying instruments: r 0.3-0.6 for the Electric Piano) to
         chance. ``a = 1`` weighs each bin's error against its own spread, ``0`` (the default)
-        weighs all bins alike. ``log-abs`` loss only.
+        weighs all bins alike. ``log-abs`` loss only. The shipped model's last cycle used 0.5:
+        a little closer everywhere, those top bins no closer (docs/MODELS.md, "Stage 24").
     floor_margin:
         The loss sees the prediction as inference plays it, floored at the analysis floor,
         with a dead band of this many nepers below the floor in which a bin whose target is the
