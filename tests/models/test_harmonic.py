@@ -3,6 +3,8 @@ with it (or with its per-frame gate) that first plays exactly as its source."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,24 @@ def extended(tmp_path, source: Mel2Mel, **options) -> tuple[Mel2Mel, list[str]]:
     model = Mel2Mel(AcousticConfig.preset("debug", n_instruments=3, **options))
     _, fresh = init_from_pretrained(model, tmp_path)
     return model.eval(), fresh
+
+
+def fit(
+    module: torch.nn.Module,
+    predict: Callable[[], torch.Tensor],
+    target: torch.Tensor,
+    lr: float,
+    steps: int,
+) -> torch.Tensor:
+    """Fit ``module``'s parameters so that ``predict()`` approaches ``target`` (squared error,
+    Adam); returns the final prediction's error, ``predict() - target``, without gradient."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        (predict() - target).square().mean().backward()
+        opt.step()
+    with torch.no_grad():
+        return predict() - target
 
 
 def check_inference_paths(model: Mel2Mel, roll: torch.Tensor, refusal: str) -> None:

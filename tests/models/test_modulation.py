@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_harmonic import check_inference_paths, extended, key_row
+from test_harmonic import check_inference_paths, extended, fit, key_row
 
 from mel2mel import constants as C
 from mel2mel.models import AcousticConfig, Mel2Mel
@@ -74,15 +74,8 @@ def test_the_module_learns_a_tremolo_from_its_onset():
     swing = 0.2 * torch.sin(2 * math.pi * 4.43 * tau / C.FRAME_RATE)
     bins = harmonic_combs()[key_row(60)] > COMB_FLOOR
     target = torch.where(bins[:, None] & (tau >= 0)[None], swing[None], 0.0)[None]
-    opt = torch.optim.Adam(module.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        loss = (module(roll, states) - target).square().mean()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        left = (module(roll, states) - target)[0][bins].square().mean()
-    assert left < 0.1 * target[0][bins].square().mean()
+    error = fit(module, lambda: module(roll, states), target, lr=0.05, steps=150)
+    assert error[0][bins].square().mean() < 0.1 * target[0][bins].square().mean()
 
 
 def test_config_needs_the_whole_roll():

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_harmonic import check_inference_paths, extended, key_row
+from test_harmonic import check_inference_paths, extended, fit, key_row
 
 from mel2mel import constants as C
 from mel2mel.models import AcousticConfig, Mel2Mel
@@ -67,14 +67,8 @@ def test_the_gain_learns_fluidsynth_s_turn_down():
     rolls = torch.cat([played([(60, 0, 40, v)]) for v in (8, 16, 32, 64, 100)])
     embedding = torch.randn(1, 2).expand(5, -1)
     target = 2.0 * key_level(rolls)[:, None, :].expand(-1, C.N_MELS, -1)
-    opt = torch.optim.Adam(module.parameters(), lr=0.01)
-    for _ in range(200):
-        opt.zero_grad()
-        loss = (module(rolls, embedding) - target).square().mean()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        assert (module(rolls, embedding) - target).abs().max() < 0.05
+    error = fit(module, lambda: module(rolls, embedding), target, lr=0.01, steps=200)
+    assert error.abs().max() < 0.05
 
 
 def test_config_needs_the_sounding_rows():
