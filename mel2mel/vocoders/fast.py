@@ -41,6 +41,7 @@ from mel2mel.configs import config_from_dict
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.fast_layers import ConvNeXtBlock, ISTFTHead, conv_channels_last
 from mel2mel.vocoders.losses import FastVocoderLoss
+from mel2mel.vocoders.partials import PartialPhase
 from mel2mel.vocoders.refine import MelMatching, context_frames
 
 STREAM_CHUNK: int = 1000  # frames per chunk when vocoding long inputs
@@ -66,6 +67,7 @@ class FastVocoderConfig:
     refine_iterations: int = 4  # mel-matching refinement at inference (vocoders/refine.py)
     train_refine_iterations: int = 2  # ... unrolled inside the training loss
     refine_step: float = 1.5
+    partial_phase: bool = False  # phase advance of the roll's partials (vocoders/partials.py)
 
     TRAINING_FIELDS: ClassVar[tuple[str, ...]] = ("roll_dropout", "phase_weight")  # not sizes
 
@@ -140,10 +142,12 @@ class FastVocoder(Vocoder):
         self.head = ISTFTHead(cfg.dim, cfg.n_fft, cfg.prior_iterations, cfg.integrate_phase)
         refined = cfg.refine_iterations or cfg.train_refine_iterations
         self.refine = MelMatching(cfg.refine_step) if refined else None
+        use_partials = cfg.partial_phase and cfg.integrate_phase
+        self.partials = PartialPhase(cfg.n_fft) if use_partials else None
 
     @property
     def uses_roll(self) -> bool:
-        return self.config.use_roll
+        return self.config.use_roll or self.partials is not None
 
     def with_refinement(self, iterations: int) -> FastVocoder:
         """A copy with the same weights and ``iterations`` mel-matching refinement iterations
@@ -186,7 +190,7 @@ class FastVocoder(Vocoder):
     def spectrum(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted STFT: Tensor[B x N_MELS x T] -> complex Tensor[B x T x F]."""
         log_mag, offset, delta = self.frame_outputs(mel, roll)
-        phase, _ = self.head.phase(offset, delta)
+        phase, _ = self.head.phase(offset, delta, partials=self.note_partials(roll, offset))
         return self.head.complex_spectrum(log_mag, phase)
 
     def forward(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
@@ -211,8 +215,21 @@ class FastVocoder(Vocoder):
     ) -> torch.Tensor:
         """:meth:`spectrum` after ``iterations`` steps of mel-matching refinement."""
         log_mag, offset, delta = self.frame_outputs(mel, roll)
-        phase, _ = self.head.phase(offset, delta)
+        phase, _ = self.head.phase(offset, delta, partials=self.note_partials(roll, offset))
         return self._spectrum(log_mag, phase, mel, iterations)
+
+    def note_partials(
+        self, roll: torch.Tensor | None, offset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The held notes' partials for :meth:`ISTFTHead.phase` when the config asks for
+        ``partial_phase`` and the roll is known, else ``None``: ``(advance, near)`` of
+        :class:`~mel2mel.vocoders.partials.PartialPhase` for the frames of ``offset``
+        (Tensor[B x T x F]). ``roll`` (Tensor[B x ROLL_CHANNELS x T']) may start ``T' - T``
+        frames earlier: those frames only tell which keys are still held."""
+        if self.partials is None or roll is None:
+            return None
+        advance, near = self.partials(roll)
+        return advance[:, -offset.shape[1] :], near[:, -offset.shape[1] :]
 
     def _spectrum(
         self,
@@ -302,24 +319,34 @@ class FastVocoder(Vocoder):
         pad = self.config.n_fft // (2 * hop) + context_frames(refined)
         net = self.config.receptive_field - pad
         block = chunk_frames * max(1, STREAM_NETWORK_FRAMES // chunk_frames)
+        # The partials' phase looks back over the frames a key stays held.
+        hold = 0 if self.partials is None else self.partials.hold
         carry = None  # running phase sum before ``first``
         with torch.inference_mode():
             for block_start in range(lo, hi, block):
                 block_end = min(hi, block_start + block)
                 first, stop = max(lo, block_start - pad), min(hi, block_end + pad)
                 a, b = max(lo, first - net), min(hi, stop + net)
-                mel, roll = fetch(a, b)
-                mel_b = mel[None].to(self.device())
-                roll_b = None if roll is None or not self.uses_roll else roll[None].to(mel_b)
+                early = max(lo, a - hold)
+                mel, roll = fetch(early, b)
+                mel_b = mel[None, :, a - early :].to(self.device())
+                if roll is not None and self.uses_roll:
+                    roll_all = roll[None].to(mel_b)
+                    roll_b = roll_all[:, :, a - early :]
+                else:
+                    roll_all = roll_b = None
                 # The head is per frame: it needs no network context.
                 x = self.features(mel_b, roll_b)[:, first - a : stop - a]
                 target = mel_b[:, :, first - a : stop - a]
                 log_mag, offset, delta = self.head.frame_outputs(x, target)
+                if roll_all is not None:
+                    roll_all = roll_all[:, :, : stop - early]
+                partials = self.note_partials(roll_all, offset)
                 next_first = max(lo, block_end - pad)
                 index = next_first - 1 - first if next_first > lo else None
-                phase, carry = self.head.phase(offset, delta, carry, index)
+                phase, carry = self.head.phase(offset, delta, carry, index, partials)
                 if release is not None:
-                    release(next_first - net)
+                    release(next_first - net - hold)
                 for start in range(block_start, block_end, chunk_frames):
                     end = min(block_end, start + chunk_frames)
                     c0, c1 = max(lo, start - pad), min(hi, end + pad)

@@ -145,6 +145,7 @@ class ISTFTHead(nn.Module):
         delta: torch.Tensor | None,
         carry: torch.Tensor | None = None,
         carry_index: int | None = None,
+        partials: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Phases of consecutive frames.
 
@@ -156,6 +157,10 @@ class ISTFTHead(nn.Module):
             The running phase sum before the first frame (for streaming; 0 at a start).
         carry_index:
             Also return the running sum through this frame, wrapped to [0, 2 pi).
+        partials: ``(advance, near)``, Tensor[B x T x F] and bool Tensor[B x T x F], optional
+            Where ``near``, the phase advances by ``advance`` per hop instead of the
+            prediction, without offset (the notes' partials,
+            :class:`~mel2mel.vocoders.partials.PartialPhase`).
 
         Returns
         -------
@@ -164,9 +169,13 @@ class ISTFTHead(nn.Module):
         if delta is None:
             return offset, None
         b, t, f = delta.shape
+        step = delta + self.centre
+        if partials is not None:
+            advance, near = partials
+            step, offset = torch.where(near, advance, step), torch.where(near, 0.0, offset)
         blk = self.PHASE_BLOCK
         nb = -(-t // blk)
-        step = F.pad(delta + self.centre, (0, 0, 0, nb * blk - t)).view(b, nb, blk, f)
+        step = F.pad(step, (0, 0, 0, nb * blk - t)).view(b, nb, blk, f)
         inner = torch.cumsum(step, dim=2)
         totals = inner[:, :, -1].double()
         starts = torch.cumsum(totals, dim=1) - totals

@@ -166,12 +166,17 @@ NETWORK_BLOCKS = pytest.mark.parametrize("network_frames", [1, 70, 2000], ids="n
 
 
 @NETWORK_BLOCKS
-@pytest.mark.parametrize("integrate", [True, False], ids=["integrated", "direct"])
+@pytest.mark.parametrize(
+    "phase",
+    [dict(), dict(integrate_phase=False), dict(partial_phase=True)],
+    ids=["integrated", "direct", "partials"],
+)
 def test_streaming_equals_unchunked(
-    integrate: bool, network_frames: int, monkeypatch: pytest.MonkeyPatch
+    phase: dict, network_frames: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The roll's partials look back over the frames a key is held (60), beyond the context."""
     monkeypatch.setattr(fast, "STREAM_NETWORK_FRAMES", network_frames)
-    cfg = _debug(integrate_phase=integrate)
+    cfg = _debug(**phase)
     model = _model(cfg)
     mel, roll = _inputs(150)
     whole = model.vocode(mel, roll)[0].numpy()
@@ -195,9 +200,11 @@ def test_refined_streaming_equals_unchunked(
     model = _model(_debug(**REFINED))
     assert model.config.receptive_field == _debug(n_fft=1024).receptive_field + 2 * 8
     mel, roll = _inputs(150)
-    whole = model.vocode(mel, roll)[0].numpy()
-    assert np.allclose(model.vocode_long(mel, roll, chunk_frames=37), whole, atol=1e-4)
-    assert np.allclose(model.vocode_long(mel, roll, chunk_frames=5), whole, atol=1e-4)
+    for partial_phase in (False, True):
+        model = _model(_debug(**REFINED, partial_phase=partial_phase))
+        whole = model.vocode(mel, roll)[0].numpy()
+        assert np.allclose(model.vocode_long(mel, roll, chunk_frames=37), whole, atol=1e-4)
+        assert np.allclose(model.vocode_long(mel, roll, chunk_frames=5), whole, atol=1e-4)
 
 
 def test_refinement_brings_the_mel_toward_the_target() -> None:
