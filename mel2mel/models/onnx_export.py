@@ -445,6 +445,9 @@ def write_onnx(
             "refine_iterations": cfg.refine_iterations,
             "refine_step": cfg.refine_step,
             "network_context": cfg.kernel_size // 2 * (cfg.layers + 1),
+            "partials": None
+            if vocoder.partials is None
+            else {"width": vocoder.partials.width, "hold": vocoder.partials.hold},
         },
         "space100": space,
         "signal": signal_tables(),

@@ -173,9 +173,13 @@ def test_texture_graph_blends_instrument_strengths() -> None:
 
 
 def vocode_onnx(sess: ort.InferenceSession, voc, mel: torch.Tensor, roll: torch.Tensor):
-    """The page's path in Python: the graph, then the running phase (float64), the refinement
-    and the inverse STFT of mel2mel.vocoders."""
+    """The page's path in Python: the graph, then the notes' partials, the running phase
+    (float64), the refinement and the inverse STFT of mel2mel.vocoders."""
     mag, offset, step = sess.run(None, {"mel": mel.numpy(), "roll": roll.numpy()})
+    if voc.partials is not None:  # as dsp.js partialPhase
+        with torch.no_grad():
+            advance, near = (x.numpy() for x in voc.partials(roll))
+        step, offset = np.where(near, advance, step), np.where(near, 0.0, offset)
     phase = np.remainder(np.cumsum(step.astype(np.float64), axis=1), 2 * np.pi) + offset
     with torch.no_grad():
         spec = voc.head.polar(torch.from_numpy(mag), torch.from_numpy(phase.astype(np.float32)))
@@ -183,7 +187,9 @@ def vocode_onnx(sess: ort.InferenceSession, voc, mel: torch.Tensor, roll: torch.
         return voc.head.istft(spec)[0].numpy()
 
 
-@pytest.mark.parametrize("half, min_snr", [(True, 30.0), (False, 80.0)])
+# float32: 86.6 dB without the notes' partials, 78.5 dB with them (measured): Python sums the
+# phase in float32 within 64-frame blocks, the page (and vocode_onnx) in float64.
+@pytest.mark.parametrize("half, min_snr", [(True, 30.0), (False, 75.0)])
 def test_vocoder_matches_torch(exported: Path, roll: np.ndarray, half: bool, min_snr: float):
     from mel2mel.audio import log_mel
 

@@ -1,11 +1,14 @@
 // The signal processing of the fast vocoder that ONNX does not express, written once here and
 // checked against mel2mel/vocoders/refine.py and fast_layers.py by tests/inpage/test_inpage_engine.py:
-// the running phase (float64, carried from block to block), the mel-matching refinement (one
+// the running phase (float64, carried from block to block) with the notes' partials, the mel-matching refinement (one
 // inverse STFT + STFT per iteration, the re-analysed phase with a magnitude re-fitted to the
 // target mel), the inverse STFT (Hann window, hop 128, frame i centred on sample 128 i), and
 // the texture post-net's noise. Spectra are frames-major: [T x 513] re and im arrays.
 
+import { roundHalfEven } from "./midi.js";
+
 export const N_FFT = 1024, HOP = 128, BINS = 513, N_MELS = 80, LOG_FLOOR = 1e-5;
+const SAMPLE_RATE = 16000, MIDI_MIN = 21, N_KEYS = 88;
 const R = N_FFT / HOP, START = N_FFT / (2 * HOP);  // 8 blocks a frame, frame i starts at block i
 const MAX_LOG_GAIN = 4.0, MIN_MAGNITUDE = 1e-12, TWO_PI = 2 * Math.PI;
 export const FRAMES_PER_ITERATION = 2 * START;
@@ -184,6 +187,43 @@ export function runningPhase(offset, step, t, carry, carryIndex) {
     if (f === carryIndex) out = Float64Array.from(run);
   }
   return { phase, carry: out };
+}
+
+// ---- the notes' partials (mel2mel/vocoders/partials.py) -----------------------------------
+// Frames [first, first + n) of a roll window [176 x w] (channel-major) that starts at frame
+// ``early``: each bin within ``width`` bins of a partial of a key that sounds, or sounded
+// within ``hold`` frames, advances by that partial's phase per hop, with no offset. ``step``
+// and ``offset`` ([n x BINS], frames-major) are changed in place.
+export function partialPhase(roll, w, early, first, n, step, offset, { width, hold }) {
+  const last = new Float64Array(N_KEYS).fill(-Infinity);
+  let held = null, near = null, advance = null;
+  for (let f = early; f < first + n; f++) {
+    for (let k = 0; k < N_KEYS; k++) if (roll[k * w + f - early] > 0) last[k] = f;
+    if (f < first) continue;
+    const keys = [];
+    for (let k = 0; k < N_KEYS; k++) if (f - last[k] <= hold) keys.push(k);
+    if (keys.join() !== held) { held = keys.join(); ({ near, advance } = nearestPartials(keys, width)); }
+    const o = (f - first) * BINS;
+    for (let b = 0; b < BINS; b++) if (near[b]) { step[o + b] = advance[b]; offset[o + b] = 0; }
+  }
+}
+
+// For each bin, the nearest partial (harmonic below Nyquist) of ``keys`` within ``width`` bins:
+// whether there is one and its phase advance per hop, wrapped to [0, 2 pi).
+function nearestPartials(keys, width) {
+  const near = new Uint8Array(BINS), advance = new Float64Array(BINS), best = new Float64Array(BINS).fill(Infinity);
+  const binHz = SAMPLE_RATE / N_FFT;
+  for (const k of keys) {  // ascending, as Python's: on a tie the lower key wins
+    const f0 = 440 * 2 ** ((k + MIDI_MIN - 69) / 12);
+    for (let b = 0; b < BINS; b++) {
+      const fh = Math.max(1, roundHalfEven((b * binHz) / f0)) * f0, d = Math.fround(Math.abs(fh - b * binHz) / binHz);
+      if (fh < SAMPLE_RATE / 2 && d <= width && d < best[b]) {
+        const a = (TWO_PI * fh * HOP) / SAMPLE_RATE;
+        best[b] = d; near[b] = 1; advance[b] = a - TWO_PI * Math.floor(a / TWO_PI);
+      }
+    }
+  }
+  return { near, advance };
 }
 
 // ---- texture noise -------------------------------------------------------------------------

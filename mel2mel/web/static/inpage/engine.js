@@ -10,7 +10,7 @@
 // with the context that makes the blocks join exactly (FastVocoder.stream_frames).
 
 import { NoteRoll, logGain, roundHalfEven, timeToFrame, FRAME_RATE } from "./midi.js";
-import { BINS, FRAMES_PER_ITERATION, HOP, N_MELS, istft, melTables, refine, runningPhase, textureNoise } from "./dsp.js";
+import { BINS, FRAMES_PER_ITERATION, HOP, N_MELS, istft, melTables, partialPhase, refine, runningPhase, textureNoise } from "./dsp.js";
 
 export const TAIL_FRAMES = 125, PREROLL_FRAMES = 32;
 const LOG_SILENCE = Math.log(1e-5);
@@ -146,17 +146,24 @@ export class Engine {
   async *vocode(src, lo, hi, need, blocks = VOCODER_BLOCKS) {
     const v = this.manifest.vocoder, iters = v.refine_iterations, step = v.refine_step;
     const pad = 4 + iters * FRAMES_PER_ITERATION, net = v.network_context, total = src.total;
+    const hold = v.partials ? v.partials.hold : 0;  // the partials look back while keys are held
     let carry = null, k = 0;
     for (let bs = lo; bs < hi; k++) {
       const be = Math.min(hi, bs + blocks[Math.min(k, blocks.length - 1)]);
       const first = Math.max(lo, bs - pad), stop = Math.min(hi, be + pad);
-      const a = Math.max(lo, first - net), b = Math.min(hi, stop + net);
+      const a = Math.max(lo, first - net), b = Math.min(hi, stop + net), early = Math.max(lo, a - hold);
       await need(b);
-      const roll = src.rollWindow ? src.rollWindow(a, b) : slice(src.roll, 176, total, a, b);
+      const held = src.rollWindow ? src.rollWindow(early, b) : slice(src.roll, 176, total, early, b);
+      const roll = early === a ? held : slice(held, 176, b - early, a - early, b - early);
       const t = b - a, frames = await this.vocoderFrames(slice(src.mel, N_MELS, total, a, b), roll, t);
       const n = stop - first, o = (first - a) * BINS;
       const nextFirst = Math.max(lo, be - pad), index = nextFirst > lo ? nextFirst - 1 - first : -1;
-      const ph = runningPhase(frames.offset.subarray(o, o + n * BINS), frames.step.subarray(o, o + n * BINS), n, carry, index);
+      let offset = frames.offset.subarray(o, o + n * BINS), advance = frames.step.subarray(o, o + n * BINS);
+      if (v.partials) {
+        offset = Float32Array.from(offset); advance = Float32Array.from(advance);
+        partialPhase(held, b - early, early, first, n, advance, offset, v.partials);
+      }
+      const ph = runningPhase(offset, advance, n, carry, index);
       carry = ph.carry;
       const mag = frames.magnitude.subarray(o, o + n * BINS), re = new Float64Array(n * BINS), im = new Float64Array(n * BINS);
       for (let i = 0; i < n * BINS; i++) { re[i] = mag[i] * Math.cos(ph.phase[i]); im[i] = mag[i] * Math.sin(ph.phase[i]); }
