@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -43,16 +44,27 @@ from mel2mel.vocoders.base import Vocoder
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.griffinlim import GriffinLim
 
-# Random weights get the shipped model's refinement (mel2mel/pretrained/fast_vocoder.json).
-DEFAULT_REFINE = json.loads(vocoder_path("fast").with_suffix(".json").read_text())["config"][
-    "refine_iterations"
-]
+# Random weights get the shipped model's settings (mel2mel/pretrained/fast_vocoder.json).
+SHIPPED = json.loads(vocoder_path("fast").with_suffix(".json").read_text())["config"]
+DEFAULT_REFINE = SHIPPED["refine_iterations"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _mel(frames: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randn(C.N_MELS, frames, generator=g) * 2.0 - 6.0
+
+
+def _roll(frames: int) -> torch.Tensor:
+    """A dense roll ``[ROLL_CHANNELS x frames]``: 6 new random keys every 16 frames (0.13 s),
+    each held 48 frames, so that the partials' phase sees many distinct sets of held keys."""
+    g = torch.Generator().manual_seed(0)
+    roll = torch.zeros(C.ROLL_CHANNELS, frames)
+    for start in range(0, frames, 16):
+        for key in torch.randint(0, C.N_KEYS, (6,), generator=g).tolist():
+            roll[key, start : start + 48] = 0.6
+            roll[C.N_KEYS + key, start] = 0.6
+    return roll
 
 
 def _build(kind: str, model_path: str | None, refine: int | None = None) -> Vocoder:
@@ -64,7 +76,10 @@ def _build(kind: str, model_path: str | None, refine: int | None = None) -> Voco
         fast = load_vocoder(model_path)
     else:
         torch.manual_seed(0)
-        fast = FastVocoder(FastVocoderConfig(refine_iterations=DEFAULT_REFINE)).eval()
+        config = FastVocoderConfig(
+            refine_iterations=DEFAULT_REFINE, partial_phase=SHIPPED.get("partial_phase", False)
+        )
+        fast = FastVocoder(config).eval()
     return fast if refine is None else fast.with_refinement(refine)
 
 
@@ -181,6 +196,14 @@ def speed_table(
             for k, v in others.items()
         },
     }
+    # The notes: the roll's 1x1 projection, and the partials' phase (``partial_phase``).
+    roll = _roll(mel.shape[1])
+    partial = FastVocoder(dataclasses.replace(fast.config, partial_phase=True)).eval()
+    partial.load_state_dict(fast.state_dict())
+    plain = FastVocoder(dataclasses.replace(fast.config, partial_phase=False)).eval()
+    plain.load_state_dict(fast.state_dict())
+    runs[f"  same + a dense roll, {n} it."] = lambda: plain.vocode(mel, roll)
+    runs[f"  same + a dense roll, partials' phase, {n} it."] = lambda: partial.vocode(mel, roll)
     if before is not None:
         runs[f"  same, code of {args.before}, {n} it."] = lambda: before.vocode(mel)
     speeds = times_real_time(runs, args.seconds, args.repeats)

@@ -40,6 +40,19 @@ classifier miss"):
 * ``model + FluidSynth's modulation, 1 s late``: the modulation moved 1 s later (circularly):
   as much of it, out of step with the notes (does the classifier need it in place?).
 
+With ``--phases``, which part of the fast vocoder's phase loses the notes of copy synthesis
+(docs/VOCODERS.md, "Partials from the notes"), with the vocoder's refined magnitude of the first
+``--refine`` kept and its phase replaced by:
+
+* ``vocoder magnitude + true phase``: FluidSynth's;
+* ``... + true frequency, random offsets``: FluidSynth's plus a random constant per bin (its
+  instantaneous frequency kept, the alignment of the bins at the attacks lost);
+* ``... + true phase at onsets``: FluidSynth's from 2 frames before to 3 after every note
+  onset, the vocoder's elsewhere;
+
+and the vocoder with ``partial_phase`` (the notes' partials from the roll,
+``mel2mel.vocoders.partials``) on FluidSynth's mel and on the model's.
+
 With ``--recognize``, each render's 3-s clips (where FluidSynth's render sounds) are also
 labelled by the instrument classifier of ``eval_transcription.py`` (trained on the train split's
 FluidSynth clips, features cached under ``--cache``), and the share labelled as the instrument
@@ -51,12 +64,14 @@ are cached under ``--cache``. Needs the evaluation tools (docs/RENDERING.md). Us
     OMP_NUM_THREADS=1 python benchmarks/eval_transcription_ceiling.py --data data/perf10 \\
         --piece bach-bwv102_7-perf1 --piece texture-0008 --piece lusitano-allor_che_ignuda-perf1 \\
         --instrument 0 --instrument 2 --instrument 8 --instrument 9 --refine 0 --refine 6 \\
-        --refine 20 [--hybrids] [--recognize]
+        --refine 20 [--hybrids] [--phases] [--recognize]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +99,7 @@ from mel2mel.instruments import slugify
 from mel2mel.midi import piano_roll, read_notes
 from mel2mel.models.harmonic import HarmonicDetail
 from mel2mel.models.losses import frame_level
+from mel2mel.vocoders.fast import FastVocoder
 
 REFERENCE = "FluidSynth"
 HYBRIDS = (
@@ -148,6 +164,34 @@ def onset_frames(roll: np.ndarray, before: int = 4, after: int = 3) -> np.ndarra
     return near
 
 
+PHASES = (
+    "vocoder magnitude + true phase",
+    "vocoder magnitude + true frequency, random offsets",
+    "vocoder magnitude + true phase at onsets",
+)
+
+
+def phase_swap(name: str, audio: np.ndarray, voc: FastVocoder, roll: np.ndarray) -> np.ndarray:
+    """``audio`` resynthesized with ``voc``'s refined magnitude of its log-mel and the
+    ``--phases`` phase ``name`` (see the module docstring); ``roll`` is ``float32[176 x T]``."""
+    true = stft(audio)  # [F x T]
+    with torch.no_grad():
+        mel = torch.from_numpy(log_mel(audio))[None]
+        ours = voc.refined_spectrum(mel, None, voc.config.refine_iterations)[0].T
+    t = min(true.shape[1], ours.shape[1])
+    true, ours = true[:, :t], ours[:, :t]
+    phase = true.angle()
+    if name == PHASES[1]:
+        g = torch.Generator().manual_seed(0)
+        phase = phase + 2 * math.pi * torch.rand(true.shape[0], 1, generator=g)
+    elif name == PHASES[2]:
+        near = torch.from_numpy(onset_frames(roll[:, :t], before=2, after=3))
+        phase = torch.where(near[None], phase, ours.angle())
+    window = torch.hann_window(C.N_FFT)
+    spec = torch.polar(ours.abs(), phase)
+    return torch.istft(spec, C.N_FFT, C.HOP_LENGTH, window=window, length=len(audio)).numpy()
+
+
 def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[str, np.ndarray]:
     """The ``--hybrids`` mels (see the module docstring) of FluidSynth's ``true`` and the
     model's ``pred`` log-mel, both ``float32[N_MELS x T]``, for the ``float32[176 x T]`` roll
@@ -206,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="acoustic export (default: the shipped model)")
     ap.add_argument("--vocoder", default="fast", help="fast vocoder export (default: shipped)")
     ap.add_argument("--hybrids", action="store_true", help="also mels mixing the two")
+    ap.add_argument("--phases", action="store_true", help="also the vocoder's phase swapped")
     ap.add_argument("--recognize", action="store_true", help="also instrument recognition")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/mel2mel-ceiling"))
     args = ap.parse_args(argv)
@@ -258,6 +303,33 @@ def main(argv: list[str] | None = None) -> None:
                 f"{key}-{slugify(name)}",
             )
 
+    if args.phases:
+        k = (args.refine or [6])[0]
+        voc = vocoders[k]
+
+        def notes(a: np.ndarray, m: Path) -> np.ndarray:
+            return piano_roll(read_notes(m, warn=False).notes, len(a) // C.HOP_LENGTH + 1)
+
+        for name in PHASES:
+            renders[name] = (
+                lambda a, m, i, name=name: phase_swap(name, a, voc, notes(a, m)),
+                f"phase-{state_digest(voc, str(k))}-{slugify(name)}",
+            )
+        partial = FastVocoder(dataclasses.replace(voc.config, partial_phase=True)).eval()
+        partial.load_state_dict(voc.state_dict())
+        key = state_digest(partial, f"partials-{k}")
+        renders["copy, partials"] = (
+            lambda a, m, i: partial.vocode_long(log_mel(a), notes(a, m)),
+            f"copy-{key}",
+        )
+        renders["model, partials"] = (
+            lambda a, m, i: synth.render(
+                m, manifest["instruments"][i]["name"], vocoder=partial, start=0,
+                duration=len(a) / C.SAMPLE_RATE, texture=0,
+            ),
+            f"model-{model_id}-{key}",
+        )  # fmt: skip
+
     transcribe = Transcriber(1)
     classify = classifier(args.data, manifest, args.cache) if args.recognize else None
     counts = {name: np.zeros(3) for name in [REFERENCE, *renders]}  # ref, est, hits
@@ -285,11 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         return 2 * c[2] / max(c[0] + c[1], 1)
 
     base = f1(counts[REFERENCE])
-    print(f"\n{'audio':38s} onset F1  ratio to FluidSynth's" + "  recognized" * bool(classify))
+    print(f"\n{'audio':50s} onset F1  ratio to FluidSynth's" + "  recognized" * bool(classify))
     for name, c in counts.items():
         share = recognized[name][0] / max(recognized[name][1], 1)
         tail = f"  {share:9.0%}" if classify is not None else ""
-        print(f"{name:38s} {f1(c):8.3f}  {f1(c) / base:5.2f}{tail}")
+        print(f"{name:50s} {f1(c):8.3f}  {f1(c) / base:5.2f}{tail}")
 
 
 if __name__ == "__main__":
