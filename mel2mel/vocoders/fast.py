@@ -18,7 +18,10 @@ Design (justified, with measurements, in ``docs/VOCODERS.md``), after Vocos (Siu
   at an arbitrary pitch; the running phase can;
 * the piano roll, when the model has it, enters through a bias-free 1x1 projection added to
   the mel embedding; rolls are dropped at random in training, so a missing roll (all zeros)
-  is a case the model knows.
+  is a case the model knows;
+* with ``partial_phase``, the bins near a harmonic of a held note advance at that harmonic's
+  frequency, known from the roll, instead of the predicted one
+  (:mod:`~mel2mel.vocoders.partials`).
 
 The network sees ``receptive_field`` frames on each side; the phase carries information
 forward only. :meth:`FastVocoder.vocode_stream` runs chunks with that much context and carries

@@ -138,8 +138,9 @@ def test_vocoder_equals_python(engine_page, synth: Synthesizer) -> None:
     args = [b64(mel), b64(roll), mel.shape[1]]
     y = floats(engine_page.evaluate(VOCODE, [*args, [125, 250, 500, 1000]]))
     assert y.shape == ref.shape and np.abs(y).max() > 0.01
-    assert snr(ref, y) > 15.0
     err = np.abs(log_mel(y) - log_mel(ref)).mean() * C.DB_PER_NEPER
+    print(f"page vocoder: SNR {snr(ref, y):.1f} dB, log-mel {err:.4f} dB")
+    assert snr(ref, y) > 15.0
     assert err < 0.2, err
     whole = floats(engine_page.evaluate(VOCODE, [*args, [10**6]]))
     np.testing.assert_allclose(whole, y, atol=1e-5)  # blocks join exactly
@@ -168,6 +169,7 @@ def test_dsp_is_exact_with_float32_weights(engine_page, synth: Synthesizer) -> N
           return b64(Float32Array.from(parts)); } finally { eng.sessions.vocoder = keep; } }""",
         [b64(mel), b64(roll), 500],
     )
+    print(f"page vocoder, float32 weights: SNR {snr(ref, floats(got)):.1f} dB")
     assert snr(ref, floats(got)) > 55.0
 
 
