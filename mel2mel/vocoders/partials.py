@@ -61,9 +61,9 @@ class PartialPhase(nn.Module):
         )
         distance = torch.where(distance <= width, distance, math.inf)
         advance = 2 * math.pi * nearest * C.HOP_LENGTH / C.SAMPLE_RATE  # radians per hop
+        advance = torch.remainder(advance, 2 * math.pi)
         self.register_buffer("distance", distance.float(), persistent=False)
-        self.register_buffer("advance", torch.remainder(advance, 2 * math.pi).float(),
-                             persistent=False)  # fmt: skip
+        self.register_buffer("advance", advance.float(), persistent=False)
 
     def held(self, roll: torch.Tensor) -> torch.Tensor:
         """Keys that sound or sounded within ``hold`` frames: Tensor[B x ROLL x T] ->

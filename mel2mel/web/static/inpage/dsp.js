@@ -1,9 +1,10 @@
 // The signal processing of the fast vocoder that ONNX does not express, written once here and
 // checked against mel2mel/vocoders/refine.py and fast_layers.py by tests/inpage/test_inpage_engine.py:
-// the running phase (float64, carried from block to block) with the notes' partials, the mel-matching refinement (one
-// inverse STFT + STFT per iteration, the re-analysed phase with a magnitude re-fitted to the
-// target mel), the inverse STFT (Hann window, hop 128, frame i centred on sample 128 i), and
-// the texture post-net's noise. Spectra are frames-major: [T x 513] re and im arrays.
+// the running phase (float64, carried from block to block) with the notes' partials, the
+// mel-matching refinement (one inverse STFT + STFT per iteration, the re-analysed phase with a
+// magnitude re-fitted to the target mel), the inverse STFT (Hann window, hop 128, frame i
+// centred on sample 128 i), and the texture post-net's noise. Spectra are frames-major:
+// [T x 513] re and im arrays.
 
 import { roundHalfEven } from "./midi.js";
 
