@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
@@ -198,10 +197,7 @@ def speed_table(
     }
     # The notes: the roll's 1x1 projection, and the partials' phase (``partial_phase``).
     roll = _roll(mel.shape[1])
-    partial = FastVocoder(dataclasses.replace(fast.config, partial_phase=True)).eval()
-    partial.load_state_dict(fast.state_dict())
-    plain = FastVocoder(dataclasses.replace(fast.config, partial_phase=False)).eval()
-    plain.load_state_dict(fast.state_dict())
+    partial, plain = fast.with_partials(True), fast.with_partials(False)
     runs[f"  same + a dense roll, {n} it."] = lambda: plain.vocode(mel, roll)
     runs[f"  same + a dense roll, partials' phase, {n} it."] = lambda: partial.vocode(mel, roll)
     if before is not None:

@@ -20,7 +20,6 @@ clips, and its ratio to FluidSynth's. Renders are cached under ``--cache``. Usag
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import mido
@@ -34,7 +33,6 @@ from mel2mel import Synthesizer
 from mel2mel import constants as C
 from mel2mel.data.fluidsynth import DEFAULT_SOUNDFONT, RenderSettings, force_program, render_midi
 from mel2mel.instruments import slugify
-from mel2mel.vocoders.fast import FastVocoder
 
 INSTRUMENTS = ("Grand Piano", "Vibraphone", "Trumpet", "Synth Lead")
 PLAYERS = ("FluidSynth", "fast vocoder", "fast vocoder + the notes' partials")
@@ -50,11 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False)
-    vocoders = {}
-    for name, on in zip(PLAYERS[1:], (False, True), strict=True):
-        voc = FastVocoder(dataclasses.replace(synth.vocoder.config, partial_phase=on)).eval()
-        voc.load_state_dict(synth.vocoder.state_dict())
-        vocoders[name] = voc
+    vocoders = {name: synth.vocoder.with_partials(on)
+                for name, on in zip(PLAYERS[1:], (False, True), strict=True)}  # fmt: skip
     settings = RenderSettings(soundfont=str(DEFAULT_SOUNDFONT))
     transcribe = Transcriber(1)
     counts = {name: np.zeros(3) for name in PLAYERS}  # reference notes, estimated, hits

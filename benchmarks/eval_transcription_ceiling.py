@@ -70,7 +70,6 @@ are cached under ``--cache``. Needs the evaluation tools (docs/RENDERING.md). Us
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -315,8 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                 lambda a, m, i, name=name: phase_swap(name, a, voc, notes(a, m)),
                 f"phase-{state_digest(voc, str(k))}-{slugify(name)}",
             )
-        partial = FastVocoder(dataclasses.replace(voc.config, partial_phase=True)).eval()
-        partial.load_state_dict(voc.state_dict())
+        partial = voc.with_partials(True)
         key = state_digest(partial, f"partials-{k}")
         renders["copy, partials"] = (
             lambda a, m, i: partial.vocode_long(log_mel(a), notes(a, m)),

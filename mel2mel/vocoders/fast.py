@@ -155,7 +155,15 @@ class FastVocoder(Vocoder):
     def with_refinement(self, iterations: int) -> FastVocoder:
         """A copy with the same weights and ``iterations`` mel-matching refinement iterations
         (0: the network alone, fastest; each iteration costs about a fifth of the network)."""
-        other = FastVocoder(dataclasses.replace(self.config, refine_iterations=iterations))
+        return self._with(refine_iterations=iterations)
+
+    def with_partials(self, on: bool) -> FastVocoder:
+        """A copy with the same weights that plays the notes' partials (``partial_phase``) or
+        not."""
+        return self._with(partial_phase=on)
+
+    def _with(self, **changes: Any) -> FastVocoder:
+        other = FastVocoder(dataclasses.replace(self.config, **changes))
         other.load_state_dict(self.state_dict())
         return other.to(self.device()).train(self.training)
 

@@ -91,12 +91,11 @@ class PartialPhase(nn.Module):
         held = self.held(roll).transpose(1, 2)  # [B x T x K]
         b, t, _ = held.shape
         f = self.distance.shape[1]
-        advance = torch.zeros(b, t, f, device=roll.device)
-        near = torch.zeros(b, t, f, dtype=torch.bool, device=roll.device)
         flat = held.reshape(b * t, -1)
         keys = torch.nonzero(flat.any(0)).flatten()
         if keys.numel() == 0:
-            return advance, near
+            zeros = torch.zeros(b, t, f, device=roll.device)
+            return zeros, zeros.bool()
         # Frames hold few distinct sets of keys: find each set's nearest partials once.
         sets, inverse = torch.unique(flat[:, keys], dim=0, return_inverse=True)
         # Each set's held keys, ascending, padded to the largest set: [sets x M]
@@ -113,6 +112,4 @@ class PartialPhase(nn.Module):
         found = torch.isfinite(best)
         key = order.gather(1, which)  # [sets x F]
         phase = torch.where(found, self.advance.gather(0, key), 0.0)
-        advance = phase[inverse].view(b, t, f)
-        near = found[inverse].view(b, t, f)
-        return advance, near
+        return phase[inverse].view(b, t, f), found[inverse].view(b, t, f)

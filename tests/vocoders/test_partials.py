@@ -89,9 +89,10 @@ def test_the_vocoder_plays_the_partial_of_the_note() -> None:
     config = dataclasses.replace(FastVocoderConfig.debug(), use_roll=False)
     torch.manual_seed(0)
     plain = FastVocoder(config).eval()
-    partial = FastVocoder(dataclasses.replace(config, partial_phase=True)).eval()
-    partial.load_state_dict(plain.state_dict())
-    assert partial.uses_roll and not plain.uses_roll and partial.roll_embed is None
+    partial = plain.with_partials(True)
+    assert partial.config == dataclasses.replace(config, partial_phase=True)
+    assert not partial.training and partial.uses_roll and partial.roll_embed is None
+    assert not plain.uses_roll
     middle = slice(C.SAMPLE_RATE // 4, 3 * C.SAMPLE_RATE // 4)
     heard = _peak_hz(partial.vocode(mel, roll).numpy()[middle], 250, 400)
     assert heard == pytest.approx(329.63, abs=0.5)
