@@ -37,7 +37,7 @@ import eval_instruments as EI
 import numpy as np
 import torch
 
-from mel2mel.data.dataset import read_manifest
+from mel2mel.data.dataset import read_manifest, roll_path
 from mel2mel.models.export import (
     load_acoustic,
     load_pretrained_vocoder,
@@ -51,11 +51,19 @@ CLIP_SECONDS = 3.0
 
 
 def item_arrays(data: Path, item_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(FluidSynth audio ``float32[N]``, roll ``float32[176 x T]``) of a dataset item."""
+    """(FluidSynth audio ``float32[N]``, roll ``float32[176 x T]`` in velocity / 127, as the
+    models read it) of a dataset item."""
     piece, _, slug = item_id.partition("/")
     audio = np.load(data / "items" / piece / f"{slug}.audio.npy").astype(np.float32) / 32767.0
-    roll = np.load(data / "rolls" / f"{piece}.npy")
+    roll = np.load(roll_path(data, piece)).astype(np.float32) / np.float32(127.0)
     return audio, roll
+
+
+def fit_frames(roll: np.ndarray, frames: int) -> np.ndarray:
+    """``roll`` cut or padded with silence to ``frames`` frames."""
+    out = np.zeros((roll.shape[0], frames), dtype=roll.dtype)
+    out[:, : min(frames, roll.shape[1])] = roll[:, :frames]
+    return out
 
 
 def majority(labels: list[int]) -> int | None:
@@ -93,8 +101,13 @@ def run(args: argparse.Namespace) -> dict:
             if texture is not None:
                 noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
-            ours = vocoder.vocode(mel).reshape(-1).numpy()
-            copy = shipped.vocode(torch.from_numpy(true_mel)[None]).reshape(-1).numpy()
+            # both vocoders hear the notes (their partials), as the synthesizer's does
+            notes = None if args.no_notes else torch.from_numpy(fit_frames(roll, mel.shape[-1]))
+            ours = vocoder.vocode(mel, notes).reshape(-1).numpy()
+            notes = (
+                None if args.no_notes else torch.from_numpy(fit_frames(roll, true_mel.shape[-1]))
+            )
+            copy = shipped.vocode(torch.from_numpy(true_mel)[None], notes).reshape(-1).numpy()
         starts = EI.clip_starts(audio, CLIP_SECONDS, args.clips)  # where the SoundFont sounds
         players = (("soundfont", audio), ("model", ours), ("copy", copy)) if starts else ()
         for kind, played in players:
@@ -138,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         help="texture post-net strength (default 0: the acoustic model alone)",
     )
     p.add_argument("--vocoder", type=Path, help="an exported fast vocoder for the model's mel")
+    p.add_argument("--no-notes", action="store_true", help="vocoders without the roll (partials)")
     p.add_argument("--clips", type=int, default=3, help="clips per test item (default 3)")
     p.add_argument("--train-clips", type=int, default=3, help="clips per train item (default 3)")
     p.add_argument("--cache", type=Path, default=Path("runs/eval-space-cache"))
