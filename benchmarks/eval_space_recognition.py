@@ -37,7 +37,7 @@ import eval_instruments as EI
 import numpy as np
 import torch
 
-from mel2mel.data.dataset import read_manifest, roll_path
+from mel2mel.data.dataset import read_manifest, read_roll
 from mel2mel.models.export import (
     load_acoustic,
     load_pretrained_vocoder,
@@ -55,7 +55,7 @@ def item_arrays(data: Path, item_id: str) -> tuple[np.ndarray, np.ndarray]:
     models read it) of a dataset item."""
     piece, _, slug = item_id.partition("/")
     audio = np.load(data / "items" / piece / f"{slug}.audio.npy").astype(np.float32) / 32767.0
-    roll = np.load(roll_path(data, piece)).astype(np.float32) / np.float32(127.0)
+    roll = read_roll(data, piece)
     return audio, roll
 
 

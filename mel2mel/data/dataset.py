@@ -47,6 +47,12 @@ def roll_path(root: str | os.PathLike, piece: str) -> Path:
     return Path(root) / ROLLS / f"{piece}.npy"
 
 
+def read_roll(root: str | os.PathLike, piece: str) -> np.ndarray:
+    """A piece's whole roll as the models read it: float32[176 x T_roll], velocity / 127 (the
+    file holds the velocities, uint8)."""
+    return np.load(roll_path(root, piece)).astype(np.float32) / np.float32(127.0)
+
+
 def item_paths(root: str | os.PathLike, item_id: str) -> dict[str, Path]:
     """Paths of one item's files: ``{"audio", "mel", "meta"}`` for ``"<piece>/<slug>"``."""
     piece, _, slug = item_id.partition("/")
@@ -151,7 +157,7 @@ def load_item(root: str | os.PathLike, item_id: str) -> dict[str, Any]:
         ids = {it["id"]: it["instrument"] for it in read_manifest(root)["items"]}
         index = ids.get(item_id, -1)
     return {
-        "roll": np.load(roll_path(root, meta["piece"])).astype(np.float32) / np.float32(127.0),
+        "roll": read_roll(root, meta["piece"]),
         "mel": np.load(paths["mel"]).astype(np.float32),
         "audio": np.load(paths["audio"]).astype(np.float32) / np.float32(32767.0),
         "instrument": index,

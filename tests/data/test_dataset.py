@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from mel2mel import constants as C
 from mel2mel.audio import LogMel
 from mel2mel.data import CropDataset, load_item, read_manifest
+from mel2mel.data.dataset import read_roll, roll_path
 from mel2mel.errors import UserError
 
 
@@ -28,6 +29,11 @@ def test_crop_shapes_and_types(tiny_dataset):
     with pytest.raises(IndexError):
         ds[6]
     assert ds[-1]["item"] == 1
+    # the models read velocity / 127, not the file's velocities
+    roll, velocities = read_roll(tiny_dataset, "canon"), np.load(roll_path(tiny_dataset, "canon"))
+    assert velocities.dtype == np.uint8 and velocities.max() > 1
+    assert roll.dtype == np.float32 and 0 < roll.max() <= 1
+    np.testing.assert_allclose(roll * 127, velocities, atol=1e-4)
 
 
 def test_crops_are_aligned(tiny_dataset):
