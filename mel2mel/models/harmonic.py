@@ -120,6 +120,24 @@ def detail_operator(n_mels: int = C.N_MELS) -> torch.Tensor:
     return torch.eye(n_mels) - average
 
 
+class CombDetail(nn.Module):
+    """The detail of the sounding notes' fixed harmonic combs (:func:`harmonic_combs`, no gain,
+    no heights): what the texture post-net with ``note_detail`` reads to know where the notes'
+    partials fall across the mel bins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("combs", harmonic_combs(), persistent=False)  # 88 x N_MELS
+        self.register_buffer("operator", detail_operator(), persistent=False)
+
+    def forward(self, roll: torch.Tensor) -> torch.Tensor:
+        """Tensor[B x ROLL_CHANNELS x T] (velocity / 127) -> Tensor[B x N_MELS x T]: peaks > 0,
+        valleys < 0, 0 in frames without a sounding note."""
+        summed = torch.matmul(self.combs.t().to(roll.dtype), roll[:, : C.N_KEYS])
+        log = torch.log((summed / COMB_FLOOR).clamp_min(1.0))
+        return torch.matmul(self.operator.to(log.dtype), log)
+
+
 class HarmonicDetail(nn.Module):
     """The detail of the sounding notes' harmonic combs, scaled per bin by the instrument.
 

@@ -294,6 +294,11 @@ def texture_onnx(model: TexturePostnet, half: bool = True) -> bytes:
     """The ONNX bytes of :class:`TextureGraph` (inputs ``mel``, ``embedding``, ``noise``,
     ``strength``; output ``mel_out``)."""
     c = model.config
+    if c.note_detail:
+        raise UserError(
+            "the in-page path cannot run a texture post-net that reads the notes "
+            "(note_detail) yet; export one without it"
+        )
     args = (torch.full((1, C.N_MELS, 64), -6.0), torch.zeros(1, c.embedding_dim),
             torch.zeros(1, c.noise_channels, 64), torch.ones(1))  # fmt: skip
     axes = {"mel": {0: "B", 2: "T"}, "embedding": {0: "B"}, "noise": {0: "B", 2: "T"},

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from mel2mel import constants as C
 from mel2mel.configs import config_from_dict
 from mel2mel.models.film import FiLM
+from mel2mel.models.harmonic import CombDetail
 
 NOISE_BLOCK = 512  # frames of noise drawn from one seed (see texture_noise)
 LEAK = 0.2
@@ -66,6 +67,12 @@ class TextureConfig:
     dilations:
         One residual block per entry; the receptive field is
         ``1 + (kernel_size - 1) * (2 + sum(dilations))`` frames.
+    note_detail:
+        Also read the detail of the sounding notes' harmonic combs, computed from the piano
+        roll (:class:`~mel2mel.models.harmonic.CombDetail`), through an input convolution of
+        its own that starts at zero: the post-net then knows where the notes' partials fall
+        across the mel bins and can draw their peaks and valleys, which a squared-error model
+        leaves shallow (docs/TEXTURE.md, "Notes for the post-net").
     """
 
     embedding_dim: int = 2
@@ -74,6 +81,7 @@ class TextureConfig:
     channels: int = 64
     kernel_size: int = 3
     dilations: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 1))
+    note_detail: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -201,7 +209,7 @@ class _Block(nn.Module):
 
 
 class TexturePostnet(nn.Module):
-    """Predicted log-mel + noise + embedding -> log-mel with texture.
+    """Predicted log-mel + noise + embedding (+ the notes' comb detail) -> log-mel with texture.
 
     Parameters
     ----------
@@ -217,6 +225,14 @@ class TexturePostnet(nn.Module):
             c.n_mels + c.noise_channels, c.channels, c.kernel_size, padding=pad,
             padding_mode="replicate",
         )  # fmt: skip
+        self.notes = CombDetail() if c.note_detail else None
+        self.note_input = None
+        if c.note_detail:  # starts at zero: a post-net extended with it plays as before
+            self.note_input = nn.Conv1d(
+                c.n_mels, c.channels, c.kernel_size, padding=pad, padding_mode="replicate",
+                bias=False,
+            )  # fmt: skip
+            nn.init.zeros_(self.note_input.weight)
         self.blocks = nn.ModuleList(_Block(c, d) for d in c.dilations)
         self.output = nn.Conv1d(
             c.channels, c.n_mels, c.kernel_size, padding=pad, padding_mode="replicate"
@@ -234,7 +250,11 @@ class TexturePostnet(nn.Module):
         return self.config.context_frames
 
     def residual(
-        self, mel: torch.Tensor, embedding: torch.Tensor, noise: torch.Tensor
+        self,
+        mel: torch.Tensor,
+        embedding: torch.Tensor,
+        noise: torch.Tensor,
+        roll: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The texture alone, ``Tensor[B x n_mels x T]`` in natural-log units, scaled by the
         :attr:`instrument_strengths` at ``embedding`` when the post-net has them.
@@ -247,9 +267,14 @@ class TexturePostnet(nn.Module):
             Instrument embedding, per sequence or per frame.
         noise: Tensor[B x Z x T]
             Standard Gaussian noise (:func:`texture_noise`).
+        roll: Tensor[B x ROLL_CHANNELS x T], optional
+            The piano roll (velocity / 127) the mel was predicted from; needed by a post-net
+            with ``note_detail``, ignored by others.
         """
         x = (mel - C.MEL_CENTER) / C.MEL_SCALE
         h = self.input(torch.cat([x, noise.to(x)], dim=1))
+        if self.note_input is not None:
+            h = h + self.note_input(self.note_detail(roll).to(x))
         for block in self.blocks:
             h = block(h, embedding)
         out = self.output(F.leaky_relu(h, LEAK)) * C.MEL_SCALE
@@ -257,18 +282,28 @@ class TexturePostnet(nn.Module):
             out = out * self.instrument_strengths.at(embedding)
         return out
 
+    def note_detail(self, roll: torch.Tensor | None) -> torch.Tensor:
+        """The notes' comb detail that a ``note_detail`` post-net reads, Tensor[B x N_MELS x
+        T] (raises ValueError without the roll)."""
+        if self.notes is None:
+            raise ValueError("this post-net does not read the notes (note_detail is off)")
+        if roll is None:
+            raise ValueError("this texture post-net reads the notes: pass the piano roll")
+        return self.notes(roll)
+
     def forward(
         self,
         mel: torch.Tensor,
         embedding: torch.Tensor,
         noise: torch.Tensor,
         strength: float = 1.0,
+        roll: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Add texture to a predicted log-mel.
 
         Parameters
         ----------
-        mel, embedding, noise:
+        mel, embedding, noise, roll:
             As in :meth:`residual`.
         strength:
             Scale of the added texture (0 returns ``mel``).
@@ -279,5 +314,5 @@ class TexturePostnet(nn.Module):
         """
         if strength == 0:
             return mel
-        out = mel + strength * self.residual(mel, embedding, noise)
+        out = mel + strength * self.residual(mel, embedding, noise, roll)
         return out.clamp_min(C.LOG_SILENCE)

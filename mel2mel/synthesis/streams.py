@@ -124,7 +124,8 @@ def texture_stream(
         noise = texture_noise(seed, a, b, z)[None]
         with torch.inference_mode():
             dev = synth.device
-            out = synth.texture(mel[None], emb.to(dev), noise.to(dev), strength)[0]
+            notes = roll[None].to(dev)
+            out = synth.texture(mel[None], emb.to(dev), noise.to(dev), strength, notes)[0]
         frames.release(e - ctx)
         yield out[:, s - a : e - a], roll[:, s - a : e - a]
 

@@ -14,7 +14,8 @@
 The discriminator has two branches: a 2-D one over (mel bin, frame) patches, which sees the
 local fine structure, and a 1-D one over frames with all bins as channels, which sees
 modulation shared across bins (the beating of an organ moves all its partials). Both end in a
-projection on a learned per-instrument vector (Miyato & Koyama 2018).
+projection on a learned per-instrument vector (Miyato & Koyama 2018). For a post-net with
+``note_detail`` both nets also read the detail of the sounding notes' harmonic combs.
 """
 
 from __future__ import annotations
@@ -72,19 +73,25 @@ class Discriminator(nn.Module):
         Mel bins.
     channels:
         Width c of the 2-D branch (c, 2c, 4c, 4c channels); the 1-D branch has 4c.
+    notes:
+        Also given the notes' comb detail (for a ``note_detail`` post-net): it then judges
+        whether the peaks and valleys lie where the notes' partials do.
     """
 
-    def __init__(self, n_instruments: int, n_mels: int = C.N_MELS, channels: int = 16) -> None:
+    def __init__(
+        self, n_instruments: int, n_mels: int = C.N_MELS, channels: int = 16, notes: bool = False
+    ) -> None:
         super().__init__()
         c, w = channels, 4 * channels
+        inputs = 3 if notes else 2
         # strided from the first layer: a full-resolution 2-D layer would cost more than all
         # the rest of the training step on a CPU
-        shapes2d = [(2, c, 2), (c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1)]
+        shapes2d = [(inputs, c, 2), (c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1)]
         self.conv2d = nn.ModuleList(
             nn.Conv2d(i, o, (3, 5), stride=(s, s), padding=(1, 2)) for i, o, s in shapes2d
         )
         self.out2d = nn.Conv2d(4 * c, 1, 3, padding=1)
-        shapes1d = [(2 * n_mels, w, 1, 1), (w, w, 2, 1), (w, w, 1, 2)]
+        shapes1d = [(inputs * n_mels, w, 1, 1), (w, w, 2, 1), (w, w, 1, 2)]
         self.conv1d = nn.ModuleList(
             nn.Conv1d(i, o, 5, stride=s, dilation=d, padding=2 * d) for i, o, s, d in shapes1d
         )
@@ -95,7 +102,11 @@ class Discriminator(nn.Module):
             nn.init.normal_(table.weight, std=0.02)
 
     def forward(
-        self, mel: torch.Tensor, condition: torch.Tensor, instrument: torch.Tensor
+        self,
+        mel: torch.Tensor,
+        condition: torch.Tensor,
+        instrument: torch.Tensor,
+        notes: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Score mels.
 
@@ -107,6 +118,8 @@ class Discriminator(nn.Module):
             The acoustic model's predictions for them.
         instrument: Tensor[B] (int64)
             Dataset instrument indices.
+        notes: Tensor[B x n_mels x T], optional
+            The notes' comb detail (a discriminator made with ``notes``).
 
         Returns
         -------
@@ -114,6 +127,8 @@ class Discriminator(nn.Module):
         scores of the two branches, and every hidden layer's activations.
         """
         x = (torch.stack([mel, condition], dim=1) - C.MEL_CENTER) / C.MEL_SCALE  # B x 2 x F x T
+        if notes is not None:
+            x = torch.cat([x, notes[:, None] / C.MEL_SCALE], dim=1)  # B x 3 x F x T
         feats: list[torch.Tensor] = []
         h = x
         for conv in self.conv2d:
@@ -212,7 +227,9 @@ class _TextureTrainer(TrainerBase):
             _, fresh = copy_matching(self.model, initial_weights(t.init_from), t.init_from)
             if fresh and info.is_main:
                 print(f"mel2mel: fresh (not in {t.init_from}): {', '.join(fresh)}", flush=True)
-        self.disc = Discriminator(len(self.rows), channels=t.disc_channels).to(info.device)
+        notes = self.model.config.note_detail
+        self.disc = Discriminator(len(self.rows), channels=t.disc_channels, notes=notes)
+        self.disc = self.disc.to(info.device)
         self.gen: nn.Module = self.model
         self.dnet: nn.Module = self.disc
         if info.distributed:
@@ -269,13 +286,16 @@ class _TextureTrainer(TrainerBase):
         """A discriminator step, then a post-net step; returns the post-net's (loss, norm)."""
         t, dev = self.config.train, self.info.device
         true, pred = batch["mel"].to(dev), batch["pred"].to(dev)
-        inst = batch["instrument"].to(dev)
+        inst, roll = batch["instrument"].to(dev), batch["roll"].to(dev)
         b = true.shape[0]
         noise = torch.randn(b, self.model.config.noise_channels, true.shape[-1], device=dev)
-        fake = self.gen(pred, self.table[inst], noise)
+        fake = self.gen(pred, self.table[inst], noise, 1.0, roll)
         cond, both_inst = torch.cat([pred, pred]), torch.cat([inst, inst])
+        notes = None
+        if self.model.notes is not None:
+            notes = self.model.notes(roll).repeat(2, 1, 1)
 
-        logits, _ = self.dnet(torch.cat([true, fake.detach()]), cond, both_inst)
+        logits, _ = self.dnet(torch.cat([true, fake.detach()]), cond, both_inst, notes)
         d_loss = sum(((x[:b] - 1) ** 2).mean() + (x[b:] ** 2).mean() for x in logits)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -283,7 +303,7 @@ class _TextureTrainer(TrainerBase):
         self.d_optimizer.step()
         self.d_scheduler.step()
 
-        logits, feats = self.dnet(torch.cat([true, fake]), cond, both_inst)
+        logits, feats = self.dnet(torch.cat([true, fake]), cond, both_inst, notes)
         adv = sum(((x[b:] - 1) ** 2).mean() for x in logits)
         fm = sum(F.l1_loss(f[b:], f[:b].detach()) for f in feats) / len(feats)
         k = t.mean_frames
@@ -291,12 +311,12 @@ class _TextureTrainer(TrainerBase):
         loss = adv + t.fm_weight * fm + t.mean_weight * level
         change = torch.zeros(())
         if t.change_weight:
-            active = batch["roll"][:, : C.N_KEYS].to(dev).sum(1) > 0
+            active = roll[:, : C.N_KEYS].sum(1) > 0
             change = (band_change(fake, active) - band_change(true, active)).abs().mean()
             loss = loss + t.change_weight * change
         modulation = torch.zeros(())
         if t.modulation_weight:  # crops where notes sound at least half the time
-            held = (batch["roll"][:, : C.N_KEYS].to(dev).sum(1) > 0).float().mean(1) >= 0.5
+            held = (roll[:, : C.N_KEYS].sum(1) > 0).float().mean(1) >= 0.5
             gap = (band_modulation(fake) - band_modulation(true)).abs().mean((1, 2))
             modulation = (gap * held).sum() / held.sum().clamp_min(1)
             loss = loss + t.modulation_weight * modulation
@@ -327,7 +347,8 @@ class _TextureTrainer(TrainerBase):
             k = int(item["instrument"])
             noise = texture_noise(i, 0, true.shape[-1], self.model.config.noise_channels)[None]
             dev = self.info.device
-            fake = self.model(pred.to(dev), self.table[k][None], noise.to(dev)).cpu()
+            roll = item["roll"][None].to(dev)
+            fake = self.model(pred.to(dev), self.table[k][None], noise.to(dev), 1.0, roll).cpu()
             active = item["roll"][None, : C.N_KEYS].sum(1) > 0
             mask = active.unsqueeze(1).expand_as(true)
             vals = [band_change(m, active, bands=1)[0, 0] for m in (true, pred, fake)]

@@ -187,6 +187,15 @@ def vocode_onnx(sess: ort.InferenceSession, voc, mel: torch.Tensor, roll: torch.
         return voc.head.istft(spec)[0].numpy()
 
 
+def test_texture_graph_refuses_a_post_net_that_reads_the_notes() -> None:
+    from mel2mel.models.onnx_export import texture_onnx
+    from mel2mel.models.texture import TextureConfig, TexturePostnet
+
+    post = TexturePostnet(TextureConfig(**{**TextureConfig.debug().to_dict(), "note_detail": True}))
+    with pytest.raises(UserError, match="note_detail"):
+        texture_onnx(post, half=False)
+
+
 # float32: 86.6 dB without the notes' partials, 78.5 dB with them (measured): Python sums the
 # phase in float32 within 64-frame blocks, the page (and vocode_onnx) in float64.
 @pytest.mark.parametrize("half, min_snr", [(True, 30.0), (False, 75.0)])

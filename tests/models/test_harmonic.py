@@ -17,6 +17,7 @@ from mel2mel.models.harmonic import (
     GAIN_SCALE,
     HEIGHT_GROUPS,
     HEIGHT_SCALE,
+    CombDetail,
     HarmonicDetail,
     detail_operator,
     group_combs,
@@ -100,6 +101,20 @@ def test_detail_is_zero_in_silence_and_for_onset_rows():
     rows = torch.tensor([key_row(45), C.N_KEYS + key_row(45)])
     assert torch.allclose(module.detail(module.tones(roll[:, rows], rows)), detail, atol=1e-6)
     assert not module.state_dict().keys() - {"gain.weight", "gain.bias"}  # combs not saved
+
+
+def test_comb_detail_is_the_plain_comb_s_detail_without_parameters():
+    roll = torch.zeros(2, C.ROLL_CHANNELS, 5)
+    roll[0, key_row(40), 1:4] = 0.8
+    roll[1, key_row(45), 2] = 0.5
+    roll[1, key_row(52), 2] = 0.9
+    roll[1, C.N_KEYS + key_row(60), :] = 1.0  # onset rows carry no comb
+    notes, plain = CombDetail(), HarmonicDetail(2)
+    got = notes(roll)
+    assert torch.allclose(got, plain.detail(plain.tones(roll)), atol=1e-6)
+    assert torch.equal(got[0, :, [0, 4]], torch.zeros(C.N_MELS, 2))
+    assert_same_peaks(got[0, :, 2].double(), heard_detail(40, list(range(1, 60))), 40)
+    assert not dict(notes.state_dict())  # computed, nothing saved
 
 
 def extended(tmp_path, source: Mel2Mel, **options) -> tuple[Mel2Mel, list[str]]:

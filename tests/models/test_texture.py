@@ -15,6 +15,7 @@ from conftest import debug_model, state_max_diff, train_two_ranks, write_midi
 from mel2mel import constants as C
 from mel2mel.cli import main
 from mel2mel.errors import UserError
+from mel2mel.midi import piano_roll, read_notes
 from mel2mel.models import Mel2Mel
 from mel2mel.models.export import (
     load_texture,
@@ -155,6 +156,36 @@ def test_discriminator_shapes():
     logits, feats = d(mel, mel, torch.tensor([0, 2]))
     assert [tuple(x.shape) for x in logits] == [(2, 1, 10, 8), (2, 1, 32)]
     assert len(feats) == 7
+    d = Discriminator(3, channels=4, notes=True)  # the notes' comb detail as a third input
+    logits, _ = d(mel, mel, torch.tensor([0, 2]), mel_like(2, 64, seed=1))
+    assert [tuple(x.shape) for x in logits] == [(2, 1, 10, 8), (2, 1, 32)]
+
+
+def note_roll(t: int, pitches: tuple[int, ...]) -> torch.Tensor:
+    roll = torch.zeros(1, C.ROLL_CHANNELS, t)
+    for i, p in enumerate(pitches):
+        roll[0, p - C.MIDI_MIN, 5 * i : 5 * i + 40] = 0.7
+    return roll
+
+
+def test_note_detail_starts_as_the_source_then_follows_the_notes():
+    source = random_postnet(3)
+    net = TexturePostnet(TextureConfig(**{**source.config.to_dict(), "note_detail": True}))
+    missing = net.load_state_dict(source.state_dict(), strict=False).missing_keys
+    assert missing == ["note_input.weight"]  # the comb detail itself is computed, not saved
+    mel, emb, noise = mel_like(1, 80), torch.randn(1, 2), torch.randn(1, 2, 80)
+    roll = note_roll(80, (40, 52, 59))
+    with torch.no_grad():
+        assert torch.equal(net.eval()(mel, emb, noise, 1.0, roll), source(mel, emb, noise))
+        with pytest.raises(ValueError, match="pass the piano roll"):
+            net(mel, emb, noise)
+        net.note_input.weight.normal_(0, 0.3)
+        a = net(mel, emb, noise, 1.0, roll)
+        b = net(mel, emb, noise, 1.0, note_roll(80, (41, 53, 60)))
+        silent = net(mel, emb, noise, 1.0, torch.zeros_like(roll))
+    assert (a - b).abs().amax() > 0.05  # other notes, other detail
+    assert torch.equal(silent, source(mel, emb, noise))  # no notes: no comb detail
+    assert TextureConfig.from_dict({**source.config.to_dict(), "note_detail": True}).note_detail
 
 
 # -- export and the synthesizer ---------------------------------------------------------------
@@ -223,6 +254,33 @@ def test_synthesizer_texture_stage(exported, tmp_path, monkeypatch):
     assert np.array_equal(np.concatenate(list(synth.stream(midi, "Synth 1", texture=0.5))), audio)
     with pytest.raises(UserError, match="between 0 and 4"):
         synth.render(midi, "Synth 1", texture=-1)
+
+
+def test_synthesizer_gives_the_post_net_the_notes(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights, _ = save_pretrained(two_synth_model(), folder)
+    net = random_postnet(note_detail=True)
+    with torch.no_grad():
+        net.note_input.weight.normal_(0, 0.03)
+    save_texture(net, folder / "acoustic", weights_digest(weights), {"step": 3})
+    midi = write_midi(tmp_path / "a.mid", [(40, 0.0, 1.5, 90), (64, 0.5, 2.0, 80)])
+    synth = Synthesizer.from_pretrained(folder, vocoder="griffinlim")
+    assert synth.texture is not None and synth.texture.config.note_detail
+    textured = synth.mel(midi, "Synth 1")
+    steady = synth.mel(midi, "Synth 1", texture=0)
+    frames, timbre = textured.shape[1], synth.timbre("Synth 1")
+    noise = texture_noise(synth.seed, 0, frames, synth.texture.config.noise_channels)[None]
+    roll = torch.from_numpy(piano_roll(read_notes(midi).notes, frames))[None]
+    emb = torch.from_numpy(timbre.vector()[None])
+    with torch.no_grad():
+        args = (torch.from_numpy(steady)[None], emb, noise, 1.0)
+        expected = synth.texture(*args, roll)[0].numpy()
+        other = synth.texture(*args, torch.roll(roll, 3, dims=1))[0].numpy()
+    np.testing.assert_allclose(textured, expected, rtol=0, atol=1e-4)
+    assert np.abs(other - expected).max() > 0.05  # the notes it was given matter
+    monkeypatch.setattr(streams, "TEXTURE_CHUNK_FRAMES", 37)  # chunks get their own roll
+    np.testing.assert_allclose(synth.mel(midi, "Synth 1"), textured, atol=1e-5)
 
 
 def test_render_cli_texture_option(exported, tmp_path):
