@@ -51,7 +51,11 @@ With ``--phases``, which part of the fast vocoder's phase loses the notes of cop
   onset, the vocoder's elsewhere;
 
 and the vocoder with ``partial_phase`` (the notes' partials from the roll,
-``mel2mel.vocoders.partials``) on FluidSynth's mel and on the model's.
+``mel2mel.vocoders.partials``) on FluidSynth's mel and on the model's; then, on the model's mel
+through that vocoder, its refined magnitude with FluidSynth's phase everywhere, only in the bins
+near the held notes' partials, or only elsewhere; the partials' own phase put back in those
+bins after the refinement; and FluidSynth's instantaneous frequency there instead of the
+equal-tempered partials', put back likewise (:data:`MODEL_PHASES`).
 
 With ``--recognize``, each render's 3-s clips (where FluidSynth's render sounds) are also
 labelled by the instrument classifier of ``eval_transcription.py`` (trained on the train split's
@@ -168,6 +172,14 @@ PHASES = (
     "vocoder magnitude + true frequency, random offsets",
     "vocoder magnitude + true phase at onsets",
 )
+#: ``--phases`` on the model's mel: the partials' vocoder's refined magnitude of it, and
+MODEL_PHASES = (
+    "model: its magnitude + true phase",  # FluidSynth's phase everywhere
+    "model: its magnitude + true phase near the partials",  # ... where ``near``, else ours
+    "model: its magnitude + true phase elsewhere",  # ... where not ``near``
+    "model: partial phase re-imposed after refinement",  # ours, near bins reset to it
+    "model: true frequencies near the partials, re-imposed",  # FluidSynth's advance, integrated
+)
 
 
 def phase_swap(name: str, audio: np.ndarray, voc: FastVocoder, roll: np.ndarray) -> np.ndarray:
@@ -189,6 +201,39 @@ def phase_swap(name: str, audio: np.ndarray, voc: FastVocoder, roll: np.ndarray)
     window = torch.hann_window(C.N_FFT)
     spec = torch.polar(ours.abs(), phase)
     return torch.istft(spec, C.N_FFT, C.HOP_LENGTH, window=window, length=len(audio)).numpy()
+
+
+def model_phase_swap(
+    name: str, audio: np.ndarray, mel: np.ndarray, voc: FastVocoder, roll: np.ndarray
+) -> np.ndarray:
+    """The model's log-mel ``mel`` through ``voc`` (with ``partial_phase``) with the phase of
+    :data:`MODEL_PHASES` ``name``: FluidSynth's (``audio``'s) phase or instantaneous frequency
+    in some bins, or the partials' own phase put back after the refinement (which moves it);
+    ``roll`` is ``float32[176 x T]``."""
+    true = stft(audio)  # [F x T]
+    t = min(true.shape[1], mel.shape[1])
+    mel_t = torch.from_numpy(np.ascontiguousarray(mel[:, :t], np.float32))[None]
+    notes = np.zeros((C.ROLL_CHANNELS, t), np.float32)
+    notes[:, : min(t, roll.shape[1])] = roll[:, :t]
+    notes_t = torch.from_numpy(notes)[None]
+    true_phase = true[:, :t].angle().T[None]  # [1 x T x F]
+    with torch.no_grad():
+        log_mag, offset, delta = voc.frame_outputs(mel_t, notes_t)
+        partials = voc.note_partials(notes_t, offset)
+        assert partials is not None, "the vocoder must play the partials"
+        near = partials[1]
+        if name == MODEL_PHASES[4]:
+            step = torch.diff(true_phase, dim=1, prepend=true_phase[:, :1])
+            partials = (torch.remainder(step, 2 * math.pi), near)
+        ours, _ = voc.head.phase(offset, delta, partials=partials)
+        spec = voc._spectrum(log_mag, ours, mel_t, voc.config.refine_iterations)
+        phase = {
+            MODEL_PHASES[0]: true_phase.expand_as(ours),
+            MODEL_PHASES[1]: torch.where(near, true_phase, spec.angle()),
+            MODEL_PHASES[2]: torch.where(near, spec.angle(), true_phase),
+        }.get(name, torch.where(near, ours, spec.angle()))
+        out = voc.head.istft(torch.polar(spec.abs(), phase.float()))[0]
+    return out.numpy()
 
 
 def hybrid_mels(true: np.ndarray, pred: np.ndarray, roll: np.ndarray) -> dict[str, np.ndarray]:
@@ -327,6 +372,18 @@ def main(argv: list[str] | None = None) -> None:
             ),
             f"model-{model_id}-{key}",
         )  # fmt: skip
+
+        def model_mel(a: np.ndarray, m: Path, i: int) -> np.ndarray:
+            return synth.mel(m, manifest["instruments"][i]["name"], start=0,
+                             duration=len(a) / C.SAMPLE_RATE, texture=0)  # fmt: skip
+
+        for name in MODEL_PHASES:
+            renders[name] = (
+                lambda a, m, i, name=name: model_phase_swap(
+                    name, a, model_mel(a, m, i), partial, notes(a, m)
+                ),
+                f"phase-{model_id}-{key}-{slugify(name)}",
+            )
 
     transcribe = Transcriber(1)
     classify = classifier(args.data, manifest, args.cache) if args.recognize else None
