@@ -356,6 +356,18 @@ def test_resume_equals_uninterrupted(synthetic_dataset, acoustic_export, tmp_pat
     assert len(list(cache.rglob("*.pred.npy"))) == 10  # 5 train/valid pieces x 2 instruments
 
 
+def test_a_post_net_that_reads_the_notes_trains_and_its_discriminator_sees_them(
+    synthetic_dataset, acoustic_export, tmp_path
+):
+    config = tiny_run(acoustic_export)
+    config = TextureRunConfig({**config.model, "note_detail": True}, config.train)
+    result = train_texture(synthetic_dataset, tmp_path / "n", config, stop_at=2, progress=False)
+    assert result.step == 2 and result.model.config.note_detail
+    assert (result.model.note_input.weight != 0).any()  # it learned from the comb detail
+    disc = load_checkpoint(tmp_path / "n" / "checkpoint.pt", kind="texture")["disc"]
+    assert disc["conv2d.0.weight"].shape[1] == 3  # true/fake, prediction, the notes' detail
+
+
 def test_cli_train_export_and_render(synthetic_dataset, acoustic_export, tmp_path, capsys):
     run = tmp_path / "run"
     sets = ["model.channels=8", "model.noise_channels=2", "model.dilations=[1,2]",
