@@ -33,6 +33,15 @@ is uncertain; those peaks are what a transcriber hears as pitch (docs/MODELS.md,
 transcriber and the classifier miss", where the term was tried and moved neither the peaks nor
 the transcription). It is blind to level: adding a constant to a frame changes no slope.
 
+Rises
+-----
+:func:`flux_loss` (``train.flux_weight``): the mean absolute difference between how much each
+bin rises from one frame to the next in the prediction and in the truth (falls count as 0).
+A held note's partials do not rise when another note is struck; a model that cannot place a
+new note's energy exactly raises a band around it instead, and a transcriber hears the held
+notes there struck again (docs/MODELS.md, "what the renders' extra notes are": 90 % of the
+model's notes 1-2 semitones off a struck one are a note still sounding).
+
 Bin balance
 -----------
 :func:`bin_weights` (``train.bin_balance``, ``log-abs`` only) weighs each mel bin's squared
@@ -132,6 +141,13 @@ def slope_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error of the frequency slopes (nepers per mel bin): Tensor[B x M x T]
     log-mels -> scalar. ``slope[b, m, t] = x[b, m + 1, t] - x[b, m, t]``."""
     return torch.mean(torch.abs(torch.diff(pred, dim=1) - torch.diff(target, dim=1)))
+
+
+def flux_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of the rises (nepers per frame): Tensor[B x M x T] log-mels ->
+    scalar. ``rise[b, m, t] = max(x[b, m, t + 1] - x[b, m, t], 0)``."""
+    rises = [torch.relu(torch.diff(x, dim=2)) for x in (pred, target)]
+    return torch.mean(torch.abs(rises[0] - rises[1]))
 
 
 #: Variances below this (0.05 neper squared) count as this in :func:`bin_weights`: a bin that

@@ -32,6 +32,7 @@ from mel2mel.models.losses import (
     LOSSES,
     bin_weights,
     dead_band_floor,
+    flux_loss,
     frame_level,
     get_loss,
     level_loss,
@@ -164,6 +165,8 @@ class _Trainer(TrainerBase):
             loss = loss + t.level_weight * level_loss(pred, mel, frames)
         if t.slope_weight > 0:
             loss = loss + t.slope_weight * slope_loss(pred, mel)
+        if t.flux_weight > 0:
+            loss = loss + t.flux_weight * flux_loss(pred, mel)
         return self.optimize(loss)
 
     @torch.no_grad()

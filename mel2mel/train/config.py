@@ -100,6 +100,10 @@ class TrainConfig:
         Weight of :func:`mel2mel.models.losses.slope_loss` (the error of each frame's frequency
         slopes, which asks for harmonic peaks as sharp as the truth's) added to the loss; 0
         (the default) adds nothing.
+    flux_weight:
+        Weight of :func:`mel2mel.models.losses.flux_loss` (the error of each bin's rises from
+        frame to frame, which asks that held notes not rise when others are struck) added to
+        the loss; 0 (the default) adds nothing.
     quiet_weight:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
@@ -171,6 +175,7 @@ class TrainConfig:
     level_weight: float = 0.0
     level_frames: str = "all"
     slope_weight: float = 0.0
+    flux_weight: float = 0.0
     quiet_weight: float = 1.0
     quiet_level_weight: float = 1.0
     bin_balance: float = 0.0
@@ -200,6 +205,8 @@ class TrainConfig:
             raise ValueError("train.level_weight must be >= 0")
         if self.slope_weight < 0:
             raise ValueError("train.slope_weight must be >= 0")
+        if self.flux_weight < 0:
+            raise ValueError("train.flux_weight must be >= 0")
         if self.level_frames not in ("all", "sounding"):
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:

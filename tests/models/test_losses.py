@@ -17,6 +17,7 @@ from mel2mel.models.losses import (
     abs_loss,
     bin_weights,
     dead_band_floor,
+    flux_loss,
     frame_level,
     get_loss,
     level_loss,
@@ -154,6 +155,28 @@ def test_slope_loss_sees_flattened_peaks_not_level():
     pred = blurred.clone().requires_grad_(True)
     slope_loss(pred, comb).backward()
     assert torch.all(pred.grad[0, 4] < 0) and torch.all(pred.grad[0, 5] > 0)
+
+
+def test_flux_loss_sees_a_held_note_struck_again_not_its_level_or_decay():
+    # bins 0-3 hold a decaying note; at frame 4 a new note rises in bins 6-7
+    truth = torch.full((1, 8, 8), -6.0)
+    truth[:, :4] = torch.linspace(0.0, -1.4, 8)  # falls by 0.2 per frame
+    truth[:, 6:, 4:] = 0.0
+    assert flux_loss(truth, truth).item() == 0.0
+    assert flux_loss(truth + 1.5, truth).item() == pytest.approx(0.0, abs=1e-6)  # level-blind
+    faster = truth.clone()
+    faster[:, :4] = torch.linspace(0.0, -2.8, 8)  # decays faster: no rise to compare
+    assert flux_loss(faster, truth).item() == pytest.approx(0.0, abs=1e-6)
+    # the model raises the held note's bins with the new note's onset: a band, not two bins
+    smeared = truth.clone()
+    smeared[:, 2:6, 4] += 1.0  # and falls back after
+    # rises that should not be: 0.8 in the held bins 2-3 (1 on a 0.2 fall), 1 in bins 4-5 over
+    # the floor; the falls back count nothing; 8 bins x 7 frame pairs
+    assert flux_loss(smeared, truth).item() == pytest.approx((2 * 0.8 + 2 * 1.0) / 56, rel=1e-5)
+    pred = smeared.clone().requires_grad_(True)
+    flux_loss(pred, truth).backward()
+    assert torch.all(pred.grad[0, 2:6, 4] > 0)  # pushed down where it rose and should not
+    assert torch.all(pred.grad[0, :2] == 0)  # untouched where nothing rose
 
 
 def test_dead_band_floor_frees_a_band_under_the_floor_and_pulls_back_below_it():
