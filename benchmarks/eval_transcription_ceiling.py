@@ -172,7 +172,7 @@ PHASES = (
     "vocoder magnitude + true frequency, random offsets",
     "vocoder magnitude + true phase at onsets",
 )
-#: ``--phases`` on the model's mel: the partials' vocoder's refined magnitude of it, and
+#: ``--phases`` on the model's mel (the partials' vocoder's refined magnitude of it), by phase:
 MODEL_PHASES = (
     "model: its magnitude + true phase",  # FluidSynth's phase everywhere
     "model: its magnitude + true phase near the partials",  # ... where ``near``, else ours
