@@ -200,9 +200,7 @@ class FastVocoder(Vocoder):
 
     def spectrum(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted STFT: Tensor[B x N_MELS x T] -> complex Tensor[B x T x F]."""
-        log_mag, offset, delta = self.frame_outputs(mel, roll)
-        phase, _ = self.head.phase(offset, delta, partials=self.note_partials(roll, offset))
-        return self.head.complex_spectrum(log_mag, phase)
+        return self.refined_spectrum(mel, roll, 0)
 
     def forward(self, mel: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable synthesis.
