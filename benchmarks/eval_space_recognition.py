@@ -37,7 +37,7 @@ import eval_instruments as EI
 import numpy as np
 import torch
 
-from mel2mel.data.dataset import read_manifest, read_roll
+from mel2mel.data.dataset import crop_array, read_manifest, read_roll
 from mel2mel.models.export import (
     load_acoustic,
     load_pretrained_vocoder,
@@ -59,11 +59,9 @@ def item_arrays(data: Path, item_id: str) -> tuple[np.ndarray, np.ndarray]:
     return audio, roll
 
 
-def fit_frames(roll: np.ndarray, frames: int) -> np.ndarray:
-    """``roll`` cut or padded with silence to ``frames`` frames."""
-    out = np.zeros((roll.shape[0], frames), dtype=roll.dtype)
-    out[:, : min(frames, roll.shape[1])] = roll[:, :frames]
-    return out
+def notes(roll: np.ndarray, frames: int, heard: bool) -> torch.Tensor | None:
+    """The roll cut or padded to ``frames`` frames for a vocoder, or ``None`` (``--no-notes``)."""
+    return torch.from_numpy(crop_array(roll, 0, frames, 0.0)) if heard else None
 
 
 def majority(labels: list[int]) -> int | None:
@@ -102,12 +100,10 @@ def run(args: argparse.Namespace) -> dict:
                 noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
             # both vocoders hear the notes (their partials), as the synthesizer's does
-            notes = None if args.no_notes else torch.from_numpy(fit_frames(roll, mel.shape[-1]))
-            ours = vocoder.vocode(mel, notes).reshape(-1).numpy()
-            notes = (
-                None if args.no_notes else torch.from_numpy(fit_frames(roll, true_mel.shape[-1]))
-            )
-            copy = shipped.vocode(torch.from_numpy(true_mel)[None], notes).reshape(-1).numpy()
+            heard = not args.no_notes
+            ours = vocoder.vocode(mel, notes(roll, mel.shape[-1], heard)).reshape(-1).numpy()
+            true = torch.from_numpy(true_mel)[None]
+            copy = shipped.vocode(true, notes(roll, true.shape[-1], heard)).reshape(-1).numpy()
         starts = EI.clip_starts(audio, CLIP_SECONDS, args.clips)  # where the SoundFont sounds
         players = (("soundfont", audio), ("model", ours), ("copy", copy)) if starts else ()
         for kind, played in players:

@@ -97,7 +97,7 @@ from mel2mel import Synthesizer
 from mel2mel import constants as C
 from mel2mel.audio import log_mel, mel_filterbank
 from mel2mel.data.corpus import piece_midi, select_test_pieces
-from mel2mel.data.dataset import read_manifest
+from mel2mel.data.dataset import crop_array, read_manifest
 from mel2mel.instruments import slugify
 from mel2mel.midi import piano_roll, read_notes
 from mel2mel.models.harmonic import HarmonicDetail
@@ -213,9 +213,7 @@ def model_phase_swap(
     true = stft(audio)  # [F x T]
     t = min(true.shape[1], mel.shape[1])
     mel_t = torch.from_numpy(np.ascontiguousarray(mel[:, :t], np.float32))[None]
-    notes = np.zeros((C.ROLL_CHANNELS, t), np.float32)
-    notes[:, : min(t, roll.shape[1])] = roll[:, :t]
-    notes_t = torch.from_numpy(notes)[None]
+    notes_t = torch.from_numpy(crop_array(roll, 0, t, 0.0))[None]
     true_phase = true[:, :t].angle().T[None]  # [1 x T x F]
     with torch.no_grad():
         log_mag, offset, delta = voc.frame_outputs(mel_t, notes_t)
