@@ -21,7 +21,9 @@ Design (justified, with measurements, in ``docs/VOCODERS.md``), after Vocos (Siu
   is a case the model knows;
 * with ``partial_phase``, the bins near a harmonic of a held note advance at that harmonic's
   frequency, known from the roll, instead of the predicted one
-  (:mod:`~mel2mel.vocoders.partials`).
+  (:mod:`~mel2mel.vocoders.partials`);
+* with ``held_partials``, after the refinement a held note's low partials may not rise while
+  other notes are struck (:mod:`~mel2mel.vocoders.held`).
 
 The network sees ``receptive_field`` frames on each side; the phase carries information
 forward only. :meth:`FastVocoder.vocode_stream` runs chunks with that much context and carries
@@ -43,9 +45,10 @@ from mel2mel import constants as C
 from mel2mel.configs import config_from_dict
 from mel2mel.vocoders.base import ArrayLike, Vocoder, as_batch
 from mel2mel.vocoders.fast_layers import ConvNeXtBlock, ISTFTHead, conv_channels_last
+from mel2mel.vocoders.held import HeldPartials
 from mel2mel.vocoders.losses import FastVocoderLoss
 from mel2mel.vocoders.partials import PartialPhase
-from mel2mel.vocoders.refine import MelMatching, context_frames
+from mel2mel.vocoders.refine import MelMatching, context_frames, magnitude_into
 
 STREAM_CHUNK: int = 1000  # frames per chunk when vocoding long inputs
 # When streaming, the network runs on blocks of whole chunks of about this many frames: its
@@ -71,6 +74,7 @@ class FastVocoderConfig:
     train_refine_iterations: int = 2  # ... unrolled inside the training loss
     refine_step: float = 1.5
     partial_phase: bool = False  # phase advance of the roll's partials (vocoders/partials.py)
+    held_partials: bool = False  # held notes' low partials may not rise (vocoders/held.py)
 
     TRAINING_FIELDS: ClassVar[tuple[str, ...]] = ("roll_dropout", "phase_weight")  # not sizes
 
@@ -147,10 +151,11 @@ class FastVocoder(Vocoder):
         self.refine = MelMatching(cfg.refine_step) if refined else None
         use_partials = cfg.partial_phase and cfg.integrate_phase
         self.partials = PartialPhase(cfg.n_fft) if use_partials else None
+        self.held = HeldPartials(cfg.n_fft) if cfg.held_partials else None
 
     @property
     def uses_roll(self) -> bool:
-        return self.config.use_roll or self.partials is not None
+        return self.config.use_roll or self.partials is not None or self.held is not None
 
     def with_refinement(self, iterations: int) -> FastVocoder:
         """A copy with the same weights and ``iterations`` mel-matching refinement iterations
@@ -161,6 +166,11 @@ class FastVocoder(Vocoder):
         """A copy with the same weights that plays the notes' partials (``partial_phase``) or
         not."""
         return self._with(partial_phase=on)
+
+    def with_held_partials(self, on: bool) -> FastVocoder:
+        """A copy with the same weights that keeps held notes' partials down
+        (``held_partials``) or not."""
+        return self._with(held_partials=on)
 
     def _with(self, **changes: Any) -> FastVocoder:
         other = FastVocoder(dataclasses.replace(self.config, **changes))
@@ -225,7 +235,28 @@ class FastVocoder(Vocoder):
         """:meth:`spectrum` after ``iterations`` steps of mel-matching refinement."""
         log_mag, offset, delta = self.frame_outputs(mel, roll)
         phase, _ = self.head.phase(offset, delta, partials=self.note_partials(roll, offset))
-        return self._spectrum(log_mag, phase, mel, iterations)
+        spec = self._spectrum(log_mag, phase, mel, iterations)
+        if self.held is None or roll is None:
+            return spec
+        return self.keep_held_down(spec, roll, roll.shape[2] - spec.shape[1])[0]
+
+    def keep_held_down(
+        self,
+        spec: torch.Tensor,
+        roll: torch.Tensor,
+        first: int,
+        state: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``spec`` (complex Tensor[B x T x F]) with the held partials' ceiling of
+        :class:`~mel2mel.vocoders.held.HeldPartials` (``roll``'s frame ``first`` is ``spec``'s
+        first; ``state`` continues an earlier call), and the ceiling per frame."""
+        assert self.held is not None
+        # The roll from ``hold`` frames before to ``lookahead`` after is all the ceiling reads.
+        lo = max(0, first - self.held.hold)
+        roll = roll[..., lo : first + spec.shape[1] + self.held.lookahead]
+        magnitude = magnitude_into(spec, spec.real.new_empty(spec.shape))
+        capped, ceiling = self.held(magnitude, roll, first - lo, state)
+        return spec * (capped / magnitude.clamp_min(1e-30)), ceiling
 
     def note_partials(
         self, roll: torch.Tensor | None, offset: torch.Tensor
@@ -328,9 +359,10 @@ class FastVocoder(Vocoder):
         pad = self.config.n_fft // (2 * hop) + context_frames(refined)
         net = self.config.receptive_field - pad
         block = chunk_frames * max(1, STREAM_NETWORK_FRAMES // chunk_frames)
-        # The partials' phase looks back over the frames a key stays held.
-        hold = 0 if self.partials is None else self.partials.hold
+        # The partials' phase and the held ceiling look back over the frames a key stays held.
+        hold = max(0 if part is None else part.hold for part in (self.partials, self.held))
         carry = None  # running phase sum before ``first``
+        ceiling: tuple[int, torch.Tensor] | None = None  # held ceiling from frame s, per frame
         with torch.inference_mode():
             for block_start in range(lo, hi, block):
                 block_end = min(hi, block_start + block)
@@ -344,6 +376,7 @@ class FastVocoder(Vocoder):
                     roll_b = roll_all[:, :, a - early :]
                 else:
                     roll_all = roll_b = None
+                notes = roll_all  # to the end of what was fetched: the ceiling looks ahead
                 # The head is per frame: it needs no network context.
                 x = self.features(mel_b, roll_b)[:, first - a : stop - a]
                 target = mel_b[:, :, first - a : stop - a]
@@ -365,8 +398,12 @@ class FastVocoder(Vocoder):
                     spec = self._spectrum(
                         log_mag[:, frames], phase[:, frames], target[..., frames], refined, context
                     )
-                    audio = self.head.istft(spec)[0]
                     s0 = c0 + context[0] * context_frames(refined)
+                    if self.held is not None and notes is not None:
+                        state = None if ceiling is None else ceiling[1][:, s0 - 1 - ceiling[0]]
+                        spec, held = self.keep_held_down(spec, notes, s0 - early, state)
+                        ceiling = (s0, held)
+                    audio = self.head.istft(spec)[0]
                     y = audio[(start - s0) * hop : (end - s0) * hop]
                     yield np.ascontiguousarray(y.float().cpu().numpy())
 

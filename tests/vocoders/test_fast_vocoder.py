@@ -168,8 +168,13 @@ NETWORK_BLOCKS = pytest.mark.parametrize("network_frames", [1, 70, 2000], ids="n
 @NETWORK_BLOCKS
 @pytest.mark.parametrize(
     "phase",
-    [dict(), dict(integrate_phase=False), dict(partial_phase=True)],
-    ids=["integrated", "direct", "partials"],
+    [
+        dict(),
+        dict(integrate_phase=False),
+        dict(partial_phase=True),
+        dict(partial_phase=True, held_partials=True),
+    ],
+    ids=["integrated", "direct", "partials", "held"],
 )
 def test_streaming_equals_unchunked(
     phase: dict, network_frames: int, monkeypatch: pytest.MonkeyPatch
@@ -200,8 +205,8 @@ def test_refined_streaming_equals_unchunked(
     model = _model(_debug(**REFINED))
     assert model.config.receptive_field == _debug(n_fft=1024).receptive_field + 2 * 8
     mel, roll = _inputs(150)
-    for partial_phase in (False, True):
-        model = _model(_debug(**REFINED, partial_phase=partial_phase))
+    for notes in (dict(), dict(partial_phase=True), dict(partial_phase=True, held_partials=True)):
+        model = _model(_debug(**REFINED, **notes))
         whole = model.vocode(mel, roll)[0].numpy()
         assert np.allclose(model.vocode_long(mel, roll, chunk_frames=37), whole, atol=1e-4)
         assert np.allclose(model.vocode_long(mel, roll, chunk_frames=5), whole, atol=1e-4)
