@@ -311,6 +311,11 @@ def texture_onnx(model: TexturePostnet, half: bool = True) -> bytes:
 def vocoder_onnx(model: FastVocoder, half: bool = True) -> bytes:
     """The ONNX bytes of :class:`VocoderGraph` (inputs ``mel``, ``roll``; outputs
     ``magnitude``, ``offset``, ``step``; T free)."""
+    if model.held is not None:
+        raise UserError(
+            "the in-page path cannot run a vocoder that keeps held partials down "
+            "(held_partials) yet; export one without it"
+        )
     args = (torch.full((1, C.N_MELS, 64), -6.0), torch.zeros(1, C.ROLL_CHANNELS, 64))
     axes = {"mel": {2: "T"}, "roll": {2: "T"}, "magnitude": {1: "T"}, "offset": {1: "T"},
             "step": {1: "T"}}  # fmt: skip

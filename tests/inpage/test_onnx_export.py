@@ -196,6 +196,14 @@ def test_texture_graph_refuses_a_post_net_that_reads_the_notes() -> None:
         texture_onnx(post, half=False)
 
 
+def test_vocoder_graph_refuses_the_held_ceiling() -> None:
+    from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
+
+    voc = FastVocoder(FastVocoderConfig.debug()).with_held_partials(True)
+    with pytest.raises(UserError, match="held_partials"):
+        vocoder_onnx(voc, half=False)
+
+
 # float32: 86.6 dB without the notes' partials, 78.5 dB with them (measured): Python sums the
 # phase in float32 within 64-frame blocks, the page (and vocode_onnx) in float64.
 @pytest.mark.parametrize("half, min_snr", [(True, 30.0), (False, 75.0)])
