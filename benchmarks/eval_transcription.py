@@ -31,6 +31,10 @@ Then two independent judges, neither of which knows our model:
    FluidSynth's own test clips show what the classifier can do, ours how recognizable our
    instruments are. ``--plot`` writes the confusion matrices.
 
+Beside the judges, how far each render sounds from FluidSynth's: the mean absolute difference
+of the two audios' log-mels in dB (a judge can be pleased by a render that does not sound like
+FluidSynth; this says whether it does).
+
 Renders, transcriptions and training features are cached under ``--cache`` (keyed by the
 models' weights and the settings), so a rerun only redoes what changed. Everything runs on
 one thread per library (``--threads``); nothing is downloaded.
@@ -127,6 +131,13 @@ def state_digest(module: torch.nn.Module, extra: str = "") -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def log_mel_distance(path: Path, reference: Path) -> float:
+    """Mean absolute difference in dB of the log-mels of two WAV files (the common frames)."""
+    a, b = (log_mel(sf.read(p, dtype="float32")[0]) for p in (path, reference))
+    t = min(a.shape[1], b.shape[1])
+    return float(np.abs(a[:, :t] - b[:, :t]).mean() * C.DB_PER_NEPER)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
@@ -338,6 +349,10 @@ def run(args: argparse.Namespace) -> None:
                     res.add_time("transcribe", time.perf_counter() - t)
                 c = score(ref[:2], est, seconds)
                 res.counts[lab][name].add(c)
+                if lab != REFERENCE:
+                    res.distance.setdefault(lab, {n: [] for n in names})[name].append(
+                        log_mel_distance(wav, cache / "fluidsynth" / wav.name)
+                    )
                 res.clips[lab][name].append(str(wav))
                 res.per_clip.append(
                     {"piece": piece["id"], "instrument": name, "renderer": lab, **vars(c)}

@@ -76,6 +76,8 @@ class Results:
 
     counts: dict[str, dict[str, Counts]] = field(default_factory=dict)  # renderer -> instrument
     clips: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # renderer -> inst -> wavs
+    # renderer -> instrument -> log-mel MAE (dB) of each clip against FluidSynth's
+    distance: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     per_clip: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
@@ -149,6 +151,17 @@ def report(
             for lab in labels
         ]
         out.append(f"| {name} | {' | '.join(cells)} |")
+    if res.distance:
+        out += ["", "How far each render sounds from FluidSynth's: log-mel MAE (dB) of the audio "
+                "against FluidSynth's, mean over clips:", ""]  # fmt: skip
+        out += [f"| instrument | {' | '.join(ours)} |", "|" + "---|" * (len(ours) + 1)]
+        for name in [*names, "all"]:
+            cells = []
+            for lab in ours:
+                by = res.distance[lab]
+                values = [d for n in names for d in by[n]] if name == "all" else by[name]
+                cells.append(f"{np.mean(values):.2f}")
+            out.append(f"| {name} | {' | '.join(cells)} |")
     if recognition is not None:
         n_train = int(res.timings["classifier: train clips"])
         out += [
@@ -199,6 +212,7 @@ def report(
                         lab: {n: vars(c) for n, c in by.items()} for lab, by in res.counts.items()
                     },
                     "confusion": {k: v.tolist() for k, v in (recognition or {}).items()},
+                    "log_mel_distance": res.distance,
                     "instruments": names,
                     "per_clip": res.per_clip,
                     "timings": res.timings,
