@@ -42,6 +42,17 @@ new note's energy exactly raises a band around it instead, and a transcriber hea
 notes there struck again (docs/MODELS.md, "what the renders' extra notes are": 90 % of the
 model's notes 1-2 semitones off a struck one are a note still sounding).
 
+Variation
+---------
+:func:`variation_loss` (``train.variation_weight``): the mean absolute difference between how
+much each bin moves over a crop in the prediction and in the truth: per bin, the mean absolute
+change from frame to frame at lags of 1, 2, 4 and 8 frames, and from each bin to the next.
+It asks for as much movement as the truth has, not for the same movements at the same times:
+where the truth's fluctuations are unpredictable (tremolo, beating, noise), a squared or
+absolute error settles on a smooth mean, and an instrument classifier, which reads the spread of
+its features over time (the mean size of the MFCCs' frame-to-frame change, the spectral
+contrast), hears a smooth render as another instrument (docs/SPACE100.md, stop 33).
+
 Bin balance
 -----------
 :func:`bin_weights` (``train.bin_balance``, ``log-abs`` only) weighs each mel bin's squared
@@ -153,6 +164,24 @@ def flux_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 #: Variances below this (0.05 neper squared) count as this in :func:`bin_weights`: a bin that
 #: never leaves the floor has none, and would otherwise take all the weight.
 MIN_BIN_VARIANCE = 0.05**2
+
+
+VARIATION_LAGS: tuple[int, ...] = (1, 2, 4, 8)  # frames
+
+
+def variation(x: torch.Tensor, lags: tuple[int, ...] = VARIATION_LAGS) -> torch.Tensor:
+    """How much each bin of a log-mel moves: Tensor[B x M x T] -> Tensor[B x M x (L + 1)], the
+    mean absolute change over ``T`` at each lag ``< T`` (``L`` of them), then the mean absolute
+    difference to the next bin up (the last bin has none: 0)."""
+    moves = [(x[..., lag:] - x[..., :-lag]).abs().mean(-1) for lag in lags if lag < x.shape[-1]]
+    across = torch.nn.functional.pad(torch.diff(x, dim=1).abs().mean(-1), (0, 1))
+    return torch.stack([*moves, across], dim=-1)
+
+
+def variation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of :func:`variation` (nepers): Tensor[B x M x T] log-mels -> scalar.
+    Blind to when a bin moves, and to its level."""
+    return torch.mean(torch.abs(variation(pred) - variation(target)))
 
 
 def bin_weights(variances: torch.Tensor, balance: float) -> torch.Tensor:

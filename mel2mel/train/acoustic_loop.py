@@ -38,6 +38,7 @@ from mel2mel.models.losses import (
     level_loss,
     reweighted,
     slope_loss,
+    variation_loss,
 )
 from mel2mel.train.config import RunConfig
 from mel2mel.train.data import bin_variances, dataset_instruments, make_datasets
@@ -167,6 +168,8 @@ class _Trainer(TrainerBase):
             loss = loss + t.slope_weight * slope_loss(pred, mel)
         if t.flux_weight > 0:
             loss = loss + t.flux_weight * flux_loss(pred, mel)
+        if t.variation_weight > 0:
+            loss = loss + t.variation_weight * variation_loss(pred, mel)
         return self.optimize(loss)
 
     @torch.no_grad()

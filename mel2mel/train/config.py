@@ -104,6 +104,10 @@ class TrainConfig:
         Weight of :func:`mel2mel.models.losses.flux_loss` (the error of each bin's rises from
         frame to frame, which asks that held notes not rise when others are struck) added to
         the loss; 0 (the default) adds nothing.
+    variation_weight:
+        Weight of :func:`mel2mel.models.losses.variation_loss` (the error of how much each bin
+        moves over a crop, in time and across bins, whenever it moves) added to the loss; 0
+        (the default) adds nothing.
     quiet_weight:
         Weight in the loss of the frames whose loudest sounding note is pp (velocity < 40, the
         evaluation's band), against 1 for the others (:func:`mel2mel.models.losses.reweighted`);
@@ -176,6 +180,7 @@ class TrainConfig:
     level_frames: str = "all"
     slope_weight: float = 0.0
     flux_weight: float = 0.0
+    variation_weight: float = 0.0
     quiet_weight: float = 1.0
     quiet_level_weight: float = 1.0
     bin_balance: float = 0.0
@@ -207,6 +212,8 @@ class TrainConfig:
             raise ValueError("train.slope_weight must be >= 0")
         if self.flux_weight < 0:
             raise ValueError("train.flux_weight must be >= 0")
+        if self.variation_weight < 0:
+            raise ValueError("train.variation_weight must be >= 0")
         if self.level_frames not in ("all", "sounding"):
             raise ValueError("train.level_frames must be 'all' or 'sounding'")
         if not self.quiet_weight > 0:

@@ -24,6 +24,8 @@ from mel2mel.models.losses import (
     reweighted,
     slope_loss,
     squash,
+    variation,
+    variation_loss,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -208,3 +210,26 @@ def test_bin_weights_weigh_each_bin_against_its_spread():
     assert torch.equal(bin_weights(var, 0.0), torch.ones(3, 4))  # balance 0: all alike
     half = bin_weights(var, 0.5)
     assert torch.isclose(half[0, 2] / half[0, 1], torch.tensor(2.0))
+
+
+def test_variation_loss_asks_for_as_much_movement_not_the_same_movements():
+    t = torch.arange(64, dtype=torch.float32)
+    truth = torch.full((1, 4, 64), -5.0)
+    truth[:, 1] += 0.5 * torch.sin(2 * math.pi * t / 8)  # tremolo in bin 1
+    smooth = truth.clone()
+    smooth[:, 1] = -5.0  # the mean a squared error settles on
+    late = truth.clone()
+    late[:, 1] = -5.0 + 0.5 * torch.sin(2 * math.pi * (t + 3) / 8)  # the same tremolo, late
+    assert variation_loss(truth, truth).item() == 0.0
+    assert variation_loss(truth + 2.0, truth).item() == pytest.approx(0.0, abs=1e-6)
+    assert variation_loss(late, truth).item() < 0.01 * variation_loss(smooth, truth).item()
+    assert variation(truth).shape == (1, 4, 5)  # lags 1, 2, 4, 8 and across bins
+    # across bins: bin 1 differs from bins 0 and 2 where the tremolo swings
+    assert variation(truth)[0, 0, 4] > 0 and variation(truth)[0, 3, 4] == 0
+    # a tenth of the tremolo (a model's prediction is never exactly flat): descent amplifies it
+    wave = torch.sin(2 * math.pi * t / 8)
+    pred = (smooth + 0.05 * wave * (torch.arange(4) == 1)[None, :, None]).requires_grad_(True)
+    variation_loss(pred, truth).backward()
+    assert torch.dot(pred.grad[0, 1], wave) < 0
+    # crops shorter than a lag leave that lag out
+    assert variation(truth[..., :3]).shape == (1, 4, 3)

@@ -277,6 +277,7 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
     slope, result = one_step("slope", slope_weight=5.0)
     assert 0 < result.valid["valid/slope_db"] < 100
     flux, _ = one_step("flux", flux_weight=5.0)
+    varied, _ = one_step("variation", variation_weight=5.0)
     again, _ = one_step("again")
     assert all(torch.equal(plain[k], again[k]) for k in plain)  # the comparison is exact...
     assert any(not torch.equal(plain[k], level[k]) for k in plain)  # ...and the terms count
@@ -284,6 +285,7 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
     assert any(not torch.equal(level[k], quiet_level[k]) for k in plain)  # pp frames weigh more
     assert any(not torch.equal(plain[k], slope[k]) for k in plain)
     assert any(not torch.equal(plain[k], flux[k]) for k in plain)
+    assert any(not torch.equal(plain[k], varied[k]) for k in plain)
     log_abs, _ = one_step("log-abs", loss="log-abs")
     assert any(not torch.equal(log_abs[k], balanced[k]) for k in plain)  # bins weigh apart
     noisy = RunConfig(
@@ -301,6 +303,8 @@ def test_loss_terms_and_embedding_noise_change_the_step(synthetic_dataset, tmp_p
         TrainConfig(slope_weight=-0.5)
     with pytest.raises(ValueError, match="flux_weight"):
         TrainConfig(flux_weight=-0.5)
+    with pytest.raises(ValueError, match="variation_weight"):
+        TrainConfig(variation_weight=-0.5)
     with pytest.raises(ValueError, match="quiet_weight"):
         TrainConfig(quiet_weight=0)
     with pytest.raises(ValueError, match="quiet_level_weight"):
