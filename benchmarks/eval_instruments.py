@@ -97,6 +97,25 @@ def features(clip: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+#: ``features()``'s columns by what they describe, ``(name, first, stop)``.
+FEATURE_GROUPS: tuple[tuple[str, int, int], ...] = (
+    ("MFCC mean", 0, 20), ("MFCC spread over time", 20, 40), ("MFCC frame-to-frame change", 40, 60),
+    ("spectral contrast mean", 60, 67), ("spectral contrast spread", 67, 74),
+    ("centroid, bandwidth, rolloff", 74, 80), ("flatness", 80, 82), ("zero crossings", 82, 84),
+    ("loudness envelope", 84, 88),
+)  # fmt: skip
+
+
+def feature_shifts(ours: np.ndarray, reference: np.ndarray, train: np.ndarray) -> dict:
+    """How the features of clips ``ours`` differ from those of the same clips ``reference``
+    (both ``float[N x F]``), per :data:`FEATURE_GROUPS`, in standard deviations of the training
+    clips ``train``: ``{group: (mean shift, mean absolute shift)}``."""
+    scale = train.std(0) + 1e-9
+    diff = (ours - reference) / scale
+    return {name: (float(diff[:, a:b].mean()), float(np.abs(diff[:, a:b]).mean()))
+            for name, a, b in FEATURE_GROUPS}  # fmt: skip
+
+
 def feature_matrix(audio_clips: Sequence[np.ndarray]) -> np.ndarray:
     """``float32[N x F]``, one row per clip."""
     return np.stack([features(c) for c in audio_clips]) if audio_clips else np.zeros((0, 0))

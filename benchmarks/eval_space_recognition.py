@@ -15,6 +15,11 @@ split FluidSynth audio over all the instruments) labels every clip. Per instrume
 * ``copy_same`` / ``copy_acc``: the same for the fast vocoder on the SoundFont's own mel (copy
   synthesis), which separates what the vocoder loses from what the acoustic model gets wrong.
 
+It also says what the classifier hears differently: for each group of its features
+(``eval_instruments.FEATURE_GROUPS``), the mean and the mean absolute difference between the
+model's clips and the SoundFont's same clips, in standard deviations of the training clips
+(``feature_shifts`` in the JSON; copy synthesis beside it).
+
     OMP_NUM_THREADS=1 python benchmarks/eval_space_recognition.py --data data/space100 \
         --model mel2mel/pretrained/acoustic100 -o runs/space100-recognition.json
 
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
     per: dict[int, dict[str, list[int]]] = {
         k: {"model": [], "soundfont": [], "copy": []} for k in range(len(names))
     }
+    heard: dict[str, list[np.ndarray]] = {"model": [], "soundfont": [], "copy": []}
     items = [it for it in manifest["items"] if it["split"] == args.split]
     for n, it in enumerate(items):
         audio, roll = item_arrays(args.data, it["id"])
@@ -108,8 +114,9 @@ def run(args: argparse.Namespace) -> dict:
         players = (("soundfont", audio), ("model", ours), ("copy", copy)) if starts else ()
         for kind, played in players:
             found = EI.clips_at(played[: len(audio)], starts, CLIP_SECONDS)
-            labels = classifier.predict(EI.feature_matrix(found)).tolist()
-            per[it["instrument"]][kind] += labels
+            features = EI.feature_matrix(found)
+            heard[kind].append(features)
+            per[it["instrument"]][kind] += classifier.predict(features).tolist()
         if (n + 1) % 50 == 0:
             print(f"{n + 1}/{len(items)} items, {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
@@ -130,6 +137,10 @@ def run(args: argparse.Namespace) -> dict:
         summary[f"{key}_share"] = float(np.mean([r[key] for r in judged]))
     for key in ("model_acc", "soundfont_acc", "copy_acc"):
         summary[key] = float(np.mean([r[key] for r in judged]))
+    sf = np.concatenate(heard["soundfont"])
+    summary["feature_shifts"] = {
+        kind: EI.feature_shifts(np.concatenate(heard[kind]), sf, x) for kind in ("model", "copy")
+    }
     return {"model": str(args.model), "texture": args.texture, "vocoder": str(args.vocoder),
             "data": str(args.data), "split": args.split, "clip_seconds": CLIP_SECONDS,
             "summary": summary, "instruments": rows}  # fmt: skip
@@ -162,6 +173,12 @@ def main(argv: list[str] | None = None) -> None:
           f"fast vocoder on the true mel {s['copy_same_share']:.0%} of {s['instruments']}; "
           f"recognized as itself: model {s['model_acc']:.0%}, copy {s['copy_acc']:.0%}, "
           f"SoundFont {s['soundfont_acc']:.0%}")  # fmt: skip
+    print("features against the SoundFont's clips, in train standard deviations (mean / mean "
+          "absolute): model | copy")  # fmt: skip
+    shifts = s["feature_shifts"]
+    for group, (mean, size) in shifts["model"].items():
+        c_mean, c_size = shifts["copy"][group]
+        print(f"  {group:30s} {mean:+.2f} / {size:.2f} | {c_mean:+.2f} / {c_size:.2f}")
     print(f"wrote {args.output}")
 
 
