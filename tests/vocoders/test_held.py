@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mel2mel import constants as C
+from mel2mel.midi import Note, piano_roll
 from mel2mel.vocoders.fast import FastVocoder, FastVocoderConfig
 from mel2mel.vocoders.held import HeldPartials, around_onsets, harmonic_bins
 
@@ -21,12 +22,10 @@ STRIKE = 100  # E5's onset frame
 
 
 def _roll(frames: int, *spans: tuple[int, int, int]) -> torch.Tensor:
-    """Tensor[1 x ROLL_CHANNELS x frames] with ``(key, on, off)`` notes."""
-    roll = torch.zeros(1, C.ROLL_CHANNELS, frames)
-    for key, on, off in spans:
-        roll[0, key, on:off] = 0.5
-        roll[0, C.N_KEYS + key, on] = 0.5
-    return roll
+    """Tensor[1 x ROLL_CHANNELS x frames] of ``(key, on, off)`` notes (frames), velocity 64."""
+    notes = [Note(key + C.MIDI_MIN, on / C.FRAME_RATE, off / C.FRAME_RATE, 64, 0, 0)
+             for key, on, off in spans]  # fmt: skip
+    return torch.from_numpy(piano_roll(notes, frames))[None]
 
 
 def _neighbour_struck(frames: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
