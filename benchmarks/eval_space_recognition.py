@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
     per: dict[int, dict[str, list[int]]] = {
         k: {"model": [], "soundfont": [], "copy": []} for k in range(len(names))
     }
-    heard: dict[str, list[np.ndarray]] = {"model": [], "soundfont": [], "copy": []}
+    clip_features: dict[str, list[np.ndarray]] = {"model": [], "soundfont": [], "copy": []}
     items = [it for it in manifest["items"] if it["split"] == args.split]
     for n, it in enumerate(items):
         audio, roll = item_arrays(args.data, it["id"])
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         for kind, played in players:
             found = EI.clips_at(played[: len(audio)], starts, CLIP_SECONDS)
             features = EI.feature_matrix(found)
-            heard[kind].append(features)
+            clip_features[kind].append(features)
             per[it["instrument"]][kind] += classifier.predict(features).tolist()
         if (n + 1) % 50 == 0:
             print(f"{n + 1}/{len(items)} items, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -137,9 +137,10 @@ def run(args: argparse.Namespace) -> dict:
         summary[f"{key}_share"] = float(np.mean([r[key] for r in judged]))
     for key in ("model_acc", "soundfont_acc", "copy_acc"):
         summary[key] = float(np.mean([r[key] for r in judged]))
-    sf = np.concatenate(heard["soundfont"])
+    sf = np.concatenate(clip_features["soundfont"])
     summary["feature_shifts"] = {
-        kind: EI.feature_shifts(np.concatenate(heard[kind]), sf, x) for kind in ("model", "copy")
+        kind: EI.feature_shifts(np.concatenate(clip_features[kind]), sf, x)
+        for kind in ("model", "copy")
     }
     return {"model": str(args.model), "texture": args.texture, "vocoder": str(args.vocoder),
             "data": str(args.data), "split": args.split, "clip_seconds": CLIP_SECONDS,
