@@ -21,7 +21,7 @@ and the ceiling moves the sound away from it; docs/VOCODERS.md, "Held notes kept
   sounds in every bin, held partials included, and passes; the minimum does not learn from them.
 
 The ceiling is a running minimum of the log-magnitude over segments, computed with one
-``cummin``; a streamed caller passes the running value of the frame before its first
+``cummin``; a streamed caller passes the ceiling of the frame before its first
 (:meth:`HeldPartials.forward`'s ``state``).
 """
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mel2mel import constants as C
-from mel2mel.vocoders.partials import PARTIAL_HOLD, PARTIAL_WIDTH, key_frequencies
+from mel2mel.vocoders.partials import PARTIAL_HOLD, PARTIAL_WIDTH, held_keys, nearest_partials
 
 HELD_HARMONICS: int = 3  # the harmonics of a held key that are capped
 OWN_WIDTH: float = 2.5  # bins around a struck key's harmonics that it owns
@@ -46,12 +46,8 @@ _SEGMENT: float = 1e3  # log-magnitude offset between segments (far beyond any l
 def harmonic_bins(n_fft: int, width: float, harmonics: int | None) -> torch.Tensor:
     """Float Tensor[N_KEYS x F] (0 / 1): the bins within ``width`` bins of one of each key's
     first ``harmonics`` harmonics (all below Nyquist when ``None``)."""
-    bin_hz = C.SAMPLE_RATE / n_fft
-    freq = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * bin_hz
-    f0 = key_frequencies()[:, None]
-    rank = torch.clamp(torch.round(freq[None] / f0), min=1.0)
-    nearest = rank * f0
-    near = ((nearest - freq[None]).abs() <= width * bin_hz) & (nearest < C.SAMPLE_RATE / 2)
+    _, rank, distance = nearest_partials(n_fft)
+    near = distance <= width
     if harmonics is not None:
         near &= rank <= harmonics
     return near.float()
@@ -113,11 +109,8 @@ class HeldPartials(nn.Module):
         """``(capped bool Tensor[B x T x F], free bool Tensor[B x T x 1], growth Tensor[B x T
         x 1] float64)`` for a roll Tensor[B x ROLL_CHANNELS x T] (frames outside it count as
         silent): the capped bins, the transient frames and the ceiling's growth per frame."""
-        on = (roll[:, : C.N_KEYS] > 0).to(torch.int32)
         onsets = roll[:, C.N_KEYS :] > 0
-        count = torch.cumsum(on, dim=2)
-        before = torch.nn.functional.pad(count, (self.hold + 1, 0))[..., : count.shape[2]]
-        held = count - before > 0
+        held = held_keys(roll, self.hold)
         struck = around_onsets(onsets, *self.own)
         old = (held & ~struck).transpose(1, 2).float()  # [B x T x K]
         capped = (old @ self.held_bins > 0) & ~(struck.transpose(1, 2).float() @ self.own_bins > 0)

@@ -30,6 +30,32 @@ def key_frequencies() -> torch.Tensor:
     return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
 
 
+def nearest_partials(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each key and each STFT bin of ``n_fft``-point frames, the key's harmonic nearest the
+    bin's centre: ``(frequency Hz, harmonic number, distance in bins)``, each
+    Tensor[N_KEYS x F] float64; the distance is ``inf`` where that harmonic lies past Nyquist
+    (it does not exist)."""
+    bin_hz = C.SAMPLE_RATE / n_fft
+    freq = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * bin_hz  # [F]
+    rank = torch.clamp(torch.round(freq[None] / key_frequencies()[:, None]), min=1.0)
+    nearest = rank * key_frequencies()[:, None]  # [K x F], Hz
+    distance = torch.where(
+        nearest < C.SAMPLE_RATE / 2, (nearest - freq[None]).abs() / bin_hz, math.inf
+    )
+    return nearest, rank, distance
+
+
+def held_keys(roll: torch.Tensor, hold: int) -> torch.Tensor:
+    """Keys that sound or sounded within ``hold`` frames: Tensor[B x ROLL x T] -> bool
+    Tensor[B x N_KEYS x T] (frames before the roll count as silent)."""
+    on = (roll[:, : C.N_KEYS] > 0).to(torch.int32)
+    if hold == 0:
+        return on > 0
+    count = torch.cumsum(on, dim=2)
+    before = torch.nn.functional.pad(count, (hold + 1, 0))[..., : count.shape[2]]
+    return count - before > 0
+
+
 class PartialPhase(nn.Module):
     """Per-bin phase advance of the sounding notes' nearest partials.
 
@@ -51,14 +77,7 @@ class PartialPhase(nn.Module):
         if width <= 0 or hold < 0:
             raise ValueError("width must be > 0 and hold >= 0")
         self.width, self.hold = width, hold
-        bin_hz = C.SAMPLE_RATE / n_fft
-        freq = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * bin_hz  # [F]
-        f0 = key_frequencies()[:, None]  # [K x 1]
-        nearest = torch.clamp(torch.round(freq[None] / f0), min=1.0) * f0  # [K x F], Hz
-        # Partials past Nyquist do not exist (the nearest harmonic then lies beyond it).
-        distance = torch.where(
-            nearest < C.SAMPLE_RATE / 2, (nearest - freq[None]).abs() / bin_hz, math.inf
-        )
+        nearest, _, distance = nearest_partials(n_fft)
         distance = torch.where(distance <= width, distance, math.inf)
         advance = 2 * math.pi * nearest * C.HOP_LENGTH / C.SAMPLE_RATE  # radians per hop
         advance = torch.remainder(advance, 2 * math.pi)
@@ -66,14 +85,8 @@ class PartialPhase(nn.Module):
         self.register_buffer("advance", advance.float(), persistent=False)
 
     def held(self, roll: torch.Tensor) -> torch.Tensor:
-        """Keys that sound or sounded within ``hold`` frames: Tensor[B x ROLL x T] ->
-        bool Tensor[B x N_KEYS x T] (frames before the roll count as silent)."""
-        on = (roll[:, : C.N_KEYS] > 0).to(torch.int32)
-        if self.hold == 0:
-            return on > 0
-        count = torch.cumsum(on, dim=2)
-        before = torch.nn.functional.pad(count, (self.hold + 1, 0))[..., : count.shape[2]]
-        return count - before > 0
+        """:func:`held_keys` with this instance's ``hold``."""
+        return held_keys(roll, self.hold)
 
     def forward(self, roll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Phase advances of the partials near each bin.
