@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from eval_transcription import dataset_audio
+from eval_transcription_ceiling import stft
 
 from mel2mel import Synthesizer
 from mel2mel import constants as C
@@ -39,9 +40,7 @@ from mel2mel.vocoders.held import RELEASE_DB, HeldPartials
 def truth_cut(audio: np.ndarray, roll: torch.Tensor, held: HeldPartials) -> tuple[int, int, list]:
     """``(cells, capped cells, dB taken from each loud capped cell)`` of the ceiling on the STFT
     magnitude of ``audio``; ``roll`` is Tensor[1 x ROLL_CHANNELS x T]."""
-    window = torch.hann_window(C.N_FFT)
-    spec = torch.stft(torch.from_numpy(audio), C.N_FFT, C.HOP_LENGTH, window=window,
-                      return_complex=True).abs().T[None]  # fmt: skip
+    spec = stft(audio).abs().T[None]  # [1 x T x F]
     frames = min(spec.shape[1], roll.shape[2])
     spec, roll = spec[:, :frames], roll[..., :frames]
     out, _ = held(spec, roll)
