@@ -40,12 +40,12 @@ from torch.nn import functional as F
 
 from mel2mel import constants as C
 from mel2mel.configs import config_from_dict
+from mel2mel.models.blend import shepard_blend
 from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import CombDetail
 
 NOISE_BLOCK = 512  # frames of noise drawn from one seed (see texture_noise)
 LEAK = 0.2
-BLEND_EPS = 1e-12  # InstrumentStrengths: squared embedding distance added before inverting
 
 
 @dataclass(frozen=True)
@@ -134,10 +134,10 @@ class InstrumentStrengths:
 
     Each instrument is an anchor: its embedding in the acoustic model and its strength. At an
     embedding ``e`` the strength is the anchors' mean weighted by inverse squared distance,
-    ``1 / (|e - a|^2 + eps)`` (Shepard's interpolation, ``eps`` = :data:`BLEND_EPS`): an
-    instrument's own embedding gets its own strength (a neighbour at distance d weighs
-    ``eps / d^2`` as much), points between instruments a smooth mix, flat near each
-    instrument.
+    ``1 / (|e - a|^2 + eps)`` (Shepard's interpolation,
+    :func:`~mel2mel.models.blend.shepard_blend`): an instrument's own embedding gets its own
+    strength (a neighbour at distance d weighs ``eps / d^2`` as much), points between
+    instruments a smooth mix, flat near each instrument.
 
     Parameters
     ----------
@@ -170,11 +170,8 @@ class InstrumentStrengths:
     def at(self, embedding: torch.Tensor) -> torch.Tensor:
         """Strengths at ``embedding`` Tensor[B x E] (-> Tensor[B x 1 x 1]) or Tensor[B x E x T]
         (-> Tensor[B x 1 x T]), in its dtype."""
-        e = embedding if embedding.dim() == 3 else embedding[..., None]  # B x E x T
-        a = torch.tensor(self.embeddings, dtype=e.dtype, device=e.device)  # N x E
-        v = torch.tensor(self.strengths, dtype=e.dtype, device=e.device)  # N
-        w = 1.0 / ((e[:, None] - a[None, :, :, None]).pow(2).sum(dim=2) + BLEND_EPS)  # B x N x T
-        return (w * v[None, :, None]).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True)
+        anchors = torch.tensor(self.embeddings, dtype=torch.float64)  # N x E
+        return shepard_blend(embedding, anchors, torch.tensor(self.strengths)[:, None])
 
     def to_list(self) -> list[dict[str, Any]]:
         """``[{"name", "embedding", "strength"}]``, as an export's JSON stores them."""

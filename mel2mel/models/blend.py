@@ -1,0 +1,37 @@
+"""Values given at instruments' embeddings, interpolated anywhere in the timbre space.
+
+The texture strengths (:class:`~mel2mel.models.texture.InstrumentStrengths`) and the detail
+gains (:class:`~mel2mel.models.sharpen.DetailGains`) are chosen per instrument; a mix, a
+coordinate or a learned timbre gets a blend of its neighbours' values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BLEND_EPS = 1e-12  # squared embedding distance added before inverting
+
+
+def shepard_blend(
+    embedding: torch.Tensor, anchors: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Values defined at anchor embeddings, interpolated at ``embedding``.
+
+    Each anchor weighs ``1 / (|e - a|^2 + eps)`` (Shepard's interpolation): an anchor's own
+    embedding gets its own value, points between anchors a smooth mix, flat near each one.
+
+    Parameters
+    ----------
+    embedding: Tensor[B x E] or Tensor[B x E x T]
+    anchors: Tensor[N x E]
+    values: Tensor[N x D]
+
+    Returns
+    -------
+    Tensor[B x D x 1] or Tensor[B x D x T], in the embedding's dtype.
+    """
+    e = embedding if embedding.dim() == 3 else embedding[..., None]  # B x E x T
+    a = anchors.to(e)
+    w = 1.0 / ((e[:, None] - a[None, :, :, None]).pow(2).sum(dim=2) + BLEND_EPS)  # B x N x T
+    w = w / w.sum(dim=1, keepdim=True)
+    return torch.einsum("bnt,nd->bdt", w, values.to(e))
