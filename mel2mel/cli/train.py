@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_acoustic(train_sub)
     add_train_vocoder(train_sub)
     add_train_texture(train_sub)
+    add_train_gains(train_sub)
     export = subparsers.add_parser(
         "export",
         help="export a trained checkpoint as safetensors + JSON",
@@ -190,6 +191,46 @@ def run_export_acoustic(args: argparse.Namespace) -> int:
     refuse_overwrite((weights, desc), args.force)
     weights, desc = export_checkpoint(args.checkpoint, prefix)
     print(f"wrote {weights} and {desc}")
+    return 0
+
+
+def add_train_gains(sub: argparse._SubParsersAction) -> None:
+    """``mel2mel train gains``."""
+    p = sub.add_parser(
+        "gains",
+        help="fit an acoustic model's detail gains (no gradient, minutes)",
+        description="Measure how much flatter across mel bins the model's predictions are than "
+        "FluidSynth's on a split (train by default) and write the model again with a gain per "
+        "instrument and bin that the synthesizer applies (docs/MODELS.md, 'Detail gains'). "
+        "The weights are copied unchanged, so a texture post-net trained on them still fits.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.json)")
+    p.add_argument("--split", default="train", help="split measured (train)")
+    p.add_argument("--items", type=int, help="items per instrument (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="which items are drawn (0)")
+    add_output_argument(p, "output directory or prefix of the export", required=True)
+    add_force_argument(p, "overwrite an existing export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train_gains)
+
+
+def run_train_gains(args: argparse.Namespace) -> int:
+    from mel2mel.models.export import export_paths, load_acoustic
+    from mel2mel.train.detail_gains import fit_detail_gains, save_with_gains
+
+    if args.items is not None and args.items < 1:
+        raise UserError("--items must be >= 1")
+    refuse_overwrite(export_paths(args.output), args.force)
+    model = load_acoustic(args.model)
+    gains, detail = fit_detail_gains(
+        model, args.data, split=args.split, items=args.items, seed=args.seed,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    for name, row, (truth, pred) in zip(gains.names, gains.gains, detail, strict=True):
+        low, high = min(row), max(row)
+        print(f"{name}: detail {truth:.2f} dB, predicted {pred:.2f} dB; gains {low:.2f}-{high:.2f}")
+    print(f"wrote {save_with_gains(model, gains, args.output)}")
     return 0
 
 

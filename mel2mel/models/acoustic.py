@@ -43,6 +43,7 @@ from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
 from mel2mel.models.modulation import NoteModulation
 from mel2mel.models.readout import ReadoutHead
+from mel2mel.models.sharpen import DetailGains
 from mel2mel.models.velocity_gain import VelocityGain
 
 OUTPUT_BIAS_INIT = -6.0  # between the silence floor (-11.5) and loud music (~0); natural log
@@ -126,6 +127,9 @@ class Mel2Mel(nn.Module):
         self.config = config
         self.instruments = self._check_instruments(config, instruments)
         self.metadata: dict[str, Any] = {}  # provenance (loss, step, ...) kept by exports
+        #: Gains on the cross-bin detail fitted for these weights (:mod:`mel2mel.models.sharpen`),
+        #: kept by exports; the synthesizer applies them. None: not fitted.
+        self.detail_gains: DetailGains | None = None
         c = config
         self.embedding = nn.Embedding(c.n_instruments, c.embedding_dim)
         if c.embedding_init_std != 1.0:  # nn.Embedding draws N(0, 1) itself
@@ -395,6 +399,16 @@ class Mel2Mel(nn.Module):
             return symmetric_windows(self, roll, embedding, **kw)
         finally:
             self.train(was_training)
+
+    def sharpen(
+        self, mel: torch.Tensor, embedding: torch.Tensor, strength: float = 1.0
+    ) -> torch.Tensor:
+        """``mel`` Tensor[B x N_MELS x T] predicted for ``embedding`` (Tensor[B x E] or
+        Tensor[B x E x T]) with its cross-bin detail scaled by :attr:`detail_gains` times
+        ``strength`` (:meth:`DetailGains.apply`); unchanged when the model has none."""
+        if self.detail_gains is None:
+            return mel
+        return self.detail_gains.apply(mel, embedding, strength)
 
     def extra_repr(self) -> str:
         return f"instruments={[i.name for i in self.instruments]}"

@@ -7,7 +7,8 @@ dict) and ``"metadata"`` (provenance: loss, step, ...); each kind adds its own f
 
 * ``acoustic`` (:class:`~mel2mel.models.acoustic.Mel2Mel`): ``"architecture"``, ``"weights"``
   (file name, relative to the JSON), ``"instruments"`` (``[{"name", "program"}]``),
-  ``"signal"`` (sample rate, hop, mel bins, log floor). A directory stands for
+  ``"signal"`` (sample rate, hop, mel bins, log floor) and, once fitted, ``"detail_gains"``
+  (:class:`~mel2mel.models.sharpen.DetailGains`). A directory stands for
   ``<dir>/acoustic``, and a name of :data:`SHIPPED_MODELS` (``"paper"``) for a shipped model;
 * ``texture`` (:class:`~mel2mel.models.texture.TexturePostnet`): stored beside its acoustic
   model as ``<acoustic stem>_texture.*``, with ``"acoustic_digest"`` (the
@@ -43,6 +44,7 @@ from mel2mel.fileio import atomic_write, atomic_write_text
 from mel2mel.instruments import Instrument
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.config import AcousticConfig
+from mel2mel.models.sharpen import DetailGains
 from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
 from mel2mel.version import __version__
 
@@ -172,6 +174,8 @@ def save_pretrained(
         },
         "metadata": meta,
     }
+    if model.detail_gains is not None:
+        doc["detail_gains"] = model.detail_gains.to_dict()
     return write_export(model, weights, desc, doc, {"format": str(FORMAT_VERSION)})
 
 
@@ -195,6 +199,8 @@ def load_acoustic(path: PathLike, *, device: str | torch.device = "cpu") -> Mel2
     instruments = [Instrument(**i) for i in doc.get("instruments", [])] or None
     model = Mel2Mel(config, instruments)
     model.metadata = dict(doc.get("metadata", {}))
+    if doc.get("detail_gains"):
+        model.detail_gains = DetailGains.from_dict(doc["detail_gains"])
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval()
 

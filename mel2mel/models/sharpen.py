@@ -1,0 +1,134 @@
+"""Detail gains: the spectral peaks and valleys a squared-error model flattens, put back.
+
+Mel2Mel regresses each mel bin on the notes, so wherever it is unsure exactly how deep a valley
+between two partials is, it predicts a shallower one. Measured on the performance set, the
+cross-bin detail of its mel (a log-mel minus its moving average over :data:`DETAIL_WIDTH` bins)
+is 10-45 % smaller than FluidSynth's above 1 kHz, and the instrument classifier hears it: the
+spectral contrast of the rendered audio (peak minus valley per octave band) is 4-5 dB below
+FluidSynth's there for the vibraphone, while the fast vocoder on FluidSynth's own mel keeps it
+(docs/MODELS.md, "Detail gains"). This is the over-smoothing of statistical speech synthesis,
+and the remedy is the classic one, global-variance compensation (Toda & Tokuda, 2007): scale
+the prediction's detail so that its spread matches the truth's::
+
+    detail = mel - moving_average_over_bins(mel)                  (B x N_MELS x T)
+    sharp  = mel + strength * (gain(embedding) - 1) * detail
+    out    = sharp - level(sharp) + level(mel)      level: a frame's mel power, in log units;
+                                                   floored at the analysis floor
+
+``gain`` is one factor per instrument and mel bin, measured on the training split by
+:func:`mel2mel.train.detail_gains.fit_detail_gains` as the ratio of the mean absolute detail
+of the truth to that of the model's prediction over sounding frames (never below 1: the model
+is not made smoother), and blended between instruments like the texture strengths (Shepard's
+interpolation over the embedding, :func:`shepard_blend`), so mixes, coordinates and learned
+timbres get their neighbours' gains. It acts frame by frame, so chunked and streamed renders
+equal whole ones. The gains are stored in the acoustic export's JSON (``"detail_gains"``)
+because they belong to those weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mel2mel.audio import floor_log_mel
+from mel2mel.models.blend import shepard_blend
+
+DETAIL_WIDTH = 5  # bins of the moving average the detail is measured against
+GAIN_RANGE = (1.0, 2.5)  # fitted gains are clipped to this range
+
+
+def cross_bin_detail(mel: torch.Tensor, width: int = DETAIL_WIDTH) -> torch.Tensor:
+    """Tensor[B x M x T] log-mel -> its detail across bins, Tensor[B x M x T]: each bin minus
+    the mean of the ``width`` bins centred on it (edges repeated); 0 for a spectrum that is
+    flat or a straight line across bins."""
+    b, m, t = mel.shape
+    x = mel.transpose(1, 2).reshape(b * t, 1, m)
+    half = width // 2
+    average = F.avg_pool1d(F.pad(x, (half, half), mode="replicate"), width, stride=1)
+    return (x - average).reshape(b, t, m).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class DetailGains:
+    """Gains on the cross-bin detail, one per mel bin for each instrument of a model.
+
+    Parameters
+    ----------
+    names:
+        The instruments (the acoustic model's, in its table's order).
+    embeddings:
+        Their embeddings (the table's rows when fitted), N rows of E floats: the anchors
+        of :func:`shepard_blend`.
+    gains:
+        N rows of N_MELS factors >= 1 (1: the model's detail as it is).
+    width:
+        Bins of the moving average the detail was measured against.
+    """
+
+    names: tuple[str, ...]
+    embeddings: tuple[tuple[float, ...], ...]
+    gains: tuple[tuple[float, ...], ...]
+    width: int = DETAIL_WIDTH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        for field in ("embeddings", "gains"):
+            rows = tuple(tuple(float(x) for x in r) for r in getattr(self, field))
+            object.__setattr__(self, field, rows)
+        n = len(self.names)
+        if n == 0 or len(self.embeddings) != n or len(self.gains) != n:
+            raise ValueError("DetailGains needs as many embeddings and gain rows as names")
+        if len({len(e) for e in self.embeddings}) != 1 or len({len(g) for g in self.gains}) != 1:
+            raise ValueError("DetailGains: rows of different sizes")
+        if min(min(g) for g in self.gains) < 0:
+            raise ValueError("DetailGains: gains must be >= 0")
+        if self.width < 3 or self.width % 2 == 0:
+            raise ValueError(f"DetailGains: width must be odd and >= 3, got {self.width}")
+
+    def at(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Gains at ``embedding`` Tensor[B x E] (-> Tensor[B x N_MELS x 1]) or Tensor[B x E x
+        T] (-> Tensor[B x N_MELS x T])."""
+        anchors = torch.tensor(self.embeddings, dtype=torch.float64)
+        return shepard_blend(embedding, anchors, torch.tensor(self.gains, dtype=torch.float64))
+
+    def apply(
+        self, mel: torch.Tensor, embedding: torch.Tensor, strength: float = 1.0
+    ) -> torch.Tensor:
+        """``mel`` Tensor[B x N_MELS x T] with its cross-bin detail scaled by the gains at
+        ``embedding`` (Tensor[B x E] or Tensor[B x E x T]), then shifted in each frame so that
+        the frame's mel power stays what it was; ``strength`` 0 returns ``mel``, 1 the fitted
+        gains. Floored at the analysis floor."""
+        if strength == 0:
+            return mel
+        gain = self.at(embedding).to(mel.dtype)
+        sharp = mel + strength * (gain - 1.0) * cross_bin_detail(mel, self.width)
+        # each frame keeps its power: the gains reshape the spectrum, not the dynamics
+        shift = torch.logsumexp(2 * sharp, dim=1, keepdim=True) - torch.logsumexp(
+            2 * mel, dim=1, keepdim=True
+        )
+        return floor_log_mel(sharp - shift / 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"width", "instruments": [{"name", "embedding", "gains"}]}``, as the acoustic
+        export's JSON stores them (gains rounded to 4 decimals)."""
+        rows = zip(self.names, self.embeddings, self.gains, strict=True)
+        return {
+            "width": self.width,
+            "instruments": [
+                {"name": n, "embedding": list(e), "gains": [round(g, 4) for g in gs]}
+                for n, e, gs in rows
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DetailGains:
+        rows = doc["instruments"]
+        return cls(
+            tuple(r["name"] for r in rows),
+            tuple(r["embedding"] for r in rows),
+            tuple(r["gains"] for r in rows),
+            int(doc.get("width", DETAIL_WIDTH)),
+        )

@@ -1,0 +1,163 @@
+"""Detail gains (mel2mel.models.sharpen) and their fit (mel2mel.train.detail_gains)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import debug_model, write_midi
+
+from mel2mel import Synthesizer
+from mel2mel import constants as C
+from mel2mel.errors import UserError
+from mel2mel.models.blend import shepard_blend
+from mel2mel.models.export import load_acoustic, save_pretrained
+from mel2mel.models.sharpen import GAIN_RANGE, DetailGains, cross_bin_detail
+from mel2mel.train.detail_gains import detail_sums, fit_detail_gains
+
+
+def two_gains(low: float = 1.0, high: float = 2.0, width: int = 5) -> DetailGains:
+    """Two anchors at (0, 0) and (2, 0) with flat gains ``low`` and ``high``."""
+    return DetailGains(
+        ("a", "b"), ((0.0, 0.0), (2.0, 0.0)), ((low,) * C.N_MELS, (high,) * C.N_MELS), width
+    )
+
+
+def peaky_mel(frames: int = 6) -> torch.Tensor:
+    """Tensor[1 x N_MELS x frames]: peaks and valleys 1 neper from -6, far above the floor."""
+    mel = torch.full((1, C.N_MELS, frames), -6.0)
+    mel[:, ::4] += 1.0
+    mel[:, 2::4] -= 1.0
+    return mel
+
+
+def test_detail_is_zero_for_flat_and_straight_spectra():
+    flat = torch.full((2, C.N_MELS, 3), -4.0)
+    assert cross_bin_detail(flat).abs().max() == 0
+    line = torch.linspace(-8, -2, C.N_MELS)[None, :, None].expand(1, -1, 4)
+    inner = cross_bin_detail(line, width=5)[:, 2:-2]  # edges repeat, so they bend
+    assert inner.abs().max() < 1e-5
+
+
+def power(mel: torch.Tensor) -> torch.Tensor:
+    """Each frame's mel power, Tensor[B x T]."""
+    return torch.exp(2 * mel.double()).sum(1)
+
+
+def test_gains_scale_the_detail_and_keep_each_frames_power():
+    mel, gains = peaky_mel(), two_gains()
+    mel[..., 3:] -= 2.0  # frames of two levels
+    detail = cross_bin_detail(mel)
+    at_b = torch.tensor([[2.0, 0.0]])
+    for strength, factor in ((1.0, 2.0), (0.5, 1.5)):  # gain 1 + strength * (2 - 1)
+        out = gains.apply(mel, at_b, strength)
+        shift = out - (mel + (factor - 1) * detail)  # the same in every bin of a frame
+        torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
+        assert shift.abs().min() > 0.01
+        torch.testing.assert_close(power(out), power(mel))
+        assert (out.amax(1) - out.amin(1)).min() > (mel.amax(1) - mel.amin(1)).max()
+    torch.testing.assert_close(gains.apply(mel, torch.tensor([[0.0, 0.0]])), mel)  # gain 1
+    torch.testing.assert_close(gains.apply(mel, at_b, strength=0.0), mel)
+
+
+def test_output_stays_above_the_analysis_floor():
+    mel = torch.full((1, C.N_MELS, 2), C.LOG_SILENCE + 1.0)
+    mel[:, 10] = -1.0  # a lone peak: its neighbours' detail is negative, pushed to the floor
+    out = two_gains(high=2.5).apply(mel, torch.tensor([[2.0, 0.0]]))
+    assert out.min() == pytest.approx(C.LOG_SILENCE)
+    assert (out[0, 10] - out[0, 9]).min() > (mel[0, 10] - mel[0, 9]).max()
+
+
+def test_gains_blend_between_instruments_frame_by_frame():
+    gains = two_gains(1.0, 2.0)
+    at = gains.at(torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]))  # B x M x 1
+    assert at.shape == (3, C.N_MELS, 1)
+    torch.testing.assert_close(at[:, 0, 0], torch.tensor([1.0, 1.5, 2.0]))
+    path = torch.tensor([[[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]]])  # 1 x E x T: a morph
+    torch.testing.assert_close(gains.at(path)[0, 0], torch.tensor([1.0, 1.5, 2.0]))
+    # the same blend the texture strengths use
+    values = torch.tensor([[3.0], [5.0]])
+    torch.testing.assert_close(
+        shepard_blend(torch.tensor([[0.5, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 0.0]]), values),
+        torch.tensor([[[4.0]]]),
+    )
+
+
+def test_gains_round_trip_and_validate():
+    gains = two_gains(1.25, 2.0, width=7)
+    assert DetailGains.from_dict(json.loads(json.dumps(gains.to_dict()))) == gains
+    with pytest.raises(ValueError, match="as many"):
+        DetailGains(("a",), ((0.0,), (1.0,)), ((1.0,),))
+    with pytest.raises(ValueError, match="odd"):
+        DetailGains(("a",), ((0.0,),), ((1.0,),), width=4)
+    with pytest.raises(ValueError, match=">= 0"):
+        DetailGains(("a",), ((0.0,),), ((-1.0,),))
+
+
+def test_detail_sums_measure_the_ratio_on_sounding_frames():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(-5.0, 1.0, (C.N_MELS, 40)).astype(np.float32)
+    truth[:, 30:] = C.LOG_SILENCE  # silence: left out
+    sums, frames = detail_sums(truth, truth / 2.0, width=5)
+    assert frames == 30
+    np.testing.assert_allclose(sums[0] / sums[1], 2.0, rtol=1e-5)
+
+
+def synth_model(seed: int = 0):
+    return debug_model([("Synth 0", 80), ("Synth 1", 81)], seed)
+
+
+def test_fit_gives_a_gain_per_instrument_and_bin(synthetic_dataset):
+    model = synth_model()
+    gains, detail = fit_detail_gains(model, synthetic_dataset, items=2, progress=False)
+    assert gains.names == ("Synth 0", "Synth 1")
+    table = np.array(gains.gains)
+    assert table.shape == (2, C.N_MELS)
+    assert GAIN_RANGE[0] <= table.min() and table.max() <= GAIN_RANGE[1]
+    assert table.std() > 0  # measured per bin, not one number
+    np.testing.assert_allclose(gains.embeddings, model.embedding.weight.detach().numpy())
+    assert detail.shape == (2, 2) and np.isfinite(detail).all()
+    # a model that predicts the same level in every bin has no detail: the largest gain
+    with torch.no_grad():
+        model.output.weight.zero_()
+    assert model.head is None and model.harmonic is None  # nothing else draws across bins
+    flat, detail = fit_detail_gains(model, synthetic_dataset, items=2, progress=False)
+    np.testing.assert_array_equal(np.array(flat.gains), GAIN_RANGE[1])
+    assert (detail[:, 0] > 1.0).all() and (detail[:, 1] < 1e-4).all()
+
+
+def test_fit_refuses_a_model_without_the_datasets_instruments(synthetic_dataset):
+    model = debug_model([("Synth 0", 80), ("Trumpet", 56)])
+    with pytest.raises(UserError, match="Synth 1"):
+        fit_detail_gains(model, synthetic_dataset, items=1, progress=False)
+
+
+def test_exported_gains_are_applied_by_the_synthesizer(tmp_path):
+    model = synth_model()
+    plain_desc = save_pretrained(model, tmp_path / "plain")[1]
+    assert "detail_gains" not in json.loads(plain_desc.read_text())
+    assert load_acoustic(tmp_path / "plain").detail_gains is None
+    gains = DetailGains(
+        ("Synth 0", "Synth 1"),
+        tuple(map(tuple, model.embedding.weight.detach().tolist())),
+        ((2.0,) * C.N_MELS, (1.0,) * C.N_MELS),
+    )
+    model.detail_gains = gains
+    save_pretrained(model, tmp_path / "sharp")
+    loaded = load_acoustic(tmp_path / "sharp")
+    assert loaded.detail_gains == gains
+    midi = write_midi(tmp_path / "a.mid", [(60, 0.1, 0.5, 90), (67, 0.3, 0.5, 70)])
+    off = Synthesizer(loaded, "griffinlim", sharpen=0.0, timbre_library=False)
+    on = Synthesizer(loaded, "griffinlim", timbre_library=False)
+    plain = Synthesizer(load_acoustic(tmp_path / "plain"), "griffinlim", timbre_library=False)
+    base = plain.mel(midi, "Synth 0")
+    np.testing.assert_array_equal(off.mel(midi, "Synth 0"), base)
+    sharp = on.mel(midi, "Synth 0")
+    want = gains.apply(torch.from_numpy(base)[None], model.embedding.weight[:1].detach())[0]
+    np.testing.assert_allclose(sharp, want.numpy(), atol=1e-4)
+    assert np.abs(sharp - base).max() > 0.1
+    np.testing.assert_array_equal(on.mel(midi, "Synth 1"), plain.mel(midi, "Synth 1"))  # gain 1
+    with pytest.raises(UserError, match="between 0 and 4"):
+        Synthesizer(loaded, "griffinlim", sharpen=5.0, timbre_library=False)
