@@ -17,7 +17,9 @@ Timbre specifications are described in :mod:`mel2mel.timbre.spec`. How a render 
    whole: :class:`~mel2mel.synthesis.notes.NoteRoll` builds any window of it.
 2. The acoustic model runs on overlapping windows, batched, cross-faded in the log domain; a
    piece that fits in one window (``exact_frames`` = 4016 frames, 32 s, by default) runs
-   through the whole BiLSTM at once, exactly (:mod:`mel2mel.synthesis.streams`).
+   through the whole BiLSTM at once, exactly (:mod:`mel2mel.synthesis.streams`). Its
+   detail gains, when the model has them (:mod:`mel2mel.models.sharpen`), deepen the peaks
+   and valleys across bins that a squared-error model flattens, frame by frame.
 3. The texture post-net, when the model has one (:mod:`mel2mel.models.texture`), adds the
    frame-to-frame texture a squared-error model averages out; its noise is a function of the
    frame and the seed, so a render is reproducible and chunking does not change it.
@@ -117,6 +119,10 @@ class Synthesizer:
         ``None``: the post-net's own ``default_strength`` (chosen when it was exported). A
         post-net with :attr:`~mel2mel.models.texture.TexturePostnet.instrument_strengths`
         scales each instrument's own strength by it (default 1).
+    sharpen:
+        Strength of the acoustic model's detail gains (:mod:`mel2mel.models.sharpen`): 1
+        applies them as fitted, 0 leaves the model's mel as it is; no effect on a model
+        without gains.
     seed:
         Seed of the texture's noise (part ``k`` of a per-track render uses ``seed + k``).
     """
@@ -137,6 +143,7 @@ class Synthesizer:
         timbre_library: Any = None,
         texture: TexturePostnet | None = None,
         texture_strength: float | None = None,
+        sharpen: float = 1.0,
         seed: int = 0,
     ) -> None:
         if min(chunk_frames, batch_windows) < 1 or min(context_frames, crossfade_frames) < 0:
@@ -151,6 +158,7 @@ class Synthesizer:
         if texture_strength is None:
             texture_strength = 1.0 if texture is None else texture.default_strength
         self.texture_strength = check_strength(texture_strength)
+        self.sharpen = check_strength(sharpen, "detail gain strength")
         self.seed = int(seed)
         self.timbres = TimbreSpace.from_model(acoustic, library=_library(timbre_library))
         self.model_dir = None if model_dir is None else Path(model_dir)

@@ -70,7 +70,7 @@ def add_timbre_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclus
 
 
 def add_texture_arguments(p: argparse.ArgumentParser) -> None:
-    """``--texture`` and ``--seed``, shared by ``render`` and ``mel``."""
+    """``--texture``, ``--seed`` and ``--sharpen``, shared by ``render`` and ``mel``."""
     p.add_argument(
         "--texture",
         type=float,
@@ -82,6 +82,15 @@ def add_texture_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seed", type=int, default=0, help=f"texture noise seed, 0..{validate.MAX_SEED} (0)"
+    )
+    p.add_argument(
+        "--sharpen",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="strength of the model's detail gains, which deepen the spectral peaks and "
+        "valleys a squared-error model flattens: 1 as fitted (default), 0 the model's mel as "
+        "it is, up to 4 (docs/MODELS.md, 'Detail gains'). No effect on a model without them",
     )
 
 
@@ -102,7 +111,8 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
     and ``--threads`` (applied here) before any model is loaded.
 
     Returns the keyword arguments ``start``, ``duration``, ``tail`` and ``texture`` of
-    ``Synthesizer.stream`` and ``Synthesizer.mel_stream``; ``args.seed`` is checked in place.
+    ``Synthesizer.stream`` and ``Synthesizer.mel_stream``; ``args.seed`` and
+    ``args.sharpen`` (the synthesizer's own settings) are checked in place.
     """
     from mel2mel.timbre.spec import parse_time
 
@@ -112,6 +122,7 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
     args.seed = validate.seed(args.seed)
     if args.texture is not None:
         validate.number(args.texture, "--texture", 0.0, 4.0)
+    validate.number(args.sharpen, "--sharpen", 0.0, 4.0)
     if args.threads is not None:
         import torch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mel2mel import validate
 from mel2mel.cli.common import add_force_argument, add_output_argument
 from mel2mel.data.corpus import PIECE_SETS
 from mel2mel.errors import UserError
@@ -39,6 +40,14 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
         help="plain: the scores as written; performed: the builder's performances and "
         "generated pieces; or one kind of piece (default: all)",
     )
+    p.add_argument(
+        "--sharpen",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="apply the model's detail gains at strength S, as the synthesizer does (default "
+        "0: the network's own prediction)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_force_argument(p, "overwrite an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,9 +62,11 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
     if not (args.data / "manifest.json").is_file():
         raise UserError(f"{args.data} is not a dataset (no manifest.json)")
     model = load_model(args.model, args.device)
+    validate.number(args.sharpen, "--sharpen", 0.0, 4.0)
     report = evaluate_acoustic(
-        model, args.data, split=args.split, pieces=args.pieces, progress=not args.no_progress
-    )
+        model, args.data, split=args.split, pieces=args.pieces, sharpen=args.sharpen,
+        progress=not args.no_progress,
+    )  # fmt: skip
     report["model"] = str(args.model)
     report["loss"] = model.metadata.get("loss")
     write_report(report, args.output, model)

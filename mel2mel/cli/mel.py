@@ -106,6 +106,7 @@ def _midi_options_given(args: argparse.Namespace) -> list[str]:
     given = [f"--{k}" for k in ("instrument", "timbre", "mix", "morph", "model", "texture")]
     given = [o for o in given if getattr(args, o[2:]) is not None]
     given += [f"--{k}" for k in ("start", "duration") if getattr(args, k) is not None]
+    given += ["--sharpen"] if args.sharpen != 1.0 else []
     return given + (["--tail"] if args.tail != "1" else []) + (["--seed"] if args.seed else [])
 
 
@@ -135,7 +136,9 @@ def run_mel(args: argparse.Namespace) -> int:
     common = check_common(args)
     from mel2mel.synthesizer import Synthesizer
 
-    synth = Synthesizer.from_pretrained(args.model, vocoder="griffinlim", seed=args.seed)
+    synth = Synthesizer.from_pretrained(
+        args.model, vocoder="griffinlim", seed=args.seed, sharpen=args.sharpen
+    )
     warn_texture(args, synth)
     stream = synth.mel_stream(src, timbre, **common)
     progress = not args.quiet and sys.stderr.isatty()

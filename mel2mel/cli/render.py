@@ -59,7 +59,9 @@ def run_render(args: argparse.Namespace) -> int:
     from mel2mel.synthesizer import Synthesizer
 
     with TwoPassWriter(out) as writer:
-        synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder, seed=args.seed)
+        synth = Synthesizer.from_pretrained(
+            args.model, vocoder=args.vocoder, seed=args.seed, sharpen=args.sharpen
+        )
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
         warn_texture(args, synth)
         progress = not args.quiet and sys.stderr.isatty()

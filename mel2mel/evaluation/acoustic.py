@@ -51,7 +51,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> Mel2Mel:
 
 
 def predict_piece(
-    model: Mel2Mel, roll: np.ndarray, rows: list[int], frames: list[int]
+    model: Mel2Mel, roll: np.ndarray, rows: list[int], frames: list[int], sharpen: float = 0.0
 ) -> list[np.ndarray]:
     """Predict one piece for several instruments at once.
 
@@ -65,6 +65,9 @@ def predict_piece(
         Embedding rows, one per output.
     frames:
         Frames T_i wanted for each output (the true mel lengths).
+    sharpen:
+        Strength of the model's detail gains (:meth:`Mel2Mel.sharpen`); 0: the network's
+        own prediction.
 
     Returns
     -------
@@ -79,7 +82,9 @@ def predict_piece(
     dev = next(model.parameters()).device
     batch = torch.from_numpy(x).to(dev).unsqueeze(0).expand(len(rows), -1, -1)
     with torch.inference_mode():
-        pred = model(batch, instrument=torch.tensor(rows, device=dev)).cpu().numpy()
+        index = torch.tensor(rows, device=dev)
+        pred = model.sharpen(model(batch, instrument=index), model.embed(index), sharpen)
+        pred = pred.cpu().numpy()
     return [pred[i, :, :t] for i, t in enumerate(frames)]
 
 
@@ -120,9 +125,11 @@ def evaluate_acoustic(
     *,
     split: str = "test",
     pieces: str = "all",
+    sharpen: float = 0.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on every full piece of ``split``.
+    """Evaluate ``model`` on every full piece of ``split`` (with its detail gains at strength
+    ``sharpen``, :func:`predict_piece`).
 
     ``pieces`` selects the scores as written (``"plain"``), the performances and generated
     pieces of the builder (``"performed"``, see docs/DATA.md), the pieces of one kind
@@ -177,6 +184,7 @@ def evaluate_acoustic(
             loaded[0]["roll"],
             [rows[int(d["instrument"])] for d in loaded],
             [d["mel"].shape[1] for d in loaded],
+            sharpen,
         )
         groups = frame_groups(loaded[0]["roll"], max(p.shape[1] for p in preds))  # one roll
         for d, pred in zip(loaded, preds, strict=True):
@@ -189,6 +197,7 @@ def evaluate_acoustic(
                     bins.update(pred[:, mask], d["mel"][:, mask])
     report = _report(stats, group_stats, names, programs, split)
     report["pieces"] = pieces
+    report["sharpen"] = sharpen if model.detail_gains is not None else 0.0
     report["groups"] = _group_report(group_stats)
     return report
 

@@ -25,11 +25,11 @@ class Plan:
     texture: float
 
 
-def check_strength(value: float) -> float:
-    """``value`` as a float, checked to be a texture strength (0 to 4)."""
+def check_strength(value: float, what: str = "texture strength") -> float:
+    """``value`` as a float, checked to be a strength (0 to 4) of ``what``."""
     strength = float(value)
     if not 0.0 <= strength <= 4.0:
-        raise UserError(f"texture strength must be between 0 and 4, got {value}")
+        raise UserError(f"{what} must be between 0 and 4, got {value}")
     return strength
 
 

@@ -89,6 +89,7 @@ def acoustic_stream(
             # the same windows, exactly, through the fast path: layers folded into the
             # LSTM, its two directions in parallel threads (mel2mel.models.acoustic_fast)
             out = synth.acoustic.infer(rolls, embedding=emb)
+            out = synth.acoustic.sharpen(out, emb, synth.sharpen)  # frame by frame: exact
         for j, (s, w) in enumerate(zip(group, windows, strict=True)):
             end = min(hi, s + chunk)
             out_end = min(hi, end + xf)
