@@ -71,8 +71,10 @@ class AcousticGraph(nn.Module):
     FiLM are folded into the LSTM's input weights for the call's embedding, and only the roll
     channels that play are multiplied: the input projection costs ``4H x K`` per frame for
     ``K`` channels (about 40 in a few seconds of music) instead of ``4H x C`` (C = 256), and
-    the fold ``4H x C x K`` once per call. Equals :meth:`Mel2Mel.forward` to float rounding.
-    Needs ``frontend_layers == 0`` and one LSTM layer (every shipped model).
+    the fold ``4H x C x K`` once per call. Equals :meth:`Mel2Mel.forward` to float rounding,
+    followed by the model's detail gains at strength 1 (:meth:`Mel2Mel.sharpen`) when it has
+    them, as the synthesizer renders by default. Needs ``frontend_layers == 0`` and one LSTM
+    layer (every shipped model).
     """
 
     def __init__(self, model: Mel2Mel) -> None:
@@ -104,7 +106,8 @@ class AcousticGraph(nn.Module):
         x = m.code_roll(roll).transpose(1, 2)  # 1 x T x K (x 2)
         h0 = torch.zeros(2, 1, lstm.hidden_size)
         h = torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, False, True, True)[0]
-        return m.readout(h.transpose(1, 2), embedding, m.tones_of(roll, channels, embedding[0]))
+        mel = m.readout(h.transpose(1, 2), embedding, m.tones_of(roll, channels, embedding[0]))
+        return m.sharpen(mel, embedding)  # the detail gains, as the synthesizer applies them
 
 
 class TextureGraph(nn.Module):

@@ -108,8 +108,9 @@ def test_mel_equals_python(engine_page, synth: Synthesizer, name: str, timbre: s
     seq = read_notes(data, warn=False)
     total = got["frames"]
     roll, gain = piano_roll(seq.notes, total), log_gain(seq.notes, seq.volume, total)
-    with torch.no_grad():  # acoustic model, texture with the page's noise, then the gain
+    with torch.no_grad():  # acoustic model, its gains, texture with the page's noise, the gain
         raw = synth.acoustic(torch.from_numpy(roll)[None], embedding=torch.tensor([emb]))
+        raw = synth.acoustic.sharpen(raw, torch.tensor([emb]))
         tex = synth.texture(raw, torch.tensor([emb]), noise, strength)[0]
     ref = tex.numpy() if gain is None else np.maximum(tex.numpy() + gain, C.LOG_SILENCE)
     mel = floats(got["mel"]).reshape(C.N_MELS, got["frames"])

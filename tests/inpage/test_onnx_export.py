@@ -26,6 +26,7 @@ from mel2mel.errors import UserError
 from mel2mel.midi import midi_to_roll
 from mel2mel.models.export import export_paths, load_acoustic, load_texture, load_vocoder
 from mel2mel.models.onnx_export import export_onnx, vocoder_onnx
+from mel2mel.models.sharpen import DetailGains
 from mel2mel.models.texture import texture_noise
 from mel2mel.pretrained import path as pretrained_path
 
@@ -89,17 +90,21 @@ def test_acoustic_matches_torch(exported: Path, roll: np.ndarray, point) -> None
     feeds = {"roll": roll[:, channels], "channels": channels, "embedding": emb.numpy()}
     out = session(exported / "acoustic.onnx").run(None, feeds)
     with torch.no_grad():
-        ref = model(torch.from_numpy(roll), embedding=emb).numpy()
+        ref = model.sharpen(model(torch.from_numpy(roll), embedding=emb), emb).numpy()
     err = db(out[0], ref)
     assert err.mean() < 0.005 and err.max() < 0.05, (err.mean(), err.max())
 
 
 @pytest.mark.parametrize(
-    ("harmonic", "head", "gate", "heights"),
-    [(False, 0, False, False), (True, 0, False, False), (True, 12, True, True)],
+    ("harmonic", "head", "gate", "heights", "gains"),
+    [
+        (False, 0, False, False, False),
+        (True, 0, False, False, False),
+        (True, 12, True, True, True),
+    ],
 )
 def test_acoustic_graph_codes_the_roll_as_the_model_does(
-    roll: np.ndarray, harmonic, head, gate, heights
+    roll: np.ndarray, harmonic, head, gate, heights, gains
 ) -> None:
     from mel2mel.models import AcousticConfig, Mel2Mel
     from mel2mel.models.onnx_export import acoustic_onnx
@@ -125,13 +130,21 @@ def test_acoustic_graph_codes_the_roll_as_the_model_does(
             p.normal_(0.0, 0.1)
         for p in model.harmonic.heights.parameters() if heights else ():  # own partials
             p.normal_(0.0, 0.1)
+    if gains:  # the detail gains, blended between two instruments' per-bin gains
+        table = model.embedding.weight.detach()
+        rows = torch.linspace(1.0, 2.5, C.N_MELS)
+        model.detail_gains = DetailGains(
+            ("a", "b"), table[:2].tolist(), (rows.tolist(), rows.flip(0).tolist())
+        )
     channels = np.flatnonzero(roll[0].max(1) > 0)
-    emb = model.embedding.weight[3][None].detach()
+    emb = (0.3 * model.embedding.weight[0] + 0.7 * model.embedding.weight[1])[None].detach()
     feeds = {"roll": roll[:, channels], "channels": channels, "embedding": emb.numpy()}
     out = session(acoustic_onnx(model, half=False)).run(None, feeds)
     with torch.no_grad():
-        ref = model(torch.from_numpy(roll), embedding=emb).numpy()
+        plain = model(torch.from_numpy(roll), embedding=emb)
+        ref = model.sharpen(plain, emb).numpy()
     assert db(out[0], ref).max() < 0.01
+    assert (db(ref, plain.numpy()).max() > 1.0) == gains
 
 
 def test_texture_matches_torch(exported: Path, roll: np.ndarray) -> None:
