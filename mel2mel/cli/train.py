@@ -216,8 +216,8 @@ def add_train_gains(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train_gains(args: argparse.Namespace) -> int:
+    from mel2mel.evaluation.detail_gains import fit_detail_gains, save_with_gains
     from mel2mel.models.export import export_paths, load_acoustic
-    from mel2mel.train.detail_gains import fit_detail_gains, save_with_gains
 
     if args.items is not None and args.items < 1:
         raise UserError("--items must be >= 1")

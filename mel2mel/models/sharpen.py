@@ -16,13 +16,13 @@ the prediction's detail so that its spread matches the truth's::
                                                    floored at the analysis floor
 
 ``gain`` is one factor per instrument and mel bin, measured on the training split by
-:func:`mel2mel.train.detail_gains.fit_detail_gains` as the ratio of the mean absolute detail
-of the truth to that of the model's prediction over sounding frames (never below 1: the model
-is not made smoother), and blended between instruments like the texture strengths (Shepard's
-interpolation over the embedding, :func:`shepard_blend`), so mixes, coordinates and learned
-timbres get their neighbours' gains. It acts frame by frame, so chunked and streamed renders
-equal whole ones. The gains are stored in the acoustic export's JSON (``"detail_gains"``)
-because they belong to those weights.
+:func:`mel2mel.evaluation.detail_gains.fit_detail_gains` as the ratio of the mean absolute
+detail of the truth to that of the model's prediction over sounding frames (never below 1: the
+model is not made smoother), and blended between instruments like the texture strengths
+(Shepard's interpolation over the embedding, :func:`~mel2mel.models.blend.shepard_blend`), so
+mixes, coordinates and learned timbres get their neighbours' gains. It acts frame by frame,
+so chunked and streamed renders equal whole ones. The gains are stored in the acoustic export's
+JSON (``"detail_gains"``) because they belong to those weights.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Detail gains (mel2mel.models.sharpen) and their fit (mel2mel.train.detail_gains)."""
+"""Detail gains (mel2mel.models.sharpen) and their fit (mel2mel.evaluation.detail_gains)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from conftest import debug_model, write_midi
 from mel2mel import Synthesizer
 from mel2mel import constants as C
 from mel2mel.errors import UserError
+from mel2mel.evaluation.detail_gains import detail_sums, fit_detail_gains
 from mel2mel.models.blend import shepard_blend
 from mel2mel.models.export import load_acoustic, save_pretrained
 from mel2mel.models.sharpen import GAIN_RANGE, DetailGains, cross_bin_detail
-from mel2mel.train.detail_gains import detail_sums, fit_detail_gains
 
 
 def two_gains(low: float = 1.0, high: float = 2.0, width: int = 5) -> DetailGains:
