@@ -12,6 +12,8 @@ truth.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,14 +61,17 @@ def predict_items(
     acoustic: Mel2Mel, data: Path, items: list[dict[str, Any]], rows: list[int], cache: Path,
     progress: bool = True,
 ) -> None:  # fmt: skip
-    """Cache the acoustic model's exact prediction (float16[80 x frames]) of every item that
-    lacks one; ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
+    """Cache the acoustic model's exact prediction (float16[80 x frames]), with its detail
+    gains if it has them (as the synthesizer plays it), of every item that lacks one;
+    ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
     todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
     # disable=None: a bar on a terminal, none in a log file (a background run's log)
     for it in tqdm(todo, desc="predicting", unit="item", disable=None if progress else True):
         roll = np.load(roll_path(data, it["piece"]), mmap_mode="r")
         roll = torch.from_numpy(crop_array(roll, 0, it["frames"], 0.0, 127.0))[None]
-        mel = acoustic.infer(roll, instrument=rows[it["instrument"]])[0]
+        row = rows[it["instrument"]]
+        mel = acoustic.infer(roll, instrument=row)
+        mel = acoustic.sharpen(mel, acoustic.embed(row))[0]  # with its gains, as synthesized
         out = prediction_path(cache, it["id"])
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda tmp, m=mel: np.save(tmp, m.numpy().astype(np.float16)), ".npy")
@@ -88,7 +93,11 @@ def prepare_predictions(
                 manifest["instruments"]]  # fmt: skip
     except UnknownInstrumentError as err:
         raise UserError(f"the dataset's instruments do not fit {source}: {err}") from err
-    cache = run_dir / f"predicted-{digest}"
+    name = f"predicted-{digest}"
+    if acoustic.detail_gains is not None:  # the gains change the predictions, not the weights
+        gains = json.dumps(acoustic.detail_gains.to_dict(), sort_keys=True).encode()
+        name += f"-gains-{hashlib.sha256(gains).hexdigest()[:8]}"
+    cache = run_dir / name
     if info.is_main:
         items = [it for it in manifest["items"] if it["split"] in ("train", "valid")]
         predict_items(acoustic, data, items, rows, cache, progress)

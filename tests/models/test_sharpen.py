@@ -161,3 +161,34 @@ def test_exported_gains_are_applied_by_the_synthesizer(tmp_path):
     np.testing.assert_array_equal(on.mel(midi, "Synth 1"), plain.mel(midi, "Synth 1"))  # gain 1
     with pytest.raises(UserError, match="between 0 and 4"):
         Synthesizer(loaded, "griffinlim", sharpen=5.0, timbre_library=False)
+
+
+def test_stages_trained_on_the_model_see_its_gains(synthetic_dataset, tmp_path):
+    # The texture post-net and a vocoder adapted to the model learn from its cached
+    # predictions: with gains, the predictions the synthesizer plays, in a cache of their own.
+    from mel2mel.data.dataset import read_manifest, read_roll
+    from mel2mel.train.distributed import DistInfo
+    from mel2mel.train.predictions import prediction_path, prepare_predictions
+
+    model = synth_model()
+    save_pretrained(model, tmp_path / "plain")
+    model.detail_gains = DetailGains(
+        ("Synth 0", "Synth 1"), tuple(map(tuple, model.embedding.weight.detach().tolist())),
+        ((2.0,) * C.N_MELS, (1.5,) * C.N_MELS),
+    )  # fmt: skip
+    save_pretrained(model, tmp_path / "sharp")
+    plain, _ = prepare_predictions(str(tmp_path / "plain"), synthetic_dataset, tmp_path / "a",
+                                   DistInfo(), progress=False)  # fmt: skip
+    sharp, _ = prepare_predictions(str(tmp_path / "sharp"), synthetic_dataset, tmp_path / "a",
+                                   DistInfo(), progress=False)  # fmt: skip
+    assert sharp.digest == plain.digest  # the weights are the same: a post-net fits both
+    assert sharp.cache != plain.cache and "-gains-" in sharp.cache.name
+    item = next(it for it in read_manifest(synthetic_dataset)["items"] if it["split"] == "train")
+    roll = torch.from_numpy(read_roll(synthetic_dataset, item["piece"]))[None]
+    with torch.no_grad():
+        raw = model.infer(roll, instrument=item["instrument"])
+        want = model.sharpen(raw, model.embed(item["instrument"]))[0].numpy()
+    got = np.load(prediction_path(sharp.cache, item["id"])).astype(np.float32)
+    np.testing.assert_allclose(got, want, atol=2e-2)  # float16 in the cache
+    unsharp = np.load(prediction_path(plain.cache, item["id"])).astype(np.float32)
+    assert np.abs(got - unsharp).max() > 0.1
