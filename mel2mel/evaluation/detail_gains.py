@@ -44,7 +44,7 @@ def fit_detail_gains(
     Parameters
     ----------
     model:
-        The acoustic model (its instruments must be the dataset's, by program).
+        The acoustic model (it must know the dataset's instruments, by name).
     data:
         A dataset folder (``manifest.json``, ``items/``).
     split:

@@ -27,6 +27,7 @@ JSON (``"detail_gains"``) because they belong to those weights.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +89,16 @@ class DetailGains:
         if self.width < 3 or self.width % 2 == 0:
             raise ValueError(f"DetailGains: width must be odd and >= 3, got {self.width}")
 
+    @functools.cached_property
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchors and gains as float64 tensors, made once (every window reads them)."""
+        return (torch.tensor(self.embeddings, dtype=torch.float64),
+                torch.tensor(self.gains, dtype=torch.float64))  # fmt: skip
+
     def at(self, embedding: torch.Tensor) -> torch.Tensor:
         """Gains at ``embedding`` Tensor[B x E] (-> Tensor[B x N_MELS x 1]) or Tensor[B x E x
         T] (-> Tensor[B x N_MELS x T])."""
-        anchors = torch.tensor(self.embeddings, dtype=torch.float64)
-        return shepard_blend(embedding, anchors, torch.tensor(self.gains, dtype=torch.float64))
+        return shepard_blend(embedding, *self._tables)
 
     def apply(
         self, mel: torch.Tensor, embedding: torch.Tensor, strength: float = 1.0

@@ -371,6 +371,7 @@ def write_samples(
     for inst, real in refs:
         with torch.inference_mode():
             mel = model.infer(roll, instrument=inst["index"])
+            mel = model.sharpen(mel, model.embed(inst["index"]))  # as the synthesizer plays it
             ours = voc.vocode(mel).reshape(-1).cpu().numpy()
         n = min(len(ours), len(real))
         peak = max(float(np.abs(ours[:n]).max()), float(np.abs(real[:n]).max()), 1e-6)
