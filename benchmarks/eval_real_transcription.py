@@ -28,7 +28,7 @@ import mido
 import numpy as np
 import torch
 from eval_real_midi import truncate
-from eval_transcription import Transcriber, reference_notes, state_digest, write_wav
+from eval_transcription import Transcriber, acoustic_digest, reference_notes, write_wav
 from transcription_report import score
 
 from mel2mel import Synthesizer
@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False, sharpen=args.sharpen)
-    gains = synth.acoustic.detail_gains
-    sharpen = "" if gains is None or not args.sharpen else f"{gains}x{args.sharpen:g}"
-    ours = args.cache / state_digest(synth.acoustic, sharpen)  # the model's renders, by model
+    ours = args.cache / acoustic_digest(synth)  # the model's renders, by model and gains
     ours.mkdir(exist_ok=True)
     vocoders = {name: synth.vocoder.with_partials(on)
                 for name, on in zip(PLAYERS[1:], (False, True), strict=True)}  # fmt: skip

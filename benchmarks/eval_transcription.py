@@ -133,6 +133,14 @@ def state_digest(module: torch.nn.Module, extra: str = "") -> str:
     return h.hexdigest()[:12]
 
 
+def acoustic_digest(synth: Synthesizer) -> str:
+    """:func:`state_digest` of the synthesizer's acoustic model, with its detail gains and
+    their strength when they apply (render caches are keyed by it)."""
+    gains = synth.acoustic.detail_gains
+    key = "" if gains is None or not synth.sharpen else f"{gains}x{synth.sharpen:g}"
+    return state_digest(synth.acoustic, key)
+
+
 def log_mel_distance(path: Path, reference: Path) -> float:
     """Mean absolute difference in dB of the log-mels of two WAV files (the common frames)."""
     a, b = (log_mel(sf.read(p, dtype="float32")[0]) for p in (path, reference))
@@ -271,10 +279,9 @@ def run(args: argparse.Namespace) -> None:
     res = Results()
     t = time.perf_counter()
     synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0], sharpen=args.sharpen)
-    gains = synth.acoustic.detail_gains
-    sharpen = "" if gains is None or not args.sharpen else f"{gains}x{args.sharpen:g}"
-    acoustic_id = state_digest(synth.acoustic, sharpen)
-    sharpened = f", detail gains x{args.sharpen:g}" if sharpen else ""
+    acoustic_id = acoustic_digest(synth)
+    gains = synth.acoustic.detail_gains is not None and synth.sharpen
+    sharpened = f", detail gains x{synth.sharpen:g}" if gains else ""
     res.models.append(f"acoustic {describe(args.model)}{sharpened} [{acoustic_id}]")
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
