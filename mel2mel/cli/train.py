@@ -202,13 +202,20 @@ def add_train_gains(sub: argparse._SubParsersAction) -> None:
         description="Measure how much flatter across mel bins the model's predictions are than "
         "FluidSynth's on a split (train by default) and write the model again with a gain per "
         "instrument and bin that the synthesizer applies (docs/MODELS.md, 'Detail gains'). "
-        "The weights are copied unchanged, so a texture post-net trained on them still fits.",
+        "The weights are copied unchanged, so a texture post-net trained on them still fits. "
+        "Without --data, the model's fitted gains are kept and only --strength is set.",
     )
     p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.json)")
+    p.add_argument("--data", type=Path, help="dataset folder (manifest.json) to fit on")
     p.add_argument("--split", default="train", help="split measured (train)")
     p.add_argument("--items", type=int, help="items per instrument (default: all)")
     p.add_argument("--seed", type=int, default=0, help="which items are drawn (0)")
+    p.add_argument(
+        "--strength", action="append", metavar="[INSTRUMENT=]S", default=[],
+        help="the gains' strength for every instrument (1), or one instrument's (repeatable, "
+        "e.g. --strength 'String Ensemble=0'; the others get the plain value); choose them on "
+        "the valid split, e.g. with benchmarks/eval_transcription.py --split valid --sharpen S",
+    )  # fmt: skip
     add_output_argument(p, "output directory or prefix of the export", required=True)
     add_force_argument(p, "overwrite an existing export")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -217,19 +224,32 @@ def add_train_gains(sub: argparse._SubParsersAction) -> None:
 
 def run_train_gains(args: argparse.Namespace) -> int:
     from mel2mel.evaluation.detail_gains import fit_detail_gains, save_with_gains
+    from mel2mel.models.blend import values_by_instrument
     from mel2mel.models.export import export_paths, load_acoustic
 
     if args.items is not None and args.items < 1:
         raise UserError("--items must be >= 1")
+    if args.data is None and not args.strength:
+        raise UserError("give --data to fit the gains, or --strength to set their strengths")
+    plain, chosen = parse_strengths(args.strength)
     refuse_overwrite(export_paths(args.output), args.force)
     model = load_acoustic(args.model)
-    gains, detail = fit_detail_gains(
-        model, args.data, split=args.split, items=args.items, seed=args.seed,
-        progress=not args.no_progress,
-    )  # fmt: skip
-    for name, row, (truth, pred) in zip(gains.names, gains.gains, detail, strict=True):
-        low, high = min(row), max(row)
-        print(f"{name}: detail {truth:.2f} dB, predicted {pred:.2f} dB; gains {low:.2f}-{high:.2f}")
+    gains = model.detail_gains
+    if args.data is not None:
+        gains, detail = fit_detail_gains(
+            model, args.data, split=args.split, items=args.items, seed=args.seed,
+            progress=not args.no_progress,
+        )  # fmt: skip
+        for name, row, (truth, pred) in zip(gains.names, gains.gains, detail, strict=True):
+            print(f"{name}: detail {truth:.2f} dB, predicted {pred:.2f} dB; "
+                  f"gains {min(row):.2f}-{max(row):.2f}")  # fmt: skip
+    elif gains is None:
+        raise UserError(f"{args.model} has no detail gains to set strengths on: fit them first")
+    if args.strength:
+        n = len(model.instruments)
+        gains = gains.with_strengths(values_by_instrument(n, model.instrument_index, plain, chosen))
+        pairs = zip(gains.names, gains.strengths, strict=True)
+        print("strengths: " + ", ".join(f"{name} {v:g}" for name, v in pairs))
     print(f"wrote {save_with_gains(model, gains, args.output)}")
     return 0
 

@@ -7,6 +7,8 @@ coordinate or a learned timbre gets a blend of its neighbours' values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 BLEND_EPS = 1e-12  # squared embedding distance added before inverting
@@ -35,3 +37,15 @@ def shepard_blend(
     w = 1.0 / ((e[:, None] - a[None, :, :, None]).pow(2).sum(dim=2) + BLEND_EPS)  # B x N x T
     w = w / w.sum(dim=1, keepdim=True)
     return torch.einsum("bnt,nd->bdt", w, values.to(e))
+
+
+def values_by_instrument(
+    count: int, index_of: Callable[[str], int], default: float, chosen: dict[str, float]
+) -> tuple[float, ...]:
+    """One value per row of a model's instrument table (``count`` rows): ``chosen``'s, keyed
+    by anything ``index_of`` resolves (:meth:`Mel2Mel.instrument_index`: a name or a GM
+    program; it raises for a key the model lacks, listing the valid ones), else ``default``."""
+    values = [float(default)] * count
+    for key, value in chosen.items():
+        values[index_of(key)] = float(value)
+    return tuple(values)

@@ -20,13 +20,16 @@ the prediction's detail so that its spread matches the truth's::
 detail of the truth to that of the model's prediction over sounding frames (never below 1: the
 model is not made smoother), and blended between instruments like the texture strengths
 (Shepard's interpolation over the embedding, :func:`~mel2mel.models.blend.shepard_blend`), so
-mixes, coordinates and learned timbres get their neighbours' gains. It acts frame by frame,
+mixes, coordinates and learned timbres get their neighbours' gains. An instrument whose
+recognition the gains cost on the valid split can be given a lower strength (``strengths``,
+``mel2mel train gains --strength``), as the texture post-net's are. It acts frame by frame,
 so chunked and streamed renders equal whole ones. The gains are stored in the acoustic export's
 JSON (``"detail_gains"``) because they belong to those weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -64,15 +67,19 @@ class DetailGains:
         Their embeddings (the table's rows when fitted), N rows of E floats: the anchors
         of :func:`shepard_blend`.
     gains:
-        N rows of N_MELS factors >= 1 (1: the model's detail as it is).
+        N rows of N_MELS factors >= 1 (1: the model's detail as it is), as fitted.
     width:
         Bins of the moving average the detail was measured against.
+    strengths:
+        One per instrument, chosen on the valid split: an instrument's gains act as ``1 +
+        strength * (gain - 1)`` (0: its mel as the model draws it). Empty: 1 for every one.
     """
 
     names: tuple[str, ...]
     embeddings: tuple[tuple[float, ...], ...]
     gains: tuple[tuple[float, ...], ...]
     width: int = DETAIL_WIDTH
+    strengths: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
@@ -88,16 +95,26 @@ class DetailGains:
             raise ValueError("DetailGains: gains must be >= 0")
         if self.width < 3 or self.width % 2 == 0:
             raise ValueError(f"DetailGains: width must be odd and >= 3, got {self.width}")
+        object.__setattr__(self, "strengths", tuple(float(x) for x in self.strengths))
+        if self.strengths and (len(self.strengths) != n or min(self.strengths) < 0):
+            raise ValueError("DetailGains: one strength >= 0 per instrument, or none")
 
     @functools.cached_property
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The anchors and gains as float64 tensors, made once (every window reads them)."""
-        return (torch.tensor(self.embeddings, dtype=torch.float64),
-                torch.tensor(self.gains, dtype=torch.float64))  # fmt: skip
+        """The anchors and the gains at each instrument's strength as float64 tensors, made
+        once (every window reads them)."""
+        gains = torch.tensor(self.gains, dtype=torch.float64)
+        if self.strengths:
+            gains = 1.0 + torch.tensor(self.strengths, dtype=torch.float64)[:, None] * (gains - 1)
+        return torch.tensor(self.embeddings, dtype=torch.float64), gains
+
+    def with_strengths(self, strengths: tuple[float, ...]) -> DetailGains:
+        """The same gains with a strength per instrument (in :attr:`names` order)."""
+        return dataclasses.replace(self, strengths=tuple(strengths))
 
     def at(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Gains at ``embedding`` Tensor[B x E] (-> Tensor[B x N_MELS x 1]) or Tensor[B x E x
-        T] (-> Tensor[B x N_MELS x T])."""
+        """Gains (at each instrument's strength) at ``embedding`` Tensor[B x E] (-> Tensor[B x
+        N_MELS x 1]) or Tensor[B x E x T] (-> Tensor[B x N_MELS x T])."""
         return shepard_blend(embedding, *self._tables)
 
     def apply(
@@ -105,8 +122,8 @@ class DetailGains:
     ) -> torch.Tensor:
         """``mel`` Tensor[B x N_MELS x T] with its cross-bin detail scaled by the gains at
         ``embedding`` (Tensor[B x E] or Tensor[B x E x T]), then shifted in each frame so that
-        the frame's mel power stays what it was; ``strength`` 0 returns ``mel``, 1 the fitted
-        gains. Floored at the analysis floor."""
+        the frame's mel power stays what it was; ``strength`` 0 returns ``mel``, 1 the gains
+        at each instrument's own strength. Floored at the analysis floor."""
         if strength == 0:
             return mel
         gain = self.at(embedding).to(mel.dtype)
@@ -118,16 +135,15 @@ class DetailGains:
         return floor_log_mel(sharp - shift / 2)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"width", "instruments": [{"name", "embedding", "gains"}]}``, as the acoustic
-        export's JSON stores them (gains rounded to 4 decimals)."""
-        rows = zip(self.names, self.embeddings, self.gains, strict=True)
-        return {
-            "width": self.width,
-            "instruments": [
-                {"name": n, "embedding": list(e), "gains": [round(g, 4) for g in gs]}
-                for n, e, gs in rows
-            ],
-        }
+        """``{"width", "instruments": [{"name", "embedding", "gains"[, "strength"]}]}``, as the
+        acoustic export's JSON stores them (gains rounded to 4 decimals; the fitted gains, each
+        instrument's strength beside them when it has one)."""
+        rows = []
+        for k, (n, e, gs) in enumerate(zip(self.names, self.embeddings, self.gains, strict=True)):
+            rows.append({"name": n, "embedding": list(e), "gains": [round(g, 4) for g in gs]})
+            if self.strengths:
+                rows[-1]["strength"] = self.strengths[k]
+        return {"width": self.width, "instruments": rows}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> DetailGains:
@@ -137,4 +153,7 @@ class DetailGains:
             tuple(r["embedding"] for r in rows),
             tuple(r["gains"] for r in rows),
             int(doc.get("width", DETAIL_WIDTH)),
+            tuple(r.get("strength", 1.0) for r in rows)
+            if any("strength" in r for r in rows)
+            else (),
         )

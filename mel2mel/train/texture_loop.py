@@ -36,6 +36,7 @@ from mel2mel.errors import UserError
 from mel2mel.fileio import refuse_overwrite
 from mel2mel.instruments import slugify
 from mel2mel.models.acoustic import Mel2Mel
+from mel2mel.models.blend import values_by_instrument
 from mel2mel.models.export import (
     export_paths,
     load_acoustic,
@@ -443,8 +444,7 @@ def strengths_for(
     by name or GM program, as :meth:`Mel2Mel.instrument_index` reads them) or ``default``.
 
     Raises UnknownInstrumentError (listing the valid names) for a key the model lacks."""
-    values = [float(default)] * len(acoustic.instruments)
-    for key, value in chosen.items():
-        values[acoustic.instrument_index(key)] = float(value)
+    n = len(acoustic.instruments)
+    values = values_by_instrument(n, acoustic.instrument_index, default, chosen)
     table = tuple(tuple(row) for row in acoustic.embedding.weight.detach().cpu().tolist())
-    return InstrumentStrengths(tuple(i.name for i in acoustic.instruments), table, tuple(values))
+    return InstrumentStrengths(tuple(i.name for i in acoustic.instruments), table, values)

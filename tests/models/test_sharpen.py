@@ -192,3 +192,45 @@ def test_stages_trained_on_the_model_see_its_gains(synthetic_dataset, tmp_path):
     np.testing.assert_allclose(got, want, atol=2e-2)  # float16 in the cache
     unsharp = np.load(prediction_path(plain.cache, item["id"])).astype(np.float32)
     assert np.abs(got - unsharp).max() > 0.1
+
+
+def test_a_strength_per_instrument_scales_its_own_gains():
+    mel, at_b = peaky_mel(), torch.tensor([[2.0, 0.0]])
+    half = two_gains(1.0, 3.0).with_strengths((1.0, 0.5))  # b: 1 + 0.5 * (3 - 1) = 2
+    torch.testing.assert_close(half.apply(mel, at_b), two_gains(1.0, 2.0).apply(mel, at_b))
+    off = two_gains(2.0, 3.0).with_strengths((1.0, 0.0))
+    torch.testing.assert_close(off.apply(mel, at_b), mel)  # b's own mel, as the model drew it
+    at_a = torch.tensor([[0.0, 0.0]])
+    torch.testing.assert_close(off.apply(mel, at_a), two_gains(2.0, 3.0).apply(mel, at_a))
+    assert off.gains == two_gains(2.0, 3.0).gains  # the fit is kept beside the strengths
+    assert DetailGains.from_dict(json.loads(json.dumps(off.to_dict()))) == off
+    assert "strength" not in json.dumps(two_gains().to_dict())  # none given: 1 for every one
+    with pytest.raises(ValueError, match="one strength"):
+        two_gains().with_strengths((1.0,))
+    with pytest.raises(ValueError, match="one strength"):
+        two_gains().with_strengths((1.0, -0.5))
+
+
+def test_train_gains_sets_strengths_without_fitting_again(tmp_path, capsys):
+    from mel2mel.cli import main
+
+    model = synth_model()
+    save_pretrained(model, tmp_path / "plain")
+    args = ["train", "gains", "--model", str(tmp_path / "plain"), "-o", str(tmp_path / "s")]
+    assert main([*args, "--strength", "Synth 1=0"]) == 2
+    assert "no detail gains" in capsys.readouterr().err
+    model.detail_gains = DetailGains(
+        ("Synth 0", "Synth 1"), tuple(map(tuple, model.embedding.weight.detach().tolist())),
+        ((2.0,) * C.N_MELS, (1.5,) * C.N_MELS),
+    )  # fmt: skip
+    save_pretrained(model, tmp_path / "sharp")
+    args[3] = str(tmp_path / "sharp")
+    assert main(args) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main([*args, "--strength", "Trumpet=0"]) == 2
+    assert "Synth 0" in capsys.readouterr().err  # the valid names are listed
+    assert main([*args, "--strength", "0.5", "--strength", "Synth 1=0"]) == 0
+    assert "Synth 0 0.5, Synth 1 0" in capsys.readouterr().out
+    loaded = load_acoustic(tmp_path / "s")
+    assert loaded.detail_gains == model.detail_gains.with_strengths((0.5, 0.0))
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())  # weights unchanged
