@@ -163,20 +163,24 @@ def metrics(stats: BinStats) -> dict[str, Any]:
     }
 
 
-def load_variants(models: list[str], textures: list[float]) -> list[tuple[str, Synthesizer, float]]:
-    """``(label, synthesizer, texture strength)`` for every model x texture strength."""
+def load_variants(
+    models: list[str], textures: list[float], sharpens: list[float]
+) -> list[tuple[str, Synthesizer, float]]:
+    """``(label, synthesizer, texture strength)`` for every model x detail gain strength x
+    texture strength."""
     out = []
     for name in models:
         path = None if name in ("pretrained", "shipped") else name
-        synth = Synthesizer.from_pretrained(path, vocoder="griffinlim")
-        for strength in textures:
-            if strength and synth.texture is None:
-                print(
-                    f"note: {name} has no texture post-net; t={strength:g} skipped", file=sys.stderr
-                )
-                continue
-            label = name if textures == [0.0] else f"{name} t={strength:g}"
-            out.append((label, synth, strength))
+        for sharpen in sharpens:
+            synth = Synthesizer.from_pretrained(path, vocoder="griffinlim", sharpen=sharpen)
+            for strength in textures:
+                if strength and synth.texture is None:
+                    print(f"note: {name} has no texture post-net; t={strength:g} skipped",
+                          file=sys.stderr)  # fmt: skip
+                    continue
+                label = name if sharpens == [1.0] else f"{name} s={sharpen:g}"
+                label = label if textures == [0.0] else f"{label} t={strength:g}"
+                out.append((label, synth, strength))
     return out
 
 
@@ -186,7 +190,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if not files:
         raise SystemExit("no MIDI files found")
     instruments = resolve_instruments(args.instruments)
-    variants = load_variants(args.model or ["pretrained"], args.texture or [0.0])
+    variants = load_variants(
+        args.model or ["pretrained"], args.texture or [0.0], args.sharpen or [1.0]
+    )
     settings = RenderSettings(soundfont=str(args.soundfont))
     groups: dict[tuple[str, str, str], BinStats] = defaultdict(BinStats)
     items = []
@@ -294,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="first N seconds of every file")
     p.add_argument(
         "--texture", type=float, action="append", help="texture strength (repeatable; 0)"
+    )
+    p.add_argument(
+        "--sharpen",
+        type=float,
+        action="append",
+        help="strength of the model's detail gains (repeatable; 1, as the synthesizer renders)",
     )
     p.add_argument("--soundfont", type=Path, default=DEFAULT_SOUNDFONT)
     cache = Path(tempfile.gettempdir()) / "mel2mel-eval-real-midi"
