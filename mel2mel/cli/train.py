@@ -203,7 +203,8 @@ def add_train_gains(sub: argparse._SubParsersAction) -> None:
         "FluidSynth's on a split (train by default) and write the model again with a gain per "
         "instrument and bin that the synthesizer applies (docs/MODELS.md, 'Detail gains'). "
         "The weights are copied unchanged, so a texture post-net trained on them still fits. "
-        "Without --data, the model's fitted gains are kept and only --strength is set.",
+        "Without --data, the model's fitted gains are kept and only --strength is set; a new "
+        "fit starts every instrument at strength 1 (or --strength).",
     )
     p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
     p.add_argument("--data", type=Path, help="dataset folder (manifest.json) to fit on")
