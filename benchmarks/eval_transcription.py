@@ -134,10 +134,12 @@ def state_digest(module: torch.nn.Module, extra: str = "") -> str:
 
 
 def acoustic_digest(synth: Synthesizer) -> str:
-    """:func:`state_digest` of the synthesizer's acoustic model, with its detail gains and
-    their strength when they apply (render caches are keyed by it)."""
-    gains = synth.acoustic.detail_gains
+    """:func:`state_digest` of the synthesizer's acoustic model, with its detail gains, its
+    note beats and their strengths when they apply (render caches are keyed by it)."""
+    gains, beats = synth.acoustic.detail_gains, synth.acoustic.note_beats
     key = "" if gains is None or not synth.sharpen else f"{gains}x{synth.sharpen:g}"
+    if beats is not None and beats.beats_anywhere() and synth.beats:
+        key += f"|{beats}x{synth.beats:g}"
     return state_digest(synth.acoustic, key)
 
 
@@ -278,10 +280,15 @@ def run(args: argparse.Namespace) -> None:
 
     res = Results()
     t = time.perf_counter()
-    synth = Synthesizer.from_pretrained(args.model, vocoder=args.vocoder[0], sharpen=args.sharpen)
+    synth = Synthesizer.from_pretrained(
+        args.model, vocoder=args.vocoder[0], sharpen=args.sharpen, beats=args.beats
+    )
     acoustic_id = acoustic_digest(synth)
     gains = synth.acoustic.detail_gains is not None and synth.sharpen
     sharpened = f", detail gains x{synth.sharpen:g}" if gains else ""
+    beats = synth.acoustic.note_beats
+    if beats is not None and beats.beats_anywhere() and synth.beats:
+        sharpened += f", note beats x{synth.beats:g}"
     res.models.append(f"acoustic {describe(args.model)}{sharpened} [{acoustic_id}]")
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
@@ -441,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="acoustic export (default: the shipped model)")
     ap.add_argument(
         "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
+    )
+    ap.add_argument(
+        "--beats", type=float, default=1.0, help="strength of the model's note beats (1)"
     )
     ap.add_argument(
         "--texture", action="append", type=float,

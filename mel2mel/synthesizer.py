@@ -22,7 +22,9 @@ Timbre specifications are described in :mod:`mel2mel.timbre.spec`. How a render 
    and valleys across bins that a squared-error model flattens, frame by frame.
 3. The texture post-net, when the model has one (:mod:`mel2mel.models.texture`), adds the
    frame-to-frame texture a squared-error model averages out; its noise is a function of the
-   frame and the seed, so a render is reproducible and chunking does not change it.
+   frame and the seed, so a render is reproducible and chunking does not change it. The
+   beats of an instrument's detuned layers, when the model has them measured
+   (:mod:`mel2mel.models.beats`), are drawn from the notes, the frame and the seed the same way.
 4. The vocoder consumes the mel as it arrives, with its own context.
 5. Per-track timbres: each part is rendered separately through the acoustic model *and* the
    vocoder and the audio is summed. Audio adds exactly, while magnitudes of a sum do not
@@ -123,8 +125,13 @@ class Synthesizer:
         Strength of the acoustic model's detail gains (:mod:`mel2mel.models.sharpen`): 1
         applies them as fitted, 0 leaves the model's mel as it is; no effect on a model
         without gains.
+    beats:
+        Strength of the beats of each instrument's detuned layers
+        (:mod:`mel2mel.models.beats`): 1 draws them as measured, 0 not at all; no effect on a
+        model without them.
     seed:
-        Seed of the texture's noise (part ``k`` of a per-track render uses ``seed + k``).
+        Seed of the texture's noise and the beats' phases (part ``k`` of a per-track render
+        uses ``seed + k``).
     """
 
     sample_rate: int = C.SAMPLE_RATE
@@ -144,6 +151,7 @@ class Synthesizer:
         texture: TexturePostnet | None = None,
         texture_strength: float | None = None,
         sharpen: float = 1.0,
+        beats: float = 1.0,
         seed: int = 0,
     ) -> None:
         if min(chunk_frames, batch_windows) < 1 or min(context_frames, crossfade_frames) < 0:
@@ -159,6 +167,7 @@ class Synthesizer:
             texture_strength = 1.0 if texture is None else texture.default_strength
         self.texture_strength = check_strength(texture_strength)
         self.sharpen = check_strength(sharpen, "detail gain strength")
+        self.beats = check_strength(beats, "beat strength")
         self.seed = int(seed)
         self.timbres = TimbreSpace.from_model(acoustic, library=_library(timbre_library))
         self.model_dir = None if model_dir is None else Path(model_dir)

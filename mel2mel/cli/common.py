@@ -70,7 +70,8 @@ def add_timbre_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclus
 
 
 def add_texture_arguments(p: argparse.ArgumentParser) -> None:
-    """``--texture``, ``--seed`` and ``--sharpen``, shared by ``render`` and ``mel``."""
+    """``--texture``, ``--seed``, ``--sharpen`` and ``--beats``, shared by ``render`` and
+    ``mel``."""
     p.add_argument(
         "--texture",
         type=float,
@@ -92,6 +93,15 @@ def add_texture_arguments(p: argparse.ArgumentParser) -> None:
         "valleys a squared-error model flattens: 1 as fitted (default), 0 the model's mel as "
         "it is, up to 4 (docs/MODELS.md, 'Detail gains'). No effect on a model without them",
     )
+    p.add_argument(
+        "--beats",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="strength of the slow beating of instruments made of detuned layers (a synth "
+        "lead), as measured on their SoundFont: 1 (default), 0 a steady tone, up to 4 "
+        "(docs/MODELS.md, 'Note beats'). No effect on a model or instrument without them",
+    )
 
 
 def add_range_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,7 +122,7 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns the keyword arguments ``start``, ``duration``, ``tail`` and ``texture`` of
     ``Synthesizer.stream`` and ``Synthesizer.mel_stream``; ``args.seed`` and
-    ``args.sharpen`` (the synthesizer's own settings) are checked in place.
+    ``args.sharpen`` and ``args.beats`` (the synthesizer's own settings) are checked in place.
     """
     from mel2mel.timbre.spec import parse_time
 
@@ -123,6 +133,7 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
     if args.texture is not None:
         validate.number(args.texture, "--texture", 0.0, 4.0)
     validate.number(args.sharpen, "--sharpen", 0.0, 4.0)
+    validate.number(args.beats, "--beats", 0.0, 4.0)
     if args.threads is not None:
         import torch
 

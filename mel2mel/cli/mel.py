@@ -107,6 +107,7 @@ def _midi_options_given(args: argparse.Namespace) -> list[str]:
     given = [o for o in given if getattr(args, o[2:]) is not None]
     given += [f"--{k}" for k in ("start", "duration") if getattr(args, k) is not None]
     given += ["--sharpen"] if args.sharpen != 1.0 else []
+    given += ["--beats"] if args.beats != 1.0 else []
     return given + (["--tail"] if args.tail != "1" else []) + (["--seed"] if args.seed else [])
 
 
@@ -137,7 +138,11 @@ def run_mel(args: argparse.Namespace) -> int:
     from mel2mel.synthesizer import Synthesizer
 
     synth = Synthesizer.from_pretrained(
-        args.model, vocoder="griffinlim", seed=args.seed, sharpen=args.sharpen
+        args.model,
+        vocoder="griffinlim",
+        seed=args.seed,
+        sharpen=args.sharpen,
+        beats=args.beats,
     )
     warn_texture(args, synth)
     stream = synth.mel_stream(src, timbre, **common)

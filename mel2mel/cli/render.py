@@ -60,7 +60,11 @@ def run_render(args: argparse.Namespace) -> int:
 
     with TwoPassWriter(out) as writer:
         synth = Synthesizer.from_pretrained(
-            args.model, vocoder=args.vocoder, seed=args.seed, sharpen=args.sharpen
+            args.model,
+            vocoder=args.vocoder,
+            seed=args.seed,
+            sharpen=args.sharpen,
+            beats=args.beats,
         )
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
         warn_texture(args, synth)

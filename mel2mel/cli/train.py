@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_vocoder(train_sub)
     add_train_texture(train_sub)
     add_train_gains(train_sub)
+    add_train_beats(train_sub)
     export = subparsers.add_parser(
         "export",
         help="export a trained checkpoint as safetensors + JSON",
@@ -252,6 +253,46 @@ def run_train_gains(args: argparse.Namespace) -> int:
         pairs = zip(gains.names, gains.strengths, strict=True)
         print("strengths: " + ", ".join(f"{name} {v:g}" for name, v in pairs))
     print(f"wrote {save_with_gains(model, gains, args.output)}")
+    return 0
+
+
+def add_train_beats(sub: argparse._SubParsersAction) -> None:
+    """``mel2mel train beats``."""
+    p = sub.add_parser(
+        "beats",
+        help="measure the beats of each instrument's detuned layers (no gradient, seconds)",
+        description="Play held notes of every instrument of the model with FluidSynth (the "
+        "dataset's SoundFonts, programs and render settings), find the instruments whose "
+        "harmonics beat as two layers a few cents apart do, and write the model again with "
+        "their detune, depth and phases, which the synthesizer draws into the mel "
+        "(docs/MODELS.md, 'Note beats'). The weights are copied unchanged.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (manifest.json)")
+    add_output_argument(p, "output directory or prefix of the export", required=True)
+    add_force_argument(p, "overwrite an existing export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train_beats)
+
+
+def run_train_beats(args: argparse.Namespace) -> int:
+    import math
+
+    from mel2mel.evaluation.note_beats import fit_note_beats
+    from mel2mel.models.export import export_paths, load_acoustic, save_pretrained
+
+    refuse_overwrite(export_paths(args.output), args.force)
+    model = load_acoustic(args.model)
+    model.note_beats, fits = fit_note_beats(model, args.data, progress=not args.no_progress)
+    for name, fit in zip(model.note_beats.names, fits, strict=True):
+        if fit.depth > 0:
+            cents = 1200 * math.log2(1 + fit.detune)
+            print(f"{name}: beats, detune {cents:.2f} cents, depth {fit.depth:.2f} "
+                  f"({fit.agreement:.0%} of {fit.moving} moving harmonics agree)")  # fmt: skip
+    beating = sum(f.depth > 0 for f in fits)
+    print(
+        f"{beating} of {len(fits)} instruments beat; wrote {save_pretrained(model, args.output)[1]}"
+    )
     return 0
 
 

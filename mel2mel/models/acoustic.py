@@ -38,6 +38,7 @@ from mel2mel.audio import floor_log_mel
 from mel2mel.errors import UserError
 from mel2mel.instruments import Instrument, normalize_name
 from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
+from mel2mel.models.beats import NoteBeats
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
@@ -130,6 +131,10 @@ class Mel2Mel(nn.Module):
         #: Gains on the cross-bin detail fitted for these weights (:mod:`mel2mel.models.sharpen`),
         #: kept by exports; the synthesizer applies them. None: not fitted.
         self.detail_gains: DetailGains | None = None
+        #: The beats of each instrument's detuned layers, measured on its SoundFont
+        #: (:mod:`mel2mel.models.beats`), kept by exports; the synthesizer draws them. None: not
+        #: measured.
+        self.note_beats: NoteBeats | None = None
         c = config
         self.embedding = nn.Embedding(c.n_instruments, c.embedding_dim)
         if c.embedding_init_std != 1.0:  # nn.Embedding draws N(0, 1) itself

@@ -8,7 +8,8 @@ dict) and ``"metadata"`` (provenance: loss, step, ...); each kind adds its own f
 * ``acoustic`` (:class:`~mel2mel.models.acoustic.Mel2Mel`): ``"architecture"``, ``"weights"``
   (file name, relative to the JSON), ``"instruments"`` (``[{"name", "program"}]``),
   ``"signal"`` (sample rate, hop, mel bins, log floor) and, once fitted, ``"detail_gains"``
-  (:class:`~mel2mel.models.sharpen.DetailGains`). A directory stands for
+  (:class:`~mel2mel.models.sharpen.DetailGains`) and ``"note_beats"``
+  (:class:`~mel2mel.models.beats.NoteBeats`). A directory stands for
   ``<dir>/acoustic``, and a name of :data:`SHIPPED_MODELS` (``"paper"``) for a shipped model;
 * ``texture`` (:class:`~mel2mel.models.texture.TexturePostnet`): stored beside its acoustic
   model as ``<acoustic stem>_texture.*``, with ``"acoustic_digest"`` (the
@@ -43,6 +44,7 @@ from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write, atomic_write_text
 from mel2mel.instruments import Instrument
 from mel2mel.models.acoustic import Mel2Mel
+from mel2mel.models.beats import NoteBeats
 from mel2mel.models.config import AcousticConfig
 from mel2mel.models.sharpen import DetailGains
 from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
@@ -176,6 +178,8 @@ def save_pretrained(
     }
     if model.detail_gains is not None:
         doc["detail_gains"] = model.detail_gains.to_dict()
+    if model.note_beats is not None:
+        doc["note_beats"] = model.note_beats.to_dict()
     return write_export(model, weights, desc, doc, {"format": str(FORMAT_VERSION)})
 
 
@@ -201,6 +205,8 @@ def load_acoustic(path: PathLike, *, device: str | torch.device = "cpu") -> Mel2
     model.metadata = dict(doc.get("metadata", {}))
     if doc.get("detail_gains"):
         model.detail_gains = DetailGains.from_dict(doc["detail_gains"])
+    if doc.get("note_beats"):
+        model.note_beats = NoteBeats.from_dict(doc["note_beats"])
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval()
 

@@ -408,6 +408,12 @@ def export_onnx(
     return write_onnx(out, acoustic, texture, vocoder, m100, _space_embeddings(), half=half)
 
 
+def _beats(model: Mel2Mel) -> dict[str, Any] | None:
+    """The model's note beats as the page draws them (``static/inpage/beats.js``), or None."""
+    beats = model.note_beats
+    return beats.to_dict() if beats is not None and beats.beats_anywhere() else None
+
+
 def write_onnx(
     out_dir: str | Path, acoustic: Mel2Mel, texture: TexturePostnet | None, vocoder: FastVocoder,
     space_model: Mel2Mel | None = None, space_embeddings: list[list[float]] | None = None,
@@ -415,8 +421,8 @@ def write_onnx(
 ) -> dict[str, Any]:  # fmt: skip
     """Write ``acoustic.onnx``, ``acoustic_texture.onnx`` (with a post-net),
     ``fast_vocoder.onnx``, ``acoustic100.onnx`` (with ``space_model``) and ``manifest.json``
-    (files and sizes, instruments, texture strength, refinement settings, the 100 embeddings,
-    signal tables) to ``out_dir``, the manifest last; returns the manifest."""
+    (files and sizes, instruments, texture strength, refinement settings, the note beats, the
+    100 embeddings, signal tables) to ``out_dir``, the manifest last; returns the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Any] = {}
@@ -433,7 +439,7 @@ def write_onnx(
     if space_model is not None:
         put("acoustic100.onnx", acoustic_onnx(space_model, half))
         space = {"file": "acoustic100.onnx", "embedding_dim": space_model.embedding_dim,
-                 "embeddings": space_embeddings or []}  # fmt: skip
+                 "embeddings": space_embeddings or [], "beats": _beats(space_model)}  # fmt: skip
     cfg = vocoder.config
     manifest = {
         "format": FORMAT_VERSION,
@@ -462,6 +468,7 @@ def write_onnx(
             if vocoder.partials is None
             else {"width": vocoder.partials.width, "hold": vocoder.partials.hold},
         },
+        "beats": _beats(acoustic),
         "space100": space,
         "signal": signal_tables(),
     }

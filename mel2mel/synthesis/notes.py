@@ -13,6 +13,7 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.midi import Note, NoteSequence, time_to_frame
+from mel2mel.models.beats import BeatNotes
 
 
 class NoteRoll:
@@ -60,6 +61,15 @@ class NoteRoll:
             if on >= lo:
                 roll[C.N_KEYS + k, on - lo] = v
         return roll
+
+    def notes_near(self, lo: int, hi: int, hold: int) -> BeatNotes:
+        """The notes that sound in frames ``lo .. hi - 1`` or end at most ``hold`` frames
+        before ``lo`` (their onset, end, key and velocity; :class:`NoteBeats` needs them)."""
+        first = int(np.searchsorted(self.on, lo - self.longest - hold, side="left"))
+        last = int(np.searchsorted(self.on, hi, side="left"))
+        keep = np.arange(first, last)
+        keep = keep[self.off[keep] + hold > lo]
+        return BeatNotes(self.on[keep], self.off[keep], self.key[keep], self.vel[keep])
 
 
 def split_parts(seq: NoteSequence) -> tuple[str, dict[int, list[Note]]]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mel2mel import constants as C
+from mel2mel.models.beats import NoteBeats
 from mel2mel.models.texture import texture_noise
 from mel2mel.synthesis.notes import NoteRoll
 from mel2mel.timbre.spec import Timbre
@@ -40,8 +41,9 @@ def mel_stream(
     seed: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """The log-mel of frames ``[lo, hi)`` in consecutive pieces: ``synth``'s acoustic model's,
-    with texture of ``strength`` from noise seeded by ``seed`` when there is a post-net, and
-    the notes' channel-volume gain.
+    with texture of ``strength`` from noise seeded by ``seed`` when there is a post-net, the
+    beats of its instrument's layers when it has them (phases seeded by ``seed``), and the
+    notes' channel-volume gain.
 
     Yields
     ------
@@ -51,6 +53,9 @@ def mel_stream(
     chunks = acoustic_stream(synth, roll, timbre, lo, hi)
     if synth.texture is not None and strength != 0:
         chunks = texture_stream(synth, chunks, timbre, lo, hi, strength, seed)
+    beats = synth.acoustic.note_beats
+    if beats is not None and synth.beats != 0 and beats.beats_anywhere():
+        chunks = beats_stream(beats, chunks, roll, timbre, lo, synth.beats, seed)
     if roll.log_gain is None:
         return chunks
     return apply_gain(chunks, roll.log_gain, lo)
@@ -129,6 +134,24 @@ def texture_stream(
             out = synth.texture(mel[None], emb.to(dev), noise.to(dev), strength, notes)[0]
         frames.release(e - ctx)
         yield out[:, s - a : e - a], roll[:, s - a : e - a]
+
+
+def beats_stream(
+    beats: NoteBeats, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], roll: NoteRoll,
+    timbre: Timbre, lo: int, strength: float, seed: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """``chunks`` (frames from ``lo`` on) with the beats of the notes near each one
+    (:meth:`NoteBeats.apply`: a function of the notes and the frame, so exact chunk by chunk)."""
+    a = lo
+    for mel, part in chunks:
+        b = a + mel.shape[1]
+        emb = timbre.vector() if timbre.is_static else timbre.at_frames(a, b - a)
+        notes = roll.notes_near(a, b, beats.hold)
+        emb_t = torch.from_numpy(np.ascontiguousarray(emb))
+        with torch.inference_mode():
+            out = beats.apply(mel, notes, a, emb_t.to(mel.device), strength=strength, seed=seed)
+        yield out, part
+        a = b
 
 
 class Frames:

@@ -366,12 +366,21 @@ def write_samples(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     voc = vocoder if vocoder is not None else load_pretrained_vocoder("fast")
-    roll = torch.from_numpy(passage_roll(reference_passage()))[None]  # 1 x 176 x F
+    from mel2mel.synthesis.notes import NoteRoll
+
+    passage = reference_passage()
+    roll = torch.from_numpy(passage_roll(passage))[None]  # 1 x 176 x F
+    frames = roll.shape[2]
+    beats = model.note_beats
+    notes = NoteRoll(passage.notes, frames).notes_near(0, frames, beats.hold) if beats else None
     refs = soundfont_references(doc["instruments"], cache_dir=cache_dir, progress=progress)
     for inst, real in refs:
         with torch.inference_mode():
             mel = model.infer(roll, instrument=inst["index"])
-            mel = model.sharpen(mel, model.embed(inst["index"]))  # as the synthesizer plays it
+            emb = model.embed(inst["index"])
+            mel = model.sharpen(mel, emb)  # as the synthesizer plays it
+            if beats is not None and notes is not None:
+                mel = beats.apply(mel[0], notes, 0, emb[0])[None]
             ours = voc.vocode(mel).reshape(-1).cpu().numpy()
         n = min(len(ours), len(real))
         peak = max(float(np.abs(ours[:n]).max()), float(np.abs(real[:n]).max()), 1e-6)

@@ -4,8 +4,9 @@
   on the test cases of :mod:`.cases` (a performance with pedal and CC7/CC11, a type-0 file,
   overlapping notes, ...), and the same one-line errors for bad files;
 * the page's mel of ``examples/example.mid`` equals ``Synthesizer.mel`` within 0.005 dB mean,
-  0.05 dB max (measured 0.0016 / 0.0094 dB: the float16 weights), with and without texture
-  (the page's noise fed to torch);
+  0.1 dB max (measured 0.0016 / 0.0094 dB: the float16 weights; the synth lead on the performed
+  case 0.0020 / 0.076 dB, the same without its note beats), with and without texture (the
+  page's noise fed to torch), and the synth lead's note beats with it (``beats.js``);
 * the page's vocoder (ONNX network + ``dsp.js``) on Python's mel of the whole example (27.5 s)
   against ``FastVocoder.vocode``: waveform SNR > 15 dB (measured 19 dB: the float16 weights'
   phase drift over 27 s; 69 dB with float32 weights, tested below on 4 s), log-mel of the audio
@@ -21,6 +22,8 @@ import torch
 from mel2mel import constants as C
 from mel2mel.audio import log_mel
 from mel2mel.midi import log_gain, piano_roll, read_notes
+from mel2mel.models.beats import NoteBeats
+from mel2mel.synthesis.notes import NoteRoll
 from mel2mel.synthesizer import Synthesizer
 
 from .cases import cases
@@ -92,14 +95,17 @@ MEL = """async ([name, emb, strength]) => {
 }"""
 
 
-@pytest.mark.parametrize("name, timbre", [("example.mid", "trumpet"), ("performed.mid", "organ")])
+@pytest.mark.parametrize(
+    "name, timbre",
+    [("example.mid", "trumpet"), ("performed.mid", "organ"), ("performed.mid", "synth lead")],
+)
 def test_mel_equals_python(engine_page, synth: Synthesizer, name: str, timbre: str) -> None:
     data, emb = cases()[name], [float(v) for v in synth.timbre(timbre).vector()]
     ref = synth.mel(data, timbre=timbre, texture=0)
     got = engine_page.evaluate(MEL, [name, emb, 0])
     mel = floats(got["mel"]).reshape(C.N_MELS, got["frames"])
     err = np.abs(mel - ref) * C.DB_PER_NEPER
-    assert mel.shape == ref.shape and err.mean() < 0.005 and err.max() < 0.05, err.max()
+    assert mel.shape == ref.shape and err.mean() < 0.005 and err.max() < 0.1, err.max()
 
     strength = synth.texture_strength
     got = engine_page.evaluate(MEL, [name, emb, strength])
@@ -112,10 +118,46 @@ def test_mel_equals_python(engine_page, synth: Synthesizer, name: str, timbre: s
         raw = synth.acoustic(torch.from_numpy(roll)[None], embedding=torch.tensor([emb]))
         raw = synth.acoustic.sharpen(raw, torch.tensor([emb]))
         tex = synth.texture(raw, torch.tensor([emb]), noise, strength)[0]
+        if synth.acoustic.note_beats is not None:  # the note beats (the synth lead's)
+            near = NoteRoll(seq.notes, total).notes_near(0, total, synth.acoustic.note_beats.hold)
+            tex = synth.acoustic.note_beats.apply(tex, near, 0, torch.tensor(emb), seed=5)
     ref = tex.numpy() if gain is None else np.maximum(tex.numpy() + gain, C.LOG_SILENCE)
     mel = floats(got["mel"]).reshape(C.N_MELS, got["frames"])
     err = np.abs(mel - ref) * C.DB_PER_NEPER
     assert np.median(err) < 0.005 and err.mean() < 0.02, (err.mean(), err.max())
+
+
+BEATS = """async ([name, beats, emb, seed]) => {
+  const B = await import('/static/inpage/beats.js');
+  const seq = M.readNotes(await (await fetch('/midi/' + name)).arrayBuffer());
+  const T = seq.numFrames() + 125, notes = new M.NoteRoll(seq.notes, T);
+  const mel = new Float32Array(80 * T).fill(-5), tables = B.beatTables(eng.tables);
+  const parts = [[0, 200], [200, 333], [333, T]].map(([a, b]) =>
+    B.applyBeats(mel.subarray(80 * a, 80 * b), a, b, notes, emb, beats, tables, {seed}));
+  return {whole: b64(B.applyBeats(mel, 0, T, notes, emb, beats, tables, {seed})), T,
+          parts: parts.map(b64)};
+}"""
+
+
+def test_beats_equal_python_with_hashed_phases(engine_page) -> None:
+    """beats.js against NoteBeats.apply for a table without measured phases (the page hashes
+    them as Python does), whole and in windows."""
+    beats = NoteBeats(("a", "b"), ((0.0, 0.0), (2.0, 0.0)), (0.0017, 0.004), (0.8, 0.3))
+    emb = [0.5, 0.2]
+    got = engine_page.evaluate(BEATS, ["performed.mid", beats.to_dict(), emb, 7])
+    seq = read_notes(cases()["performed.mid"], warn=False)
+    total = got["T"]
+    notes = NoteRoll(seq.notes, total)
+    mel = torch.full((C.N_MELS, total), -5.0)
+    ref = beats.apply(mel, notes.notes_near(0, total, beats.hold), 0, torch.tensor(emb), seed=7)
+    whole = floats(got["whole"]).reshape(C.N_MELS, total)
+    assert np.abs(whole - ref.numpy()).max() < 1e-4
+    assert np.abs(whole + 5).max() > 0.5  # it beats
+    for (a, b), part in zip([(0, 200), (200, 333), (333, total)], got["parts"], strict=True):
+        want = beats.apply(
+            mel[:, a:b], notes.notes_near(a, b, beats.hold), a, torch.tensor(emb), seed=7
+        )
+        assert np.abs(floats(part).reshape(C.N_MELS, b - a) - want.numpy()).max() < 1e-4
 
 
 VOCODE = """async ([mel, roll, total, blocks]) => {
@@ -184,8 +226,14 @@ RENDER = """async ([name, emb, strength, start, end]) => {
 }"""
 
 
-@pytest.mark.parametrize("start, end, limit", [(0.0, None, 0.1), (5.0, 12.0, 0.4)])
-def test_streamed_render_matches_python(engine_page, synth: Synthesizer, start, end, limit):
+@pytest.mark.parametrize(
+    "start, end, limit, timbre",
+    [(0.0, None, 0.1, "church organ"), (5.0, 12.0, 0.4, "church organ"),
+     (5.0, 12.0, 0.4, "synth lead")],  # the synth lead with its note beats
+)  # fmt: skip
+def test_streamed_render_matches_python(
+    engine_page, synth: Synthesizer, start, end, limit, timbre: str
+):
     """The streamed render (acoustic windows of 250-2000 frames with 500-1000 of context,
     blocks of the vocoder; from ``start`` with the vocoder's pre-roll) against
     ``Synthesizer.render``, both without texture (the page's noise is its own): the mean
@@ -194,9 +242,8 @@ def test_streamed_render_matches_python(engine_page, synth: Synthesizer, start, 
     (the same sound with other phases)."""
     name = "performed.mid"
     duration = None if end is None else end - start
-    ref = synth.render(cases()[name], timbre="church organ", texture=0, start=start,
-                       duration=duration)  # fmt: skip
-    emb = [float(v) for v in synth.timbre("church organ").vector()]
+    ref = synth.render(cases()[name], timbre=timbre, texture=0, start=start, duration=duration)
+    emb = [float(v) for v in synth.timbre(timbre).vector()]
     y = floats(engine_page.evaluate(RENDER, [name, emb, 0, start, end]))
     assert y.shape == ref.shape
     err = np.abs(log_mel(y) - log_mel(ref)) * C.DB_PER_NEPER

@@ -1,5 +1,5 @@
-// The in-page synthesizer: MIDI notes -> roll -> mel (acoustic model, texture post-net,
-// channel volume) -> audio (fast vocoder network + dsp.js), with onnxruntime-web.
+// The in-page synthesizer: MIDI notes -> roll -> mel (acoustic model, texture post-net, note
+// beats, channel volume) -> audio (fast vocoder network + dsp.js), with onnxruntime-web.
 //
 // Engine.load(base) reads base/manifest.json (written by `mel2mel export onnx`) and opens the
 // graphs. engine.mel() is the exact whole-piece mel (what Synthesizer.mel gives for pieces up
@@ -10,6 +10,7 @@
 // with the context that makes the blocks join exactly (FastVocoder.stream_frames).
 
 import { NoteRoll, logGain, roundHalfEven, timeToFrame, FRAME_RATE } from "./midi.js";
+import { applyBeats, beatTables } from "./beats.js";
 import { BINS, FRAMES_PER_ITERATION, HOP, N_MELS, istft, melTables, partialPhase, refine, runningPhase, textureNoise } from "./dsp.js";
 
 export const TAIL_FRAMES = 125, PREROLL_FRAMES = 32;
@@ -68,6 +69,7 @@ export class Engine {
   constructor(ort, manifest, sessions, url) {
     this.ort = ort; this.manifest = manifest; this.sessions = sessions; this.url = url;
     this.tables = melTables(manifest.signal);
+    this.beatTables = beatTables(this.tables);
     this.busy = Promise.resolve();
   }
 
@@ -123,17 +125,27 @@ export class Engine {
     return { magnitude: out.magnitude.data, offset: out.offset.data, step: out.step.data };
   }
 
+  // The note beats of the default model, or of the 100-instrument one (``space``), or null.
+  beats(space = false) { return (space ? this.manifest.space100?.beats : this.manifest.beats) || null; }
+
+  // Frames [a, b) of a mel with the note beats (NoteBeats.apply), or the mel itself.
+  withBeats(mel, a, b, notes, embedding, seed, space = false) {
+    const beats = this.beats(space);
+    return beats ? applyBeats(mel, a, b, notes, embedding, beats, this.beatTables, { seed }) : mel;
+  }
+
   defaultStrength() { return this.manifest.texture ? this.manifest.texture.default_strength : 0; }
 
   // The exact whole-piece log-mel of a read piece (midi.js readNotes), Float32Array [80 x T]
   // with T = piece frames + 1 s of tail: what Synthesizer.mel gives for up to 32 s.
   async mel(seq, embedding, { strength = this.defaultStrength(), seed = 0, tail = TAIL_FRAMES } = {}) {
-    const total = seq.numFrames() + tail, roll = new NoteRoll(seq.notes, total).window(0, total);
+    const total = seq.numFrames() + tail, notes = new NoteRoll(seq.notes, total), roll = notes.window(0, total);
     let mel = await this.acoustic(roll, total, embedding);
     if (strength && this.sessions.texture) {
       const noise = textureNoise(seed, 0, total, this.manifest.texture.noise_channels, this.manifest.signal.noise_block);
       mel = await this.texture(mel, total, embedding, noise, strength);
     }
+    mel = this.withBeats(mel, 0, total, notes, embedding, seed);
     const gain = logGain(seq.notes, seq.volume, total);
     if (gain) for (let c = 0; c < N_MELS; c++) for (let f = 0; f < total; f++) mel[c * total + f] = Math.max(mel[c * total + f] + gain[f], LOG_SILENCE);
     return { mel, roll, frames: total };
@@ -198,6 +210,7 @@ export class Engine {
     const ac = new Float32Array(N_MELS * total);
     let acReady = lo, txReady = lo, tail = null, core = 0;
     const tex = this.sessions.texture && strength ? this.manifest.texture : null, ctx = tex ? tex.context_frames : 0;
+    const beats = this.beats(!!session);
     const nextAcoustic = async () => {
       const ctx = ACOUSTIC_CONTEXT[Math.min(core, 1)];
       const s = acReady, e = Math.min(hi, s + ACOUSTIC_CORES[Math.min(core++, ACOUSTIC_CORES.length - 1)]);
@@ -228,10 +241,11 @@ export class Engine {
         const noise = textureNoise(seed, a, b, tex.noise_channels, this.manifest.signal.noise_block);
         mel = await this.texture(mel, b - a, embedding, noise, strength);
       }
+      const beaten = beats ? this.withBeats(slice(mel, N_MELS, b - a, s - a, e - a), s, e, notes, embedding, seed, !!session) : null;
       for (let c = 0; c < N_MELS; c++) {
         for (let f = s; f < e; f++) {
-          const v = mel[c * (b - a) + f - a] + (gain ? gain[f] : 0);
-          src.mel[c * total + f] = tex || gain ? Math.max(v, LOG_SILENCE) : v;
+          const v = (beaten ? beaten[c * (e - s) + f - s] : mel[c * (b - a) + f - a]) + (gain ? gain[f] : 0);
+          src.mel[c * total + f] = tex || gain || beaten ? Math.max(v, LOG_SILENCE) : v;
         }
       }
       txReady = e;

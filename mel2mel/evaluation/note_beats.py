@@ -1,0 +1,215 @@
+"""Measure each instrument's note beats (:mod:`mel2mel.models.beats`) on its SoundFont.
+
+FluidSynth plays held notes of every instrument of a dataset (its SoundFont, program and render
+settings, from the manifest): :data:`PROBE_KEYS`, :data:`PROBE_SECONDS` each, at velocity
+:data:`PROBE_VELOCITY`. The level of each of the first :data:`HARMONICS` harmonics is tracked
+over the held part (a 4096-point spectrum every 10 ms, the peak within a quarter tone of the
+harmonic), its decay removed by a straight line in dB, and the strongest modulation between
+:data:`BEAT_RANGE_HZ` read from the envelope's spectrum. Layers detuned by a ratio ``c`` make
+harmonic ``h`` of a key at ``f0`` beat at ``h * f0 * c``: where the harmonics that move by at
+least :data:`MIN_RANGE_DB` agree on one ``c`` (at least :data:`MIN_AGREEMENT` of them within
+15 % of the median), the instrument beats with that detune, and with the depth whose dips
+match the median range of those harmonics; otherwise (a tremolo at one rate for every key, a
+decay, an ensemble of many layers) its depth is 0. No gradient, no tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mido
+import numpy as np
+from tqdm import tqdm
+
+from mel2mel import constants as C
+from mel2mel.data.dataset import read_manifest
+from mel2mel.data.fluidsynth import RenderSettings, render_midi
+from mel2mel.errors import UserError
+from mel2mel.models.acoustic import Mel2Mel
+from mel2mel.models.beats import MAX_HARMONIC, NoteBeats
+
+PROBE_KEYS = (48, 55, 60, 67, 72, 79)  # MIDI notes held one after another
+PROBE_SECONDS = 6.0
+PROBE_GAP = 1.0  # silence between held notes (the release)
+PROBE_VELOCITY = 90
+HARMONICS = 8
+ANALYSIS = (0.5, 5.5)  # seconds after each onset that are analysed
+BEAT_RANGE_HZ = (0.35, 8.0)  # a beat needs >= 2 periods in the analysed 5 s
+MIN_RANGE_DB = 6.0  # a harmonic whose level moves less is not counted as beating
+MIN_AGREEMENT = 0.5
+MIN_MOVING = 8  # harmonics that must move for a verdict
+PHASE_SECONDS = 6.0  # every key held this long when its phases are measured
+PHASE_WINDOW = (0.3, 5.8)
+MAX_DEPTH = 0.95
+ENVELOPE_HOP = 160  # 10 ms
+ENVELOPE_FFT = 4096
+
+
+@dataclass(frozen=True)
+class BeatFit:
+    """What the probe found for one instrument: the detune and depth (0: no beats), the share
+    of the moving harmonics that agree on the detune, and how many moved."""
+
+    detune: float
+    depth: float
+    agreement: float
+    moving: int
+
+
+def probe_midi(
+    program: int, keys: Sequence[int] = PROBE_KEYS, seconds: float = PROBE_SECONDS
+) -> mido.MidiFile:
+    """``keys`` held ``seconds`` each, :data:`PROBE_GAP` apart."""
+    mid = mido.MidiFile(ticks_per_beat=500)  # 120 bpm: a tick is 1 ms
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=500_000))
+    track.append(mido.Message("program_change", program=program, time=0))
+    hold, gap = round(seconds * 1000), round(PROBE_GAP * 1000)
+    for k, key in enumerate(keys):
+        track.append(
+            mido.Message("note_on", note=key, velocity=PROBE_VELOCITY, time=gap if k else 0)
+        )
+        track.append(mido.Message("note_off", note=key, velocity=0, time=hold))
+    track.append(mido.MetaMessage("end_of_track", time=gap))
+    return mid
+
+
+def harmonic_levels(
+    audio: np.ndarray, f0: float, harmonics: int = HARMONICS, window: tuple[float, float] = ANALYSIS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(times float64[frames], power float64[harmonics x frames])``: the power of each
+    harmonic of ``f0`` in ``audio`` (one held note, from its onset; the spectrum's peak within a
+    quarter tone of the harmonic, or 0.4 ``f0``), every :data:`ENVELOPE_HOP` samples over
+    ``window`` seconds; ``times`` are the frames' centres from the onset. Harmonics past
+    Nyquist have power 0."""
+    n = ENVELOPE_FFT
+    lo, hi = (round(s * C.SAMPLE_RATE) for s in window)
+    starts = np.arange(lo, min(hi, len(audio) - n), ENVELOPE_HOP)
+    frames = np.stack([audio[s : s + n] for s in starts]) * np.hanning(n)
+    spec = np.abs(np.fft.rfft(frames, 4 * n, axis=1)) ** 2
+    freq = np.fft.rfftfreq(4 * n, 1.0 / C.SAMPLE_RATE)
+    out = np.zeros((harmonics, len(starts)))
+    for h in range(1, harmonics + 1):
+        band = np.abs(freq - h * f0) < min(h * f0 * (2 ** (1 / 24) - 1), 0.4 * f0)
+        if h * f0 < C.SAMPLE_RATE / 2 - 200 and band.any():
+            out[h - 1] = spec[:, band].max(axis=1)
+    return (starts + n / 2) / C.SAMPLE_RATE, out
+
+
+def harmonic_envelopes(audio: np.ndarray, f0: float) -> np.ndarray:
+    """float64[HARMONICS x frames]: :func:`harmonic_levels` over :data:`ANALYSIS` in dB."""
+    return 10 * np.log10(harmonic_levels(audio, f0)[1] + 1e-24)
+
+
+def envelope_beat(envelope: np.ndarray) -> tuple[float, float]:
+    """``(frequency Hz, range dB)`` of a harmonic's strongest modulation in
+    :data:`BEAT_RANGE_HZ`, after its decay (a straight line in dB) is removed; the range is
+    between the 5th and 95th percentiles."""
+    t = np.arange(len(envelope))
+    detrended = envelope - np.polyval(np.polyfit(t, envelope, 1), t)
+    rate = C.SAMPLE_RATE / ENVELOPE_HOP
+    spec = np.abs(np.fft.rfft(detrended * np.hanning(len(t)), 16 * len(t)))
+    freq = np.fft.rfftfreq(16 * len(t), 1.0 / rate)
+    band = (freq >= BEAT_RANGE_HZ[0]) & (freq <= BEAT_RANGE_HZ[1])
+    peak = float(freq[band][np.argmax(spec[band])])
+    spread = float(np.percentile(detrended, 95) - np.percentile(detrended, 5))
+    return peak, spread
+
+
+def fit_beats(audio: np.ndarray) -> BeatFit:
+    """The :class:`BeatFit` of one instrument from FluidSynth's render of :func:`probe_midi`
+    (mono, from the first onset)."""
+    ratios, ranges = [], []
+    step = PROBE_SECONDS + PROBE_GAP
+    for k, key in enumerate(PROBE_KEYS):
+        f0 = 440.0 * 2 ** ((key - 69) / 12)
+        start = round(k * step * C.SAMPLE_RATE)
+        note = audio[start : start + round(PROBE_SECONDS * C.SAMPLE_RATE)]
+        envelopes = harmonic_envelopes(note, f0)
+        for h, env in enumerate(envelopes, start=1):
+            if env.max() < envelopes.max() - 40:  # a harmonic too weak to judge
+                continue
+            peak, spread = envelope_beat(env)
+            if spread >= MIN_RANGE_DB:
+                ratios.append(peak / (h * f0))
+                ranges.append(spread)
+    if len(ratios) < MIN_MOVING:
+        return BeatFit(0.0, 0.0, 0.0, len(ratios))
+    ratios_a, ranges_a = np.array(ratios), np.array(ranges)
+    detune = float(np.median(ratios_a))
+    agree = np.abs(ratios_a / detune - 1) < 0.15
+    share = float(agree.mean())
+    if share < MIN_AGREEMENT:
+        return BeatFit(detune, 0.0, share, len(ratios))
+    # two layers of relative level r swing the power by ((1 + r) / (1 - r))^2
+    q = np.sqrt(10 ** (float(np.median(ranges_a[agree])) / 10))
+    depth = min(MAX_DEPTH, (q - 1) / (q + 1))
+    return BeatFit(detune, float(depth), share, len(ratios))
+
+
+def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
+    """float64[N_KEYS x MAX_HARMONIC]: the phase at the onset of each key's harmonics' beats
+    (at ``detune``) in FluidSynth's render of ``probe_midi(program, every key,
+    PHASE_SECONDS)``: each harmonic's power, over its mean, fitted by least squares with a
+    constant, a straight line (a decay) and the cosine and sine of its beat; 0 where the
+    harmonic is past Nyquist."""
+    out = np.zeros((C.N_KEYS, MAX_HARMONIC))
+    step = PHASE_SECONDS + PROBE_GAP
+    for k in range(C.N_KEYS):
+        f0 = 440.0 * 2 ** ((k + C.MIDI_MIN - 69) / 12)
+        start = round(k * step * C.SAMPLE_RATE)
+        note = audio[start : start + round(PHASE_SECONDS * C.SAMPLE_RATE)]
+        t, power = harmonic_levels(note, f0, MAX_HARMONIC, PHASE_WINDOW)
+        for h in range(1, MAX_HARMONIC + 1):
+            p = power[h - 1]
+            if p.mean() <= 0:
+                continue
+            w = 2 * math.pi * h * f0 * detune * t
+            basis = np.stack([np.ones_like(t), t, np.cos(w), np.sin(w)], axis=1)
+            coef = np.linalg.lstsq(basis, p / p.mean(), rcond=None)[0]
+            out[k, h - 1] = math.atan2(-coef[3], coef[2]) % (2 * math.pi)
+    return out
+
+
+def fit_note_beats(
+    model: Mel2Mel, data: str | os.PathLike, *, progress: bool = True
+) -> tuple[NoteBeats, list[BeatFit]]:
+    """The :class:`NoteBeats` of ``model``'s instruments, measured on the SoundFonts of the
+    dataset at ``data`` (every instrument of the model must be in its manifest, by name)."""
+    manifest = read_manifest(data)
+    render = dict(manifest.get("render") or {})
+    by_name = {i["name"]: i for i in manifest["instruments"]}
+    names = [i.name for i in model.instruments]
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        have = ", ".join(by_name)
+        raise UserError(f"{data}: no instrument(s) {', '.join(missing)} in its manifest ({have})")
+    fits: list[BeatFit] = []
+    phases: list[tuple[tuple[float, ...], ...]] = []
+    with tempfile.TemporaryDirectory(prefix="mel2mel-beats-") as work:
+        for name in tqdm(names, disable=not progress, unit="instrument"):
+            inst = by_name[name]
+            settings = RenderSettings(
+                str(inst.get("soundfont") or render.get("soundfont") or manifest["soundfont"]),
+                gain=render.get("gain"),
+                reverb=render.get("reverb", True),
+                chorus=render.get("chorus", True),
+            )
+            program = int(inst["program"])
+            audio = render_midi(probe_midi(program), settings, work_dir=Path(work))
+            fit = fit_beats(audio)
+            fits.append(fit)
+            phases.append(())
+            if fit.depth > 0:
+                every_key = probe_midi(program, range(C.MIDI_MIN, C.MIDI_MAX + 1), PHASE_SECONDS)
+                audio = render_midi(every_key, settings, work_dir=Path(work))
+                phases[-1] = tuple(map(tuple, fit_phases(audio, fit.detune)))
+    table = model.embedding.weight.detach().double().cpu().tolist()
+    detune, depth = [f.detune for f in fits], [f.depth for f in fits]
+    return NoteBeats(names, table, detune, depth, tuple(phases)), fits
