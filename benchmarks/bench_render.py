@@ -3,7 +3,8 @@
 (a) Speed: 60 s of polyphonic MIDI (the example chorale of :mod:`mel2mel.examples`, played
     three times, first 60 s) rendered end to end with the default (fast) vocoder, with the
     acoustic model alone (:meth:`Synthesizer.mel`, same windows), with and without the
-    texture post-net where the model has one, and end to end with Griffin-Lim; seconds,
+    texture post-net where the model has one, the synth lead's mel with and without its note
+    beats (:mod:`mel2mel.models.beats`), and end to end with Griffin-Lim; seconds,
     times faster than real time, and the ratios.
 (b) Memory: ``mel2mel render`` of a 30-minute MIDI (the chorale repeated) in a child process,
     streamed to a WAV file; its peak resident memory (``ru_maxrss`` from ``os.wait4``).
@@ -77,6 +78,15 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
+def with_beats(synth: Synthesizer, strength: float, fn):
+    """``fn()`` with the synthesizer's note beats at ``strength``."""
+    saved, synth.beats = synth.beats, strength
+    try:
+        return fn()
+    finally:
+        synth.beats = saved
+
+
 def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     synth = Synthesizer.from_pretrained(folder, vocoder="fast")
     seq = read_notes(midi)
@@ -85,6 +95,13 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     if synth.texture is not None:
         runs["acoustic + texture post-net"] = lambda: synth.mel(seq, **kw)
         runs["end to end, no texture"] = lambda: synth.render(seq, texture=0, **kw)
+    beats = synth.acoustic.note_beats
+    if beats is not None and beats.beats_anywhere():  # the synth lead's note beats on or off
+        lead = {**kw, "timbre": "synth lead", "texture": 0}
+        runs["synth lead, no note beats"] = lambda: with_beats(
+            synth, 0.0, lambda: synth.mel(seq, **lead)
+        )
+        runs["synth lead + note beats"] = lambda: synth.mel(seq, **lead)
     runs["end to end, fast vocoder"] = lambda: synth.render(seq, **kw)
     runs["end to end, Griffin-Lim"] = lambda: synth.render(seq, vocoder="griffinlim", **kw)
     results = {name: timed(fn, repeats) for name, fn in runs.items()}
@@ -94,6 +111,9 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     acoustic = results["acoustic model alone"][0]
     for name in list(results)[1:]:
         print(f"    {name} / acoustic alone: {results[name][0] / acoustic:.2f}x")
+    if "synth lead + note beats" in results:
+        ratio = results["synth lead + note beats"][0] / results["synth lead, no note beats"][0]
+        print(f"    synth lead: with note beats / without: {ratio:.2f}x")
 
 
 def memory(folder: Path, midi: Path, threads: int) -> None:

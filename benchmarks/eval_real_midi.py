@@ -164,15 +164,17 @@ def metrics(stats: BinStats) -> dict[str, Any]:
 
 
 def load_variants(
-    models: list[str], textures: list[float], sharpens: list[float]
+    models: list[str], textures: list[float], sharpens: list[float], beats: float = 1.0
 ) -> list[tuple[str, Synthesizer, float]]:
     """``(label, synthesizer, texture strength)`` for every model x detail gain strength x
-    texture strength."""
+    texture strength, with the models' note beats at ``beats``."""
     out = []
     for name in models:
         path = None if name in ("pretrained", "shipped") else name
         for sharpen in sharpens:
-            synth = Synthesizer.from_pretrained(path, vocoder="griffinlim", sharpen=sharpen)
+            synth = Synthesizer.from_pretrained(
+                path, vocoder="griffinlim", sharpen=sharpen, beats=beats
+            )
             for strength in textures:
                 if strength and synth.texture is None:
                     print(f"note: {name} has no texture post-net; t={strength:g} skipped",
@@ -191,7 +193,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("no MIDI files found")
     instruments = resolve_instruments(args.instruments)
     variants = load_variants(
-        args.model or ["pretrained"], args.texture or [0.0], args.sharpen or [1.0]
+        args.model or ["pretrained"], args.texture or [0.0], args.sharpen or [1.0], args.beats
     )
     settings = RenderSettings(soundfont=str(args.soundfont))
     groups: dict[tuple[str, str, str], BinStats] = defaultdict(BinStats)
@@ -306,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         action="append",
         help="strength of the model's detail gains (repeatable; 1, as the synthesizer renders)",
+    )
+    p.add_argument(
+        "--beats", type=float, default=1.0, help="strength of the models' note beats (1)"
     )
     p.add_argument("--soundfont", type=Path, default=DEFAULT_SOUNDFONT)
     cache = Path(tempfile.gettempdir()) / "mel2mel-eval-real-midi"

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from mel2mel.data.dataset import crop_array, read_manifest, read_roll
+from mel2mel.models.beats import BeatNotes
 from mel2mel.models.export import (
     load_acoustic,
     load_pretrained_vocoder,
@@ -103,6 +104,10 @@ def run(args: argparse.Namespace) -> dict:
         with torch.inference_mode():
             mel = model.infer(torch.from_numpy(roll)[None], instrument=it["instrument"])
             mel = model.sharpen(mel, model.embed(it["instrument"]), args.sharpen)
+            if model.note_beats is not None and args.beats:  # as the synthesizer draws them
+                beats, emb = model.note_beats, model.embed(it["instrument"])[0]
+                near = BeatNotes.from_roll(roll)
+                mel = beats.apply(mel[0], near, 0, emb, strength=args.beats)[None]
             if texture is not None:
                 noise = texture_noise(n, 0, mel.shape[-1], texture.config.noise_channels)[None]
                 mel = texture(mel, model.embed(it["instrument"]), noise, args.texture)
@@ -144,7 +149,8 @@ def run(args: argparse.Namespace) -> dict:
         for kind in ("model", "copy")
     }
     return {"model": str(args.model), "texture": args.texture, "sharpen": args.sharpen,
-            "detail_gains": model.detail_gains is not None, "vocoder": str(args.vocoder),
+            "beats": args.beats, "detail_gains": model.detail_gains is not None,
+            "vocoder": str(args.vocoder),
             "data": str(args.data), "split": args.split, "clip_seconds": CLIP_SECONDS,
             "summary": summary, "instruments": rows}  # fmt: skip
 
@@ -162,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
+    )
+    p.add_argument(
+        "--beats", type=float, default=1.0, help="strength of the model's note beats (1)"
     )
     p.add_argument("--vocoder", type=Path, help="an exported fast vocoder for the model's mel")
     p.add_argument("--no-notes", action="store_true", help="vocoders without the roll (partials)")

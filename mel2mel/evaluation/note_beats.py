@@ -31,7 +31,7 @@ from mel2mel.data.dataset import read_manifest
 from mel2mel.data.fluidsynth import RenderSettings, render_midi
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
-from mel2mel.models.beats import MAX_HARMONIC, NoteBeats
+from mel2mel.models.beats import ATTACK_FRAMES, MAX_DEPTH, MAX_HARMONIC, NoteBeats
 
 PROBE_KEYS = (48, 55, 60, 67, 72, 79)  # MIDI notes held one after another
 PROBE_SECONDS = 6.0
@@ -44,8 +44,7 @@ MIN_RANGE_DB = 6.0  # a harmonic whose level moves less is not counted as beatin
 MIN_AGREEMENT = 0.5
 MIN_MOVING = 8  # harmonics that must move for a verdict
 PHASE_SECONDS = 6.0  # every key held this long when its phases are measured
-PHASE_WINDOW = (0.3, 5.8)
-MAX_DEPTH = 0.95
+PHASE_WINDOW = (ATTACK_FRAMES / C.FRAME_RATE, 5.8)  # from where the beats reach their depth
 ENVELOPE_HOP = 160  # 10 ms
 ENVELOPE_FFT = 4096
 
@@ -154,9 +153,9 @@ def fit_beats(audio: np.ndarray) -> BeatFit:
 
 
 def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
-    """float64[N_KEYS x MAX_HARMONIC]: the phase at the onset of each key's harmonics' beats
-    (at ``detune``) in FluidSynth's render of ``probe_midi(program, every key,
-    PHASE_SECONDS)``: each harmonic's power, over its mean, fitted by least squares with a
+    """float64[N_KEYS x MAX_HARMONIC]: the phase of each key's harmonics' beats at ``detune``
+    (extrapolated to the onset) in FluidSynth's render of ``probe_midi(program, every key,
+    PHASE_SECONDS)``: each harmonic's power over its mean, fitted by least squares with a
     constant, a straight line (a decay) and the cosine and sine of its beat; 0 where the
     harmonic is past Nyquist."""
     out = np.zeros((C.N_KEYS, MAX_HARMONIC))
@@ -171,7 +170,7 @@ def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
             if p.mean() <= 0:
                 continue
             w = 2 * math.pi * h * f0 * detune * t
-            basis = np.stack([np.ones_like(t), t, np.cos(w), np.sin(w)], axis=1)
+            basis = np.stack([np.ones_like(t), t - t.mean(), np.cos(w), np.sin(w)], axis=1)
             coef = np.linalg.lstsq(basis, p / p.mean(), rcond=None)[0]
             out[k, h - 1] = math.atan2(-coef[3], coef[2]) % (2 * math.pi)
     return out

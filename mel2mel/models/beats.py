@@ -11,23 +11,26 @@ synth lead for a trumpet.
 
 :class:`NoteBeats` draws the phasing back into the mel. For every note sounding in a window
 (and ``hold`` frames of its release), every harmonic ``h`` below Nyquist gets the power
-envelope of two layers of relative level ``depth``::
+envelope of two layers of relative level ``d``::
 
-    m(t) = (1 + depth^2 + 2 depth cos(2 pi h f0 detune (t - onset) + phase)) / (1 + depth^2)
+    m(t) = (1 + d^2 + 2 d cos(2 pi h f0 detune (t - onset) + phase)) / (1 + d^2)
 
-(mean 1: the mel keeps its level on average). FluidSynth plays a key's beats the same way at
-every strike and velocity (the level envelopes of two strikes of one key correlate 0.98-1.0),
-so ``phase`` is measured per key and harmonic with the detune and depth (``phases``), and a
-mix or a coordinate takes those of the nearest instrument that has them (a table built without
-them draws each note's phases from a hash of a seed). Each mel bin's power is multiplied by
-the mean of the envelopes of the harmonics its filter passes, weighed by the filter and by
-their power, ``(velocity^2 / h)^2``; bins no harmonic reaches are left as they are. ``detune``
-and ``depth`` are measured per instrument on FluidSynth's own renders of held notes
-(:mod:`mel2mel.evaluation.note_beats`: no gradient, no tuning); an instrument whose held notes
-do not beat that way gets depth 0.
-Mixes, coordinates and learned timbres get their neighbours' values by Shepard's blend. Each
-frame depends only on the notes and the frame index, so chunked and streamed renders equal
-whole ones. Stored in the acoustic export's JSON (``"note_beats"``).
+(mean 1: the mel keeps its level on average), where ``d`` grows from 0 at the onset to the
+instrument's ``depth`` over :data:`ATTACK_FRAMES` (0.3 s): FluidSynth's attacks start with the
+layers in step, 1-9 dB above the held level, where the beats measured on the held part (from 0.3
+s on) would put deep dips and the transcriber would miss the notes. FluidSynth plays a key's
+beats the same way at every strike and velocity (the level envelopes of two strikes of one key
+correlate 0.98-1.0), so ``phase`` is measured per key and harmonic with the detune and depth
+(``phases``), and a mix or a coordinate takes those of the nearest instrument that has them (a
+table built without them draws each note's phases from a hash of a seed). Each mel bin's power
+is multiplied by the mean of the envelopes of the harmonics its filter passes, weighed by the
+filter and by their power, ``(velocity^2 / h)^2``; bins no harmonic reaches are left as they
+are. ``detune`` and ``depth`` are measured per instrument on FluidSynth's own renders of held
+notes (:mod:`mel2mel.evaluation.note_beats`: no gradient, no tuning); an instrument whose held
+notes do not beat that way gets depth 0. Mixes, coordinates and learned timbres get their
+neighbours' values by Shepard's blend. Each frame depends only on the notes and the frame index,
+so chunked and streamed renders equal whole ones.
+Stored in the acoustic export's JSON (``"note_beats"``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from mel2mel.models.blend import shepard_blend
 from mel2mel.vocoders.partials import PARTIAL_HOLD, key_frequencies
 
 MAX_HARMONIC = 32  # harmonics above this one fall in wide bands where beats average out
+MAX_DEPTH = 0.95
+ATTACK_FRAMES = 38  # 0.3 s: the beats grow from nothing at the onset to their depth by then
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,26 @@ class BeatNotes:
 
     def __len__(self) -> int:
         return len(self.on)
+
+    @classmethod
+    def from_roll(cls, roll: np.ndarray) -> BeatNotes:
+        """The notes of a roll ``float32[ROLL_CHANNELS x T]`` (a dataset item's): each onset
+        mark starts a note of its velocity that lasts while its key sounds, up to the key's
+        next onset."""
+        sounding, onsets = roll[: C.N_KEYS] > 0, roll[C.N_KEYS : 2 * C.N_KEYS]
+        on, off, key, vel = [], [], [], []
+        for k, f in zip(*np.nonzero(onsets > 0), strict=True):
+            rest = sounding[k, f + 1 :]
+            later = np.nonzero(~rest | (onsets[k, f + 1 :] > 0))[0]
+            on.append(f)
+            off.append(f + 1 + (int(later[0]) if len(later) else len(rest)))
+            key.append(k)
+            vel.append(onsets[k, f])
+        order = np.argsort(np.array(on, dtype=np.int64), kind="stable")
+        return cls(
+            np.array(on, dtype=np.int64)[order], np.array(off, dtype=np.int64)[order],
+            np.array(key, dtype=np.int64)[order], np.array(vel, dtype=np.float32)[order],
+        )  # fmt: skip
 
 
 @functools.cache
@@ -111,12 +136,14 @@ class NoteBeats:
     detune:
         N frequency ratios between the layers minus 1 (2 cents: 0.00116).
     depth:
-        N levels of the second layer relative to the first, in [0, 1) (0: no beats).
+        N levels of the second layer relative to the first, in [0, MAX_DEPTH] (0: no beats).
     phases:
         Per instrument, an empty tuple or N_KEYS rows of MAX_HARMONIC phases (radians) of its
         beats at the onset, as measured; empty: drawn from the seed.
     hold:
         Frames a note keeps beating after it ends (its release).
+    attack:
+        Frames over which a note's beats grow from nothing to their depth.
     """
 
     names: tuple[str, ...]
@@ -125,6 +152,7 @@ class NoteBeats:
     depth: tuple[float, ...]
     phases: tuple[tuple[tuple[float, ...], ...], ...] = ()
     hold: int = PARTIAL_HOLD
+    attack: int = ATTACK_FRAMES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
@@ -143,10 +171,10 @@ class NoteBeats:
             raise ValueError("NoteBeats: one phase table (or an empty one) per name")
         if len({len(e) for e in rows}) != 1:
             raise ValueError("NoteBeats: embeddings of different sizes")
-        if min(self.detune) < 0 or not all(0 <= d < 1 for d in self.depth):
-            raise ValueError("NoteBeats: detune must be >= 0 and depth in [0, 1)")
-        if self.hold < 0:
-            raise ValueError("NoteBeats: hold must be >= 0")
+        if min(self.detune) < 0 or not all(0 <= d <= MAX_DEPTH for d in self.depth):
+            raise ValueError(f"NoteBeats: detune must be >= 0 and depth in [0, {MAX_DEPTH}]")
+        if self.hold < 0 or self.attack < 1:
+            raise ValueError("NoteBeats: hold must be >= 0 and attack >= 1")
 
     @functools.cached_property
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +234,8 @@ class NoteBeats:
         power = amp**2  # each harmonic weighs as its power, an amplitude falling as 1 / h
         phase = torch.from_numpy(self.note_phases(embedding, notes, seed))[..., None]  # N x H x 1
         angle = 2 * math.pi * f[..., None] * detune * (t - on) / C.FRAME_RATE + phase
-        envelope = 1 + 2 * depth * torch.cos(angle) / (1 + depth**2)  # N x H x T
+        d = depth * ((t - on) / self.attack).clamp(0.0, 1.0)  # N x 1 x T: grown from 0
+        envelope = 1 + 2 * d * torch.cos(angle) / (1 + d**2)  # N x H x T
         w = (weights[key] * power[..., None]).flatten(0, 1)  # NH x M
         live = active.expand(-1, f.shape[1], -1).double().flatten(0, 1)  # NH x T
         total = w.T @ live  # M x T
@@ -216,15 +245,15 @@ class NoteBeats:
         return floor_log_mel(mel + change.to(mel.dtype))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"hold", "instruments": [{"name", "embedding", "detune", "depth"[, "phases"]}]}``,
-        as the acoustic export's JSON stores them (phases to 3 decimals)."""
+        """``{"hold", "attack", "instruments": [{"name", "embedding", "detune", "depth"[,
+        "phases"]}]}``, as the acoustic export's JSON stores them (phases to 3 decimals)."""
         rows = []
         for k, (n, e) in enumerate(zip(self.names, self.embeddings, strict=True)):
             row = {"name": n, "embedding": list(e), "detune": self.detune[k]}
             rows.append(row | {"depth": round(self.depth[k], 4)})
             if self.phases[k]:
                 rows[-1]["phases"] = [[round(x, 3) for x in r] for r in self.phases[k]]
-        return {"hold": self.hold, "instruments": rows}
+        return {"hold": self.hold, "attack": self.attack, "instruments": rows}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> NoteBeats:
@@ -236,4 +265,5 @@ class NoteBeats:
             tuple(r["depth"] for r in rows),
             tuple(r.get("phases", ()) for r in rows),
             int(doc.get("hold", PARTIAL_HOLD)),
+            int(doc.get("attack", ATTACK_FRAMES)),
         )

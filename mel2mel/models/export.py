@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,8 +104,21 @@ def write_export(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(weights, lambda tmp: save_file(state, tmp, metadata=weights_metadata))
-    atomic_write_text(desc, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(desc, dumps_export(doc))
     return weights, desc
+
+
+_NUMBER_LIST = re.compile(r"\[\s+(-?[\d.eE+-]+(?:,\s+-?[\d.eE+-]+)*)\s+\]")
+
+
+def dumps_export(doc: dict[str, Any]) -> str:
+    """``doc`` as an export's JSON: indented, with every list of plain numbers on one line
+    (a table of gains or phases is thousands of them)."""
+
+    def one_line(m: re.Match[str]) -> str:
+        return "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+
+    return _NUMBER_LIST.sub(one_line, json.dumps(doc, indent=2)) + "\n"
 
 
 def read_export(desc: Path, kinds: tuple[str, ...], what: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from mel2mel.evaluation.note_beats import (
     fit_phases,
     probe_midi,
 )
-from mel2mel.midi import Note
-from mel2mel.models.beats import MAX_HARMONIC, BeatNotes, NoteBeats
+from mel2mel.midi import Note, piano_roll
+from mel2mel.models.beats import ATTACK_FRAMES, MAX_HARMONIC, BeatNotes, NoteBeats
 from mel2mel.models.export import load_acoustic, save_pretrained
 from mel2mel.synthesis.notes import NoteRoll
 
@@ -50,14 +50,29 @@ def test_a_lone_harmonic_beats_as_two_layers_do():
     out = beats.apply(mel, one_note(), 0, torch.tensor([0.0, 0.0]))
     band = int(np.argmin(np.abs(mel_band_frequencies() - 440.0)))  # h1 only: 880 Hz is far
     t = np.arange(600) / C.FRAME_RATE
-    r = 0.8
+    r = 0.8 * np.minimum(1.0, np.arange(600) / ATTACK_FRAMES)  # grown from 0 at the onset
     m = 1 + 2 * r * np.cos(2 * np.pi * 440 * DETUNE * t + 0.5) / (1 + r * r)
     np.testing.assert_allclose((out[band] - mel[band]).numpy(), 0.5 * np.log(m), atol=1e-4)
-    # mean power kept over a whole beat period (1 / 0.76 Hz = 164 frames)
+    # mean power kept over a whole beat period (1 / 0.76 Hz = 164 frames) once grown
     period = round(C.FRAME_RATE / (440 * DETUNE))
-    assert abs(float(torch.exp(2 * (out[band, :period] - mel[band, :period])).mean()) - 1) < 0.02
+    grown = slice(ATTACK_FRAMES, ATTACK_FRAMES + period)
+    assert abs(float(torch.exp(2 * (out[band, grown] - mel[band, grown])).mean()) - 1) < 0.02
     far = mel_band_frequencies() > C.SAMPLE_RATE / 2 - 50  # no harmonic of A4 lands there
     torch.testing.assert_close(out[far], mel[far])
+
+
+def test_notes_from_a_roll_are_the_notes_of_the_roll():
+    notes = [
+        Note(60, 0.1, 0.5, 90, 0, 0),
+        Note(60, 0.5, 0.9, 50, 0, 0),
+        Note(64, 0.2, 1.0, 70, 0, 0),
+    ]
+    got, want = (
+        BeatNotes.from_roll(piano_roll(notes, 200)),
+        NoteRoll(notes, 200).notes_near(0, 200, 0),
+    )
+    for field in ("on", "off", "key", "vel"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
 
 
 def test_no_beats_without_depth_strength_or_notes():
@@ -154,6 +169,7 @@ def test_the_phases_are_measured_per_key_and_harmonic():
     k = 60 - C.MIDI_MIN
     err = [abs(math.remainder(phases[k, h - 1] - h, 2 * math.pi)) for h in range(1, 5)]
     assert max(err) < 0.3
+    assert (phases[-1, 1:] == 0).all()  # C8's harmonics lie past Nyquist
 
 
 @requires_fluidsynth
@@ -168,9 +184,11 @@ def test_musescore_synth_lead_beats_and_its_grand_piano_does_not(tmp_path):
 def test_exported_beats_are_drawn_by_the_synthesizer(tmp_path):
     model = debug_model([("Synth 0", 80), ("Synth 1", 81)])
     emb = tuple(map(tuple, model.embedding.weight.detach().tolist()))
-    beats = NoteBeats(("Synth 0", "Synth 1"), emb, (DETUNE, DETUNE), (0.8, 0.0))
+    table = tuple(tuple(0.25 * h for h in range(1, MAX_HARMONIC + 1)) for _ in range(C.N_KEYS))
+    beats = NoteBeats(("Synth 0", "Synth 1"), emb, (DETUNE, DETUNE), (0.8, 0.0), (table, ()))
     model.note_beats = beats
-    save_pretrained(model, tmp_path / "m")
+    text = save_pretrained(model, tmp_path / "m")[1].read_text()
+    assert len(text.splitlines()) < 400  # a list of numbers takes one line (2,816 phases)
     loaded = load_acoustic(tmp_path / "m")
     assert loaded.note_beats == beats
     midi = write_midi(tmp_path / "a.mid", [(60, 0.1, 2.5, 90), (64, 0.5, 2.0, 70)])

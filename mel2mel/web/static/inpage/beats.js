@@ -38,7 +38,7 @@ export function beatsAt(beats, embedding) {
 export function applyBeats(mel, a, b, notes, embedding, beats, tables, { strength = 1, seed = 0 } = {}) {
   const { detune, depth, phases } = beatsAt(beats, embedding);
   if (!strength || !(depth > 0)) return mel;
-  const t = b - a, hold = beats.hold;
+  const t = b - a, hold = beats.hold, attack = beats.attack || 38;
   const total = new Float64Array(N_MELS * t), beating = new Float64Array(N_MELS * t);
   for (const [on, off, key, vel] of notes.items) {
     if (on >= b) break;
@@ -53,7 +53,8 @@ export function applyBeats(mel, a, b, notes, embedding, beats, tables, { strengt
       for (const band of tables.byBin[bin]) {
         const w = band.w * power, o = band.c * t;
         for (let fr = from; fr < to; fr++) {
-          const env = 1 + (2 * depth * Math.cos(rate * (fr - on) + phase)) / (1 + depth * depth);
+          const d = depth * Math.min(1, (fr - on) / attack);  // grown from 0 at the onset
+          const env = 1 + (2 * d * Math.cos(rate * (fr - on) + phase)) / (1 + d * d);
           total[o + fr - a] += w;
           beating[o + fr - a] += w * env;
         }
