@@ -52,6 +52,7 @@ from mel2mel.vocoders.partials import PARTIAL_HOLD, key_frequencies
 MAX_HARMONIC = 32  # harmonics above this one fall in wide bands where beats average out
 MAX_DEPTH = 0.95
 ATTACK_FRAMES = 38  # 0.3 s: the beats grow from nothing at the onset to their depth by then
+BLOCK_FRAMES = 128  # frames computed together, with only the notes that sound in them
 
 
 @dataclass(frozen=True)
@@ -224,22 +225,29 @@ class NoteBeats:
         if float(depth.max()) <= 0:
             return mel
         freq, weights, h = _harmonic_weights()
-        t = torch.arange(start, start + mel.shape[1], dtype=torch.float64)  # T
         key = torch.from_numpy(notes.key)
-        on = torch.from_numpy(notes.on).double()[:, None, None]
-        off = torch.from_numpy(notes.off).double()[:, None, None]
-        active = (t >= on) & (t < off + self.hold)  # N x 1 x T
         f = freq[key]  # N x H: 0 past Nyquist
         amp = torch.from_numpy(notes.vel).double()[:, None] ** 2 / h * (f > 0)  # N x H
-        power = amp**2  # each harmonic weighs as its power, an amplitude falling as 1 / h
-        phase = torch.from_numpy(self.note_phases(embedding, notes, seed))[..., None]  # N x H x 1
-        angle = 2 * math.pi * f[..., None] * detune * (t - on) / C.FRAME_RATE + phase
-        d = depth * ((t - on) / self.attack).clamp(0.0, 1.0)  # N x 1 x T: grown from 0
-        envelope = 1 + 2 * d * torch.cos(angle) / (1 + d**2)  # N x H x T
-        w = (weights[key] * power[..., None]).flatten(0, 1)  # NH x M
-        live = active.expand(-1, f.shape[1], -1).double().flatten(0, 1)  # NH x T
-        total = w.T @ live  # M x T
-        beating = w.T @ (live * envelope.flatten(0, 1))
+        w = weights[key] * (amp**2)[..., None]  # N x H x M: each harmonic weighs as its power
+        phase = torch.from_numpy(self.note_phases(embedding, notes, seed))  # N x H
+        ends = notes.off + self.hold
+        frames = mel.shape[1]
+        total = torch.zeros(w.shape[2], frames, dtype=torch.float64)  # M x T
+        beating = torch.zeros_like(total)
+        for a in range(0, frames, BLOCK_FRAMES):  # each block with the notes it hears only
+            b = min(frames, a + BLOCK_FRAMES)
+            sel = torch.from_numpy(np.nonzero((notes.on < start + b) & (ends > start + a))[0])
+            if len(sel) == 0:
+                continue
+            t = torch.arange(start + a, start + b, dtype=torch.float64)  # t
+            since = t - torch.from_numpy(notes.on)[sel].double()[:, None, None]  # n x 1 x t
+            live = ((since >= 0) & (t < torch.from_numpy(ends)[sel][:, None, None])).double()
+            c, r = (x if x.numel() == 1 else x[a:b] for x in (detune, depth))
+            angle = 2 * math.pi * f[sel][..., None] * c * since / C.FRAME_RATE
+            d = r * (since / self.attack).clamp(0.0, 1.0)  # n x 1 x t: grown from 0
+            envelope = 1 + 2 * d * torch.cos(angle + phase[sel][..., None]) / (1 + d**2)
+            total[:, a:b] = w[sel].sum(1).T @ live[:, 0]
+            beating[:, a:b] = w[sel].flatten(0, 1).T @ (live * envelope).flatten(0, 1)
         factor = torch.where(total > 0, beating / total.clamp_min(1e-30), 1.0)
         change = 0.5 * strength * torch.log(factor.clamp_min(1e-6))  # log magnitude
         return floor_log_mel(mel + change.to(mel.dtype))

@@ -366,13 +366,12 @@ def write_samples(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     voc = vocoder if vocoder is not None else load_pretrained_vocoder("fast")
-    from mel2mel.synthesis.notes import NoteRoll
+    from mel2mel.models.beats import BeatNotes
 
-    passage = reference_passage()
-    roll = torch.from_numpy(passage_roll(passage))[None]  # 1 x 176 x F
-    frames = roll.shape[2]
+    passage = passage_roll(reference_passage())
+    roll = torch.from_numpy(passage)[None]  # 1 x 176 x F
     beats = model.note_beats
-    notes = NoteRoll(passage.notes, frames).notes_near(0, frames, beats.hold) if beats else None
+    notes = BeatNotes.from_roll(passage) if beats is not None else None
     refs = soundfont_references(doc["instruments"], cache_dir=cache_dir, progress=progress)
     for inst, real in refs:
         with torch.inference_mode():
