@@ -192,13 +192,19 @@ class NoteBeats:
         """float64[N x MAX_HARMONIC]: the measured phases of the instrument nearest
         ``embedding`` (Tensor[E] or Tensor[E x T], its mean) among those that have them, or
         :func:`hashed_phases` of the seed when none has."""
-        measured = [k for k, table in enumerate(self.phases) if table]
+        measured = self._phase_tables
         if not measured:
             return hashed_phases(seed, notes)
+        rows = list(measured)
         e = embedding.double().reshape(embedding.shape[0], -1).mean(dim=1)
-        anchors = self._tables[0][measured]
-        nearest = measured[int(torch.cdist(e[None], anchors)[0].argmin())]
-        return np.asarray(self.phases[nearest], dtype=np.float64)[notes.key]
+        nearest = rows[int(torch.cdist(e[None], self._tables[0][rows])[0].argmin())]
+        return measured[nearest][notes.key]
+
+    @functools.cached_property
+    def _phase_tables(self) -> dict[int, np.ndarray]:
+        """The measured phase tables as float64[N_KEYS x MAX_HARMONIC] arrays, by instrument
+        row (made once: every window reads one)."""
+        return {k: np.asarray(t, dtype=np.float64) for k, t in enumerate(self.phases) if t}
 
     def beats_anywhere(self) -> bool:
         """Whether any instrument beats (otherwise :meth:`apply` returns its input)."""
