@@ -136,9 +136,9 @@ def state_digest(module: torch.nn.Module, extra: str = "") -> str:
 def acoustic_digest(synth: Synthesizer) -> str:
     """:func:`state_digest` of the synthesizer's acoustic model, with its detail gains, its
     note beats and their strengths when they apply (render caches are keyed by it)."""
-    gains, beats = synth.acoustic.detail_gains, synth.acoustic.note_beats
+    gains, beats = synth.acoustic.detail_gains, synth.acoustic.drawn_beats
     key = "" if gains is None or not synth.sharpen else f"{gains}x{synth.sharpen:g}"
-    if beats is not None and beats.beats_anywhere() and synth.beats:
+    if beats is not None and synth.beats:
         key += f"|{beats}x{synth.beats:g}"
     return state_digest(synth.acoustic, key)
 
@@ -286,8 +286,7 @@ def run(args: argparse.Namespace) -> None:
     acoustic_id = acoustic_digest(synth)
     gains = synth.acoustic.detail_gains is not None and synth.sharpen
     sharpened = f", detail gains x{synth.sharpen:g}" if gains else ""
-    beats = synth.acoustic.note_beats
-    if beats is not None and beats.beats_anywhere() and synth.beats:
+    if synth.acoustic.drawn_beats is not None and synth.beats:
         sharpened += f", note beats x{synth.beats:g}"
     res.models.append(f"acoustic {describe(args.model)}{sharpened} [{acoustic_id}]")
     strengths = args.texture or [synth.texture_strength]

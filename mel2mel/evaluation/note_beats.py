@@ -32,6 +32,7 @@ from mel2mel.data.fluidsynth import RenderSettings, render_midi
 from mel2mel.errors import UserError
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.beats import ATTACK_FRAMES, MAX_DEPTH, MAX_HARMONIC, NoteBeats
+from mel2mel.vocoders.partials import key_frequencies
 
 PROBE_KEYS = (48, 55, 60, 67, 72, 79)  # MIDI notes held one after another
 PROBE_SECONDS = 6.0
@@ -127,7 +128,7 @@ def fit_beats(audio: np.ndarray) -> BeatFit:
     ratios, ranges = [], []
     step = PROBE_SECONDS + PROBE_GAP
     for k, key in enumerate(PROBE_KEYS):
-        f0 = 440.0 * 2 ** ((key - 69) / 12)
+        f0 = float(key_frequencies()[key - C.MIDI_MIN])
         start = round(k * step * C.SAMPLE_RATE)
         note = audio[start : start + round(PROBE_SECONDS * C.SAMPLE_RATE)]
         envelopes = harmonic_envelopes(note, f0)
@@ -161,7 +162,7 @@ def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
     out = np.zeros((C.N_KEYS, MAX_HARMONIC))
     step = PHASE_SECONDS + PROBE_GAP
     for k in range(C.N_KEYS):
-        f0 = 440.0 * 2 ** ((k + C.MIDI_MIN - 69) / 12)
+        f0 = float(key_frequencies()[k])
         start = round(k * step * C.SAMPLE_RATE)
         note = audio[start : start + round(PHASE_SECONDS * C.SAMPLE_RATE)]
         t, power = harmonic_levels(note, f0, MAX_HARMONIC, PHASE_WINDOW)

@@ -415,6 +415,13 @@ class Mel2Mel(nn.Module):
             return mel
         return self.detail_gains.apply(mel, embedding, strength)
 
+    @property
+    def drawn_beats(self) -> NoteBeats | None:
+        """:attr:`note_beats` when some instrument beats (what a synthesizer draws), else
+        None."""
+        beats = self.note_beats
+        return beats if beats is not None and beats.beats_anywhere() else None
+
     def extra_repr(self) -> str:
         return f"instruments={[i.name for i in self.instruments]}"
 

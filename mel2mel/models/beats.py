@@ -17,8 +17,8 @@ envelope of two layers of relative level ``d``::
 
 (mean 1: the mel keeps its level on average), where ``d`` grows from 0 at the onset to the
 instrument's ``depth`` over :data:`ATTACK_FRAMES` (0.3 s): FluidSynth's attacks start with the
-layers in step, 1-9 dB above the held level, where the beats measured on the held part (from 0.3
-s on) would put deep dips and the transcriber would miss the notes. FluidSynth plays a key's
+layers in step, 1-9 dB above the held level, where the beats measured on the held part (from 0.3 s
+on) would put deep dips and the transcriber would miss the notes. FluidSynth plays a key's
 beats the same way at every strike and velocity (the level envelopes of two strikes of one key
 correlate 0.98-1.0), so ``phase`` is measured per key and harmonic with the detune and depth
 (``phases``), and a mix or a coordinate takes those of the nearest instrument that has them (a
@@ -29,8 +29,8 @@ are. ``detune`` and ``depth`` are measured per instrument on FluidSynth's own re
 notes (:mod:`mel2mel.evaluation.note_beats`: no gradient, no tuning); an instrument whose held
 notes do not beat that way gets depth 0. Mixes, coordinates and learned timbres get their
 neighbours' values by Shepard's blend. Each frame depends only on the notes and the frame index,
-so chunked and streamed renders equal whole ones.
-Stored in the acoustic export's JSON (``"note_beats"``).
+so chunked and streamed renders equal whole ones. Stored in the acoustic export's JSON
+(``"note_beats"``).
 """
 
 from __future__ import annotations

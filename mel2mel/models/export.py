@@ -108,7 +108,8 @@ def write_export(
     return weights, desc
 
 
-_NUMBER_LIST = re.compile(r"\[\s+(-?[\d.eE+-]+(?:,\s+-?[\d.eE+-]+)*)\s+\]")
+# a list json.dumps(indent=...) wrote one number per line (never matches inside a string)
+_NUMBER_LIST = re.compile(r"\[\n\s+(-?[\d.eE+-]+(?:,\n\s+-?[\d.eE+-]+)*)\n\s*\]")
 
 
 def dumps_export(doc: dict[str, Any]) -> str:

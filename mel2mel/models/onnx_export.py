@@ -410,8 +410,7 @@ def export_onnx(
 
 def _beats(model: Mel2Mel) -> dict[str, Any] | None:
     """The model's note beats as the page draws them (``static/inpage/beats.js``), or None."""
-    beats = model.note_beats
-    return beats.to_dict() if beats is not None and beats.beats_anywhere() else None
+    return None if model.drawn_beats is None else model.drawn_beats.to_dict()
 
 
 def write_onnx(

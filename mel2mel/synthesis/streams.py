@@ -53,8 +53,8 @@ def mel_stream(
     chunks = acoustic_stream(synth, roll, timbre, lo, hi)
     if synth.texture is not None and strength != 0:
         chunks = texture_stream(synth, chunks, timbre, lo, hi, strength, seed)
-    beats = synth.acoustic.note_beats
-    if beats is not None and synth.beats != 0 and beats.beats_anywhere():
+    beats = synth.acoustic.drawn_beats
+    if beats is not None and synth.beats != 0:
         chunks = beats_stream(beats, chunks, roll, timbre, lo, synth.beats, seed)
     if roll.log_gain is None:
         return chunks

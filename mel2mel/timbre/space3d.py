@@ -370,15 +370,15 @@ def write_samples(
 
     passage = passage_roll(reference_passage())
     roll = torch.from_numpy(passage)[None]  # 1 x 176 x F
-    beats = model.note_beats
-    notes = BeatNotes.from_roll(passage) if beats is not None else None
+    beats = model.drawn_beats
+    notes = None if beats is None else BeatNotes.from_roll(passage)
     refs = soundfont_references(doc["instruments"], cache_dir=cache_dir, progress=progress)
     for inst, real in refs:
         with torch.inference_mode():
             mel = model.infer(roll, instrument=inst["index"])
             emb = model.embed(inst["index"])
             mel = model.sharpen(mel, emb)  # as the synthesizer plays it
-            if beats is not None and notes is not None:
+            if notes is not None:
                 mel = beats.apply(mel[0], notes, 0, emb[0])[None]
             ours = voc.vocode(mel).reshape(-1).cpu().numpy()
         n = min(len(ours), len(real))

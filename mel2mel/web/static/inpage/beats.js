@@ -38,7 +38,7 @@ export function beatsAt(beats, embedding) {
 export function applyBeats(mel, a, b, notes, embedding, beats, tables, { strength = 1, seed = 0 } = {}) {
   const { detune, depth, phases } = beatsAt(beats, embedding);
   if (!strength || !(depth > 0)) return mel;
-  const t = b - a, hold = beats.hold, attack = beats.attack || 38;
+  const t = b - a, hold = beats.hold, attack = beats.attack;
   const total = new Float64Array(N_MELS * t), beating = new Float64Array(N_MELS * t);
   for (const [on, off, key, vel] of notes.items) {
     if (on >= b) break;
