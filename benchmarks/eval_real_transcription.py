@@ -63,9 +63,6 @@ def recognition(data: Path, cache: Path, clips: dict[str, dict[str, list[Path]]]
     model = EI.train(x, y)
     classes = [i["name"] for i in manifest["instruments"]]
     names = list(clips[PLAYERS[0]])
-    missing = [n for n in names if n not in classes]
-    if missing:
-        raise SystemExit(f"error: {data} has no FluidSynth audio of {', '.join(missing)}")
     rate: dict[str, list[float]] = {}
     wrong: dict[str, str] = {}
     counts: dict[str, int] = {}
@@ -123,17 +120,22 @@ def main(argv: list[str] | None = None) -> None:
     settings = RenderSettings(soundfont=str(DEFAULT_SOUNDFONT))
     transcribe = Transcriber(1)
     counts = {name: np.zeros(3) for name in PLAYERS}  # reference notes, estimated, hits
+    model = synth.acoustic
     instruments = args.instrument or list(INSTRUMENTS)
     if instruments == ["all"]:
-        instruments = [i.name for i in synth.acoustic.instruments]
+        instruments = [i.name for i in model.instruments]
+    instruments = [model.instruments[model.instrument_index(i)].name for i in instruments]
     clips: dict[str, dict[str, list[Path]]] = {p: {i: [] for i in instruments} for p in PLAYERS}
+    if args.recognize:  # the classifier knows only the dataset's instruments
+        known = {i["name"] for i in read_manifest(args.recognize)["instruments"]}
+        if missing := [i for i in instruments if i not in known]:
+            ap.error(f"{args.recognize} has no audio of {', '.join(missing)} to train on")
     files = sorted(p for d in args.midi_dir for p in d.glob("*.mid"))
     for path in files:
         midi = args.cache / path.name
         truncate(mido.MidiFile(str(path)), args.seconds + 1.0).save(str(midi))
         ref = reference_notes(midi, args.seconds)
         for instrument in instruments:
-            model = synth.acoustic
             program = model.instruments[model.instrument_index(instrument)].program
             for name in PLAYERS:
                 where = args.cache if name == PLAYERS[0] else ours
