@@ -4,8 +4,13 @@
 #   ROOT/data/perf10       the 10-instrument performance corpus (5,910 items; 19 min on 2 cores)
 #   ROOT/data/perf10s      perf10 and 100 + 20 (test) solo lines (7,110 items; hard links to
 #                          perf10's items, then 6 min on one core)
+#   ROOT/data/perf10v      perf10s and a second pair of performances of every train score and
+#                          180 more train textures (10,780 items; hard links to perf10s's
+#                          items, then 31 min on one core)
 #   ROOT/data/chorale-test the chorale test split (110 items)
 #   ROOT/data/space100b    the 100-instrument corpus (3,366 items), with --space100
+#   ROOT/data/space100c    space100b and its train split dealt again, 8 instruments per piece
+#                          (6,599 items; hard links, then 8 min on two cores), with --space100
 #   ROOT/evalmidi          reserved real MIDI: evaluation only, never train or tune on it
 # Each build resumes where an interrupted one stopped. Usage:
 #   bash scripts/research_data.sh [ROOT] [--space100]
@@ -30,11 +35,25 @@ mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes
     --max-seconds 15 --workers 2 --no-progress
 mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes 60 --solos 300 \
     --max-seconds 15 --workers 2 --no-progress --split test
+if [ ! -d "$ROOT/data/perf10v" ]; then
+    cp -al "$ROOT/data/perf10s" "$ROOT/data/perf10v"
+    rm "$ROOT/data/perf10v/manifest.json" && cp "$ROOT/data/perf10s/manifest.json" "$ROOT/data/perf10v/"
+fi
+mel2mel data build -o "$ROOT/data/perf10v" --variants 4 --textures 300 --strikes 60 --solos 100 \
+    --max-seconds 15 --workers 2 --no-progress --split train
 mel2mel data build -o "$ROOT/data/chorale-test" --limit 67 --split test --variants 0 \
     --textures 0 --strikes 0 --solos 0 --workers 2 --no-progress
 if [ "$SPACE100" = 1 ]; then
     mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
         --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
         --no-progress
+    if [ ! -d "$ROOT/data/space100c" ]; then
+        cp -al "$ROOT/data/space100b" "$ROOT/data/space100c"
+        rm "$ROOT/data/space100c/manifest.json"
+        cp "$ROOT/data/space100b/manifest.json" "$ROOT/data/space100c/"
+    fi
+    mel2mel data build -o "$ROOT/data/space100c" --instruments space100 --variants 2 \
+        --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 8 \
+        --split train --workers 2 --no-progress
 fi
 bash benchmarks/reserved_midi.sh "$ROOT/evalmidi"
