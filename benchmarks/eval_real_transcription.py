@@ -57,40 +57,41 @@ CLIP_SECONDS, TRAIN_CLIPS = 3.0, 6  # as eval_transcription.py's defaults
 def recognition(data: Path, cache: Path, clips: dict[str, dict[str, list[Path]]]) -> list[str]:
     """Lines of a table: the share of each instrument's clips that the classifier, trained on
     ``data``'s train split, recognizes, per player; ``clips[player][instrument]`` are the
-    renders, in the same order for every player."""
+    renders, in the same order for every player, judged where FluidSynth's render sounds."""
     manifest = read_manifest(data)
     x, y = EI.training_set(data, manifest, "train", CLIP_SECONDS, TRAIN_CLIPS, cache / "features")
     model = EI.train(x, y)
     classes = [i["name"] for i in manifest["instruments"]]
     names = list(clips[PLAYERS[0]])
-    rate: dict[str, list[float]] = {}
-    wrong: dict[str, str] = {}
-    counts: dict[str, int] = {}
+    starts = {  # read once per reference, shared by every player
+        ref: EI.clip_starts(sf.read(ref, dtype="float32")[0], CLIP_SECONDS)
+        for refs in clips[PLAYERS[0]].values()
+        for ref in refs
+    }
+    matrices = {}  # player -> confusion, rows the rendered instrument, columns the answer
     for player, by_inst in clips.items():
+        true, feats = [], []
         for name, wavs in by_inst.items():
-            feats = []
             for wav, ref in zip(wavs, clips[PLAYERS[0]][name], strict=True):
-                starts = EI.clip_starts(sf.read(ref, dtype="float32")[0], CLIP_SECONDS)
                 audio = sf.read(wav, dtype="float32")[0]
-                feats += [EI.features(c) for c in EI.clips_at(audio, starts, CLIP_SECONDS)]
-            pred = model.predict(np.stack(feats))
-            rate.setdefault(name, []).append(float(np.mean(pred == classes.index(name))))
-            counts[name] = len(pred)
-            if player == PLAYERS[-1]:  # the shipped path
-                others = [classes[k] for k in pred if k != classes.index(name)]
-                top = max(set(others), key=others.count) if others else None
-                wrong[name] = f"{top} ({others.count(top)})" if top else "-"
-    total = sum(counts.values())
-    mean = [sum(rate[n][k] * counts[n] for n in names) / total for k in range(len(PLAYERS))]
+                for clip in EI.clips_at(audio, starts[ref], CLIP_SECONDS):
+                    feats.append(EI.features(clip))
+                    true.append(classes.index(name))
+        pred = model.predict(np.stack(feats))
+        matrices[player] = EI.confusion(np.array(true), pred, len(classes))
     lines = [
         f"| instrument | {CLIP_SECONDS:g}-s clips | {' | '.join(PLAYERS)} | mistaken for |",
         "|" + "---|" * (len(PLAYERS) + 3),
     ]
     for name in names:
-        cells = " | ".join(f"{r:.0%}" for r in rate[name])
-        lines.append(f"| {name} | {counts[name]} | {cells} | {wrong[name]} |")
-    cells = " | ".join(f"{r:.0%}" for r in mean)
-    lines.append(f"| all | {total} | {cells} | |")
+        k = classes.index(name)
+        cells = " | ".join(f"{m[k, k] / m[k].sum():.0%}" for m in matrices.values())
+        row = matrices[PLAYERS[-1]][k].copy()  # the shipped path's wrong answers
+        row[k] = 0
+        wrong = f"{classes[row.argmax()]} ({row.max()})" if row.max() else "-"
+        lines.append(f"| {name} | {matrices[PLAYERS[0]][k].sum()} | {cells} | {wrong} |")
+    cells = " | ".join(f"{np.trace(m) / m.sum():.0%}" for m in matrices.values())
+    lines.append(f"| all | {matrices[PLAYERS[0]].sum()} | {cells} | |")
     return lines
 
 
