@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     synth = Synthesizer.from_pretrained(vocoder="fast", timbre_library=False, sharpen=args.sharpen)
-    texture = synth.texture  # its strengths are not in its state dict: in the key
-    tex = "" if texture is None else state_digest(texture, repr(texture.instrument_strengths))
+    texture = synth.texture  # its strengths and ceiling are not in its state dict: in the key
+    tex = "" if texture is None else state_digest(texture, texture.render_key())
     ours = args.cache / f"{acoustic_digest(synth)}{'-' + tex if tex else ''}"  # by every model
     ours.mkdir(exist_ok=True)
     vocoders = {name: synth.vocoder.with_partials(on)

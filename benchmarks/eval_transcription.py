@@ -293,8 +293,8 @@ def run(args: argparse.Namespace) -> None:
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
     if synth.texture is not None:
-        table = synth.texture.instrument_strengths  # not in the state dict: in the key
-        texture_id = state_digest(synth.texture, "" if table is None else repr(table))
+        # its strengths and ceiling are not in its state dict: in the key
+        texture_id = state_digest(synth.texture, synth.texture.render_key())
         step = synth.texture.metadata.get("step")
         listed = ", ".join(map(str, strengths))
         res.models.append(f"texture post-net (step {step}) [{texture_id}], strengths {listed}")

@@ -46,7 +46,7 @@ from mel2mel.errors import UserError
 from mel2mel.fileio import atomic_write, atomic_write_text
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.export import export_paths, load_acoustic, load_texture, load_vocoder
-from mel2mel.models.texture import NOISE_BLOCK, TexturePostnet
+from mel2mel.models.texture import NOISE_BLOCK, TexturePostnet, texture_ceiling
 from mel2mel.vocoders.fast import FastVocoder
 from mel2mel.vocoders.refine import BandedMatrix
 
@@ -121,9 +121,8 @@ class TextureGraph(nn.Module):
         self, mel: torch.Tensor, emb: torch.Tensor, noise: torch.Tensor, strength: torch.Tensor
     ) -> torch.Tensor:
         """Tensor[B x 80 x T], Tensor[B x E], Tensor[B x Z x T], Tensor[1] -> Tensor[B x 80 x T],
-        floored at the log of ``LOG_FLOOR`` (as ``TexturePostnet.forward``)."""
-        out = mel + strength * self.model.residual(mel, emb, noise)
-        return out.clamp_min(C.LOG_SILENCE)
+        floored and held under each frame's ceiling (as ``TexturePostnet.forward``)."""
+        return texture_ceiling(mel, mel + strength * self.model.residual(mel, emb, noise))
 
 
 def dense(matrix: BandedMatrix) -> torch.Tensor:

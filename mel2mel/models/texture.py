@@ -16,6 +16,7 @@ noise and the instrument embedding, and adds a residual::
       -> residual blocks: LeakyReLU, dilated Conv1d k, FiLM(embedding), LeakyReLU, Conv1d 1x1
       -> LeakyReLU, Conv1d k, C -> 80, zero-initialized
       -> mel + strength * residual                   (B, 80, T) natural-log mel
+      -> at most CEILING (6 dB) above the frame's loudest bin of mel (texture_ceiling)
 
 It is trained adversarially against real mels (:mod:`mel2mel.train.config`); the output layer
 starts at zero, so an untrained post-net is the identity (STYLE principle 6), and
@@ -46,6 +47,9 @@ from mel2mel.models.harmonic import CombDetail
 
 NOISE_BLOCK = 512  # frames of noise drawn from one seed (see texture_noise)
 LEAK = 0.2
+# The texture may lift a bin at most this far above the frame's loudest bin in the acoustic
+# model's mel (natural-log units: 6 dB); see :func:`texture_ceiling`.
+CEILING = 6.0 / C.DB_PER_NEPER
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,34 @@ class TextureConfig:
     def debug(cls, embedding_dim: int = 2) -> TextureConfig:
         """A tiny post-net for tests and smoke runs."""
         return cls(embedding_dim=embedding_dim, noise_channels=2, channels=8, dilations=(1, 2))
+
+
+def texture_ceiling(mel: torch.Tensor, textured: torch.Tensor) -> torch.Tensor:
+    """``textured`` held under the ceiling of each frame of ``mel`` and over the floor.
+
+    The ceiling is the frame's loudest bin in the acoustic model's ``mel`` plus
+    :data:`CEILING` (6 dB). The texture beats, chorus and modulation of the shipped post-net
+    stay under it for the instruments whose texture is gentle (no bin more than 3 dB above its
+    frame's loudest), but at the strengths chosen for the organ, the guitar and the piano it
+    threw single-frame bursts up to 37, 21 and 17 dB above the frame's loudest bin (one organ
+    frame in six had a bin over the 6 dB, and its audio clipped), and a user's strength of 4
+    made full-scale noise (docs/TEXTURE.md, "A ceiling on the texture"). Per frame, so chunked
+    renders agree.
+
+    Parameters
+    ----------
+    mel: Tensor[B x n_mels x T]
+        The acoustic model's natural-log mel.
+    textured: Tensor[B x n_mels x T]
+        The same with the texture added.
+
+    Returns
+    -------
+    Tensor[B x n_mels x T]: ``textured`` clamped to ``[LOG_SILENCE, max over bins + CEILING]``.
+    """
+    return torch.minimum(textured, mel.amax(dim=-2, keepdim=True) + CEILING).clamp_min(
+        C.LOG_SILENCE
+    )
 
 
 def texture_noise(seed: int, lo: int, hi: int, channels: int) -> torch.Tensor:
@@ -246,6 +278,11 @@ class TexturePostnet(nn.Module):
     def context_frames(self) -> int:
         return self.config.context_frames
 
+    def render_key(self) -> str:
+        """What, beside the state dict, decides what the post-net draws: its strengths per
+        instrument and the ceiling (for the caches of renders that the benchmarks keep)."""
+        return f"{self.instrument_strengths!r} ceiling {CEILING:g}"
+
     def residual(
         self,
         mel: torch.Tensor,
@@ -307,9 +344,9 @@ class TexturePostnet(nn.Module):
 
         Returns
         -------
-        Tensor[B x n_mels x T], floored at the log of ``LOG_FLOOR``.
+        Tensor[B x n_mels x T], floored at the log of ``LOG_FLOOR`` and held under each
+        frame's ceiling (:func:`texture_ceiling`).
         """
         if strength == 0:
             return mel
-        out = mel + strength * self.residual(mel, embedding, noise, roll)
-        return out.clamp_min(C.LOG_SILENCE)
+        return texture_ceiling(mel, mel + strength * self.residual(mel, embedding, noise, roll))

@@ -134,6 +134,8 @@ class InpageModels:
         parts = [self.synth.acoustic, self.synth.texture, self.vocoder, space_model]
         for part in parts:
             h.update(b"-" if part is None else model_fingerprint(part).encode())
+        if self.synth.texture is not None:  # its strengths and ceiling, baked into its graph
+            h.update(self.synth.texture.render_key().encode())
         return h.hexdigest()[:16]
 
     def _build(self) -> None:

@@ -152,3 +152,23 @@ def test_prune_cache_removes_only_stale_model_folders(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["current", "half-written", "notes.txt", "recent"]
     assert prune_cache(tmp_path / "absent", keep=folders["current"]) == []
+
+
+def test_cache_key_follows_the_texture_strengths(tmp_path: Path) -> None:
+    # The strengths per instrument are baked into the texture graph but are not in the
+    # post-net's state dict: a post-net with other strengths must not reuse the cached files.
+    from mel2mel.models import AcousticConfig, Mel2Mel
+    from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
+    from mel2mel.vocoders.griffinlim import GriffinLim
+    from mel2mel.web.inpage import InpageModels
+
+    acoustic = Mel2Mel(AcousticConfig.preset("debug", n_instruments=2))
+    texture = TexturePostnet(TextureConfig.debug(acoustic.embedding_dim))
+    inpage = InpageModels(Synthesizer(acoustic, GriffinLim(), texture=texture), None, None,
+                          root=tmp_path)  # fmt: skip
+    plain = inpage._key(None)
+    anchors = ((0.0, 0.0), (1.0, 0.0))
+    texture.instrument_strengths = InstrumentStrengths(("a", "b"), anchors, (1.0, 0.5))
+    chosen = inpage._key(None)
+    texture.instrument_strengths = InstrumentStrengths(("a", "b"), anchors, (1.0, 0.6))
+    assert len({plain, chosen, inpage._key(None)}) == 3

@@ -25,6 +25,7 @@ from mel2mel.models.export import (
     weights_digest,
 )
 from mel2mel.models.texture import (
+    CEILING,
     NOISE_BLOCK,
     InstrumentStrengths,
     TextureConfig,
@@ -71,8 +72,25 @@ def test_fresh_postnet_is_identity_and_strength_scales():
         full, half = net(mel, emb, noise), net(mel, emb, noise, strength=0.5)
         assert torch.equal(net(mel, emb, noise, strength=0.0), mel)
     assert (full - mel).abs().mean() > 1e-3
-    torch.testing.assert_close(half - mel, (full - mel) / 2, atol=1e-5, rtol=1e-4)
+    free = full < mel.amax(1, keepdim=True) + CEILING  # under the ceiling (test below)
+    assert free.float().mean() > 0.9
+    torch.testing.assert_close((half - mel)[free], (full - mel)[free] / 2, atol=1e-5, rtol=1e-4)
     assert full.min() >= np.log(1e-5) - 1e-6  # never below the silence floor
+
+
+def test_the_texture_never_lifts_a_bin_far_above_its_frame():
+    # A post-net whose texture is 100 times too strong: every bin stays under its frame's
+    # loudest bin of the acoustic mel plus CEILING, and what the texture lowers is untouched.
+    net = random_postnet()
+    mel, emb, noise = mel_like(2, 60), torch.randn(2, 2), torch.randn(2, 2, 60)
+    with torch.no_grad():
+        residual = net.residual(mel, emb, noise)
+        out = net(mel, emb, noise, strength=100.0)
+    ceiling = mel.amax(1, keepdim=True) + CEILING
+    assert (mel + 100 * residual > ceiling + 1).any()  # the unbounded texture would pass it
+    assert (out <= ceiling + 1e-6).all()
+    kept = (mel + 100 * residual < ceiling) & (mel + 100 * residual > C.LOG_SILENCE)
+    torch.testing.assert_close(out[kept], (mel + 100 * residual)[kept])
 
 
 def test_receptive_field_and_per_frame_embedding():
@@ -114,13 +132,14 @@ def test_instrument_strengths_scale_the_residual_and_blend_between_instruments()
     mel, noise = mel_like(3, 40), torch.randn(3, 2, 40)
     emb = torch.tensor(anchors)
     with torch.no_grad():
-        plain = net(mel, emb, noise) - mel
+        plain = net.residual(mel, emb, noise)
         net.instrument_strengths = table
-        scaled = net(mel, emb, noise) - mel
+        scaled = net.residual(mel, emb, noise)
         half = net(mel, emb, noise, strength=0.5) - mel
     for k, s in enumerate((0.2, 0.9, 0.5)):
         torch.testing.assert_close(scaled[k], plain[k] * s, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(half, scaled / 2, atol=1e-5, rtol=1e-4)
+    free = mel + scaled < mel.amax(1, keepdim=True) + CEILING
+    torch.testing.assert_close(half[free], scaled[free] / 2, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="as many"):
         InstrumentStrengths(("a",), anchors, (1.0,))
     with pytest.raises(ValueError, match=">= 0"):
@@ -454,6 +473,10 @@ def test_shipped_postnet_restores_organ_texture(tmp_path):
     below_16_hz = [hi <= 16.0 for _, hi in MODULATION_BANDS]
     # the post-net before the modulation loss put 99 % of it above 16 Hz (docs/TEXTURE.md)
     assert power[below_16_hz].sum() > 0.8 * power.sum()
+    # the strongest texture the CLI allows keeps every bin near its frame (it once threw
+    # bursts 30-40 dB above the frame's loudest bin, and full-scale noise at strength 4)
+    strongest = synth.mel(example, "organ", duration=10, texture=4)
+    assert (strongest <= steady.max(0) + CEILING + 1e-5).all()
 
 
 def test_init_from_an_exported_post_net(synthetic_dataset, acoustic_export, tmp_path):
