@@ -11,6 +11,8 @@
 #   ROOT/data/space100b    the 100-instrument corpus (3,366 items), with --space100
 #   ROOT/data/space100c    space100b and its train split dealt again, 8 instruments per piece
 #                          (6,599 items; hard links, then 8 min on two cores), with --space100
+#   ROOT/data/space100d    space100c and its train split dealt a third time, 10 instruments per
+#                          piece (10,314 items; hard links, then 13 min on one core), with --space100
 #   ROOT/evalmidi          reserved real MIDI: evaluation only, never train or tune on it
 # Each build resumes where an interrupted one stopped. Usage:
 #   bash scripts/research_data.sh [ROOT] [--space100]
@@ -25,20 +27,20 @@ for arg in "$@"; do
     esac
 done
 mkdir -p "$ROOT/data"
+link_copy() {  # link_copy FROM TO: TO shares FROM's finished items and writes its own manifest
+    if [ ! -d "$ROOT/data/$2" ]; then
+        cp -al "$ROOT/data/$1" "$ROOT/data/$2"
+        rm "$ROOT/data/$2/manifest.json" && cp "$ROOT/data/$1/manifest.json" "$ROOT/data/$2/"
+    fi
+}
 mel2mel data build -o "$ROOT/data/perf10" --variants 2 --textures 120 --strikes 60 --solos 0 \
     --max-seconds 15 --workers 2 --no-progress
-if [ ! -d "$ROOT/data/perf10s" ]; then  # shares perf10's finished items, writes its own manifest
-    cp -al "$ROOT/data/perf10" "$ROOT/data/perf10s"
-    rm "$ROOT/data/perf10s/manifest.json" && cp "$ROOT/data/perf10/manifest.json" "$ROOT/data/perf10s/"
-fi
+link_copy perf10 perf10s
 mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes 60 --solos 100 \
     --max-seconds 15 --workers 2 --no-progress
 mel2mel data build -o "$ROOT/data/perf10s" --variants 2 --textures 120 --strikes 60 --solos 300 \
     --max-seconds 15 --workers 2 --no-progress --split test
-if [ ! -d "$ROOT/data/perf10v" ]; then
-    cp -al "$ROOT/data/perf10s" "$ROOT/data/perf10v"
-    rm "$ROOT/data/perf10v/manifest.json" && cp "$ROOT/data/perf10s/manifest.json" "$ROOT/data/perf10v/"
-fi
+link_copy perf10s perf10v
 mel2mel data build -o "$ROOT/data/perf10v" --variants 4 --textures 300 --strikes 60 --solos 100 \
     --max-seconds 15 --workers 2 --no-progress --split train
 mel2mel data build -o "$ROOT/data/chorale-test" --limit 67 --split test --variants 0 \
@@ -47,13 +49,12 @@ if [ "$SPACE100" = 1 ]; then
     mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
         --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
         --no-progress
-    if [ ! -d "$ROOT/data/space100c" ]; then
-        cp -al "$ROOT/data/space100b" "$ROOT/data/space100c"
-        rm "$ROOT/data/space100c/manifest.json"
-        cp "$ROOT/data/space100b/manifest.json" "$ROOT/data/space100c/"
-    fi
-    mel2mel data build -o "$ROOT/data/space100c" --instruments space100 --variants 2 \
-        --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 8 \
-        --split train --workers 2 --no-progress
+    for deal in "space100b space100c 8" "space100c space100d 10"; do  # the train split dealt again
+        read -r from to per_piece <<< "$deal"
+        link_copy "$from" "$to"
+        mel2mel data build -o "$ROOT/data/$to" --instruments space100 --variants 2 \
+            --textures 120 --strikes 30 --solos 0 --max-seconds 10 \
+            --instruments-per-piece "$per_piece" --split train --workers 2 --no-progress
+    done
 fi
 bash benchmarks/reserved_midi.sh "$ROOT/evalmidi"
