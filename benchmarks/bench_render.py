@@ -4,7 +4,8 @@
     three times, first 60 s) rendered end to end with the default (fast) vocoder, with the
     acoustic model alone (:meth:`Synthesizer.mel`, same windows), with and without the
     texture post-net where the model has one, the synth lead's mel with and without its note
-    beats (:mod:`mel2mel.models.beats`), and end to end with Griffin-Lim; seconds,
+    beats (:mod:`mel2mel.models.beats`), the acoustic stage with and without its note
+    contrast (:mod:`mel2mel.models.contrast`), and end to end with Griffin-Lim; seconds,
     times faster than real time, and the ratios.
 (b) Memory: ``mel2mel render`` of a 30-minute MIDI (the chorale repeated) in a child process,
     streamed to a WAV file; its peak resident memory (``ru_maxrss`` from ``os.wait4``).
@@ -78,13 +79,14 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def with_beats(synth: Synthesizer, strength: float, fn):
-    """``fn()`` with the synthesizer's note beats at ``strength``."""
-    saved, synth.beats = synth.beats, strength
+def with_setting(synth: Synthesizer, name: str, strength: float, fn):
+    """``fn()`` with the synthesizer's ``name`` (``beats``, ``contrast``) at ``strength``."""
+    saved = getattr(synth, name)
+    setattr(synth, name, strength)
     try:
         return fn()
     finally:
-        synth.beats = saved
+        setattr(synth, name, saved)
 
 
 def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
@@ -98,10 +100,14 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     beats = synth.acoustic.note_beats
     if beats is not None and beats.beats_anywhere():  # the synth lead's note beats on or off
         lead = {**kw, "timbre": "synth lead", "texture": 0}
-        runs["synth lead, no note beats"] = lambda: with_beats(
-            synth, 0.0, lambda: synth.mel(seq, **lead)
+        runs["synth lead, no note beats"] = lambda: with_setting(
+            synth, "beats", 0.0, lambda: synth.mel(seq, **lead)
         )
         runs["synth lead + note beats"] = lambda: synth.mel(seq, **lead)
+    if synth.acoustic.note_contrast is not None:  # the note contrast on or off
+        runs["acoustic, no note contrast"] = lambda: with_setting(
+            synth, "contrast", 0.0, lambda: synth.mel(seq, texture=0, **kw)
+        )
     runs["end to end, fast vocoder"] = lambda: synth.render(seq, **kw)
     runs["end to end, Griffin-Lim"] = lambda: synth.render(seq, vocoder="griffinlim", **kw)
     results = {name: timed(fn, repeats) for name, fn in runs.items()}
@@ -114,6 +120,9 @@ def speed(folder: Path, midi: Path, seconds: float, repeats: int) -> None:
     if "synth lead + note beats" in results:
         ratio = results["synth lead + note beats"][0] / results["synth lead, no note beats"][0]
         print(f"    synth lead: with note beats / without: {ratio:.2f}x")
+    if "acoustic, no note contrast" in results:
+        ratio = results["acoustic model alone"][0] / results["acoustic, no note contrast"][0]
+        print(f"    acoustic model: with note contrast / without: {ratio:.2f}x")
 
 
 def memory(folder: Path, midi: Path, threads: int) -> None:

@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> dict:
         true_mel = np.load(args.data / "items" / piece / f"{slug}.mel.npy").astype(np.float32)
         with torch.inference_mode():
             mel = model.infer(torch.from_numpy(roll)[None], instrument=it["instrument"])
-            mel = model.sharpen(mel, model.embed(it["instrument"]), args.sharpen)
+            emb = model.embed(it["instrument"])
+            mel = model.sharpen(mel, emb, args.sharpen)
+            mel = model.contrast(mel, emb, torch.from_numpy(roll)[None])  # as synthesized
             if model.note_beats is not None and args.beats:  # as the synthesizer draws them
                 beats, emb = model.note_beats, model.embed(it["instrument"])[0]
                 near = BeatNotes.from_roll(roll)

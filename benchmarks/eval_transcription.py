@@ -136,11 +136,15 @@ def state_digest(module: torch.nn.Module, extra: str = "") -> str:
 
 def acoustic_digest(synth: Synthesizer) -> str:
     """:func:`state_digest` of the synthesizer's acoustic model, with its detail gains, its
-    note beats and their strengths when they apply (render caches are keyed by it)."""
+    note beats, its note contrast and their strengths when they apply (render caches are keyed
+    by it)."""
     gains, beats = synth.acoustic.detail_gains, synth.acoustic.drawn_beats
     key = "" if gains is None or not synth.sharpen else f"{gains}x{synth.sharpen:g}"
     if beats is not None and synth.beats:
         key += f"|{beats}x{synth.beats:g}"
+    contrast = synth.acoustic.note_contrast
+    if contrast is not None and synth.contrast:
+        key += f"|{contrast}x{synth.contrast:g}"
     return state_digest(synth.acoustic, key)
 
 
@@ -282,13 +286,16 @@ def run(args: argparse.Namespace) -> None:
     res = Results()
     t = time.perf_counter()
     synth = Synthesizer.from_pretrained(
-        args.model, vocoder=args.vocoder[0], sharpen=args.sharpen, beats=args.beats
-    )
+        args.model, vocoder=args.vocoder[0], sharpen=args.sharpen, beats=args.beats,
+        contrast=args.contrast,
+    )  # fmt: skip
     acoustic_id = acoustic_digest(synth)
     gains = synth.acoustic.detail_gains is not None and synth.sharpen
     sharpened = f", detail gains x{synth.sharpen:g}" if gains else ""
     if synth.acoustic.drawn_beats is not None and synth.beats:
         sharpened += f", note beats x{synth.beats:g}"
+    if synth.acoustic.note_contrast is not None and synth.contrast:
+        sharpened += f", note contrast x{synth.contrast:g}"
     res.models.append(f"acoustic {describe(args.model)}{sharpened} [{acoustic_id}]")
     strengths = args.texture or [synth.texture_strength]
     strengths = strengths if synth.texture is not None else [0.0]
@@ -457,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--beats", type=float, default=1.0, help="strength of the model's note beats (1)"
+    )
+    ap.add_argument(
+        "--contrast", type=float, default=1.0, help="strength of the model's note contrast (1)"
     )
     ap.add_argument(
         "--texture", action="append", type=float,

@@ -129,6 +129,10 @@ class Synthesizer:
         Strength of the beats of each instrument's detuned layers
         (:mod:`mel2mel.models.beats`): 1 draws them as measured, 0 not at all; no effect on a
         model without them.
+    contrast:
+        Strength of the acoustic model's note contrast (:mod:`mel2mel.models.contrast`),
+        which puts a strike's energy in the struck notes' partials rather than the held
+        ones': 1 as fitted, 0 not at all; no effect on a model without it.
     seed:
         Seed of the texture's noise and the beats' phases (part ``k`` of a per-track render
         uses ``seed + k``).
@@ -152,6 +156,7 @@ class Synthesizer:
         texture_strength: float | None = None,
         sharpen: float = 1.0,
         beats: float = 1.0,
+        contrast: float = 1.0,
         seed: int = 0,
     ) -> None:
         if min(chunk_frames, batch_windows) < 1 or min(context_frames, crossfade_frames) < 0:
@@ -168,6 +173,7 @@ class Synthesizer:
         self.texture_strength = check_strength(texture_strength)
         self.sharpen = check_strength(sharpen, "detail gain strength")
         self.beats = check_strength(beats, "beat strength")
+        self.contrast = check_strength(contrast, "note contrast strength")
         self.seed = int(seed)
         self.timbres = TimbreSpace.from_model(acoustic, library=_library(timbre_library))
         self.model_dir = None if model_dir is None else Path(model_dir)

@@ -70,8 +70,8 @@ def add_timbre_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclus
 
 
 def add_texture_arguments(p: argparse.ArgumentParser) -> None:
-    """``--texture``, ``--seed``, ``--sharpen`` and ``--beats``, shared by ``render`` and
-    ``mel``."""
+    """``--texture``, ``--seed``, ``--sharpen``, ``--beats`` and ``--contrast``, shared by
+    ``render`` and ``mel``."""
     p.add_argument(
         "--texture",
         type=float,
@@ -102,6 +102,15 @@ def add_texture_arguments(p: argparse.ArgumentParser) -> None:
         "lead), as measured on their SoundFont: 1 (default), 0 a steady tone, up to 4 "
         "(docs/MODELS.md, 'Note beats'). No effect on a model or instrument without them",
     )
+    p.add_argument(
+        "--contrast",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="strength of the model's note contrast, which puts each strike's energy in the "
+        "struck notes' partials rather than in the held ones': 1 as fitted (default), 0 none, "
+        "up to 4 (docs/MODELS.md, 'Note contrast'). No effect on a model without it",
+    )
 
 
 def add_range_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,7 +131,8 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns the keyword arguments ``start``, ``duration``, ``tail`` and ``texture`` of
     ``Synthesizer.stream`` and ``Synthesizer.mel_stream``; ``args.seed`` and
-    ``args.sharpen`` and ``args.beats`` (the synthesizer's own settings) are checked in place.
+    ``args.sharpen``, ``args.beats`` and ``args.contrast`` (the synthesizer's own settings) are
+    checked in place.
     """
     from mel2mel.timbre.spec import parse_time
 
@@ -134,6 +144,7 @@ def check_common(args: argparse.Namespace) -> dict[str, Any]:
         validate.number(args.texture, "--texture", 0.0, 4.0)
     validate.number(args.sharpen, "--sharpen", 0.0, 4.0)
     validate.number(args.beats, "--beats", 0.0, 4.0)
+    validate.number(args.contrast, "--contrast", 0.0, 4.0)
     if args.threads is not None:
         import torch
 

@@ -48,6 +48,14 @@ def add_evaluate_acoustic(sub: argparse._SubParsersAction) -> None:
         help="apply the model's detail gains at strength S, as the synthesizer does (default "
         "0: the network's own prediction)",
     )
+    p.add_argument(
+        "--contrast",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="apply the model's note contrast at strength S after the gains, as the "
+        "synthesizer does (default 0: none)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     add_force_argument(p, "overwrite an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,9 +71,10 @@ def run_evaluate_acoustic(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data} is not a dataset (no manifest.json)")
     model = load_model(args.model, args.device)
     validate.number(args.sharpen, "--sharpen", 0.0, 4.0)
+    validate.number(args.contrast, "--contrast", 0.0, 4.0)
     report = evaluate_acoustic(
         model, args.data, split=args.split, pieces=args.pieces, sharpen=args.sharpen,
-        progress=not args.no_progress,
+        contrast=args.contrast, progress=not args.no_progress,
     )  # fmt: skip
     report["model"] = str(args.model)
     report["loss"] = model.metadata.get("loss")

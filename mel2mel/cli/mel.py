@@ -108,6 +108,7 @@ def _midi_options_given(args: argparse.Namespace) -> list[str]:
     given += [f"--{k}" for k in ("start", "duration") if getattr(args, k) is not None]
     given += ["--sharpen"] if args.sharpen != 1.0 else []
     given += ["--beats"] if args.beats != 1.0 else []
+    given += ["--contrast"] if args.contrast != 1.0 else []
     return given + (["--tail"] if args.tail != "1" else []) + (["--seed"] if args.seed else [])
 
 
@@ -143,6 +144,7 @@ def run_mel(args: argparse.Namespace) -> int:
         seed=args.seed,
         sharpen=args.sharpen,
         beats=args.beats,
+        contrast=args.contrast,
     )
     warn_texture(args, synth)
     stream = synth.mel_stream(src, timbre, **common)

@@ -65,6 +65,7 @@ def run_render(args: argparse.Namespace) -> int:
             seed=args.seed,
             sharpen=args.sharpen,
             beats=args.beats,
+            contrast=args.contrast,
         )
         synth.vocoder = apply_refine(synth.vocoder, args.refine)
         warn_texture(args, synth)

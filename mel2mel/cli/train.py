@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_vocoder(train_sub)
     add_train_texture(train_sub)
     add_train_gains(train_sub)
+    add_train_contrast(train_sub)
     add_train_beats(train_sub)
     export = subparsers.add_parser(
         "export",
@@ -195,6 +196,25 @@ def run_export_acoustic(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_fitted_arguments(p: argparse.ArgumentParser, what: str, flag: str) -> None:
+    """The options of a table fitted on a split without gradient (``train gains``, ``train
+    contrast``): the model, the data, which items, the strengths and the output."""
+    p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
+    p.add_argument("--data", type=Path, help="dataset folder (manifest.json) to fit on")
+    p.add_argument("--split", default="train", help="split measured (train)")
+    p.add_argument("--items", type=int, help="items per instrument (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="which items are drawn (0)")
+    p.add_argument(
+        "--strength", action="append", metavar="[INSTRUMENT=]S", default=[],
+        help=f"the {what}' strength for every instrument (1), or one instrument's (repeatable, "
+        "e.g. --strength 'String Ensemble=0'; the others get the plain value); choose them on "
+        f"the valid split, e.g. with benchmarks/eval_transcription.py --split valid {flag} S",
+    )  # fmt: skip
+    add_output_argument(p, "output directory or prefix of the export", required=True)
+    add_force_argument(p, "overwrite an existing export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_train_gains(sub: argparse._SubParsersAction) -> None:
     """``mel2mel train gains``."""
     p = sub.add_parser(
@@ -207,53 +227,83 @@ def add_train_gains(sub: argparse._SubParsersAction) -> None:
         "Without --data, the model's fitted gains are kept and only --strength is set; a new "
         "fit starts every instrument at strength 1 (or --strength).",
     )
-    p.add_argument("--model", required=True, type=Path, help="acoustic export (dir or prefix)")
-    p.add_argument("--data", type=Path, help="dataset folder (manifest.json) to fit on")
-    p.add_argument("--split", default="train", help="split measured (train)")
-    p.add_argument("--items", type=int, help="items per instrument (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="which items are drawn (0)")
-    p.add_argument(
-        "--strength", action="append", metavar="[INSTRUMENT=]S", default=[],
-        help="the gains' strength for every instrument (1), or one instrument's (repeatable, "
-        "e.g. --strength 'String Ensemble=0'; the others get the plain value); choose them on "
-        "the valid split, e.g. with benchmarks/eval_transcription.py --split valid --sharpen S",
-    )  # fmt: skip
-    add_output_argument(p, "output directory or prefix of the export", required=True)
-    add_force_argument(p, "overwrite an existing export")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_fitted_arguments(p, "gains", "--sharpen")
     p.set_defaults(func=run_train_gains)
 
 
-def run_train_gains(args: argparse.Namespace) -> int:
-    from mel2mel.evaluation.detail_gains import fit_detail_gains, save_with_gains
-    from mel2mel.models.blend import values_by_instrument
-    from mel2mel.models.export import export_paths, load_acoustic
+def add_train_contrast(sub: argparse._SubParsersAction) -> None:
+    """``mel2mel train contrast``."""
+    p = sub.add_parser(
+        "contrast",
+        help="fit an acoustic model's note contrast (no gradient, minutes)",
+        description="Measure, on a split (train by default), how far the model's mel (with its "
+        "detail gains) lies from FluidSynth's in the partials of struck notes, of held notes "
+        "and between them, by the time since the nearest strike, and write the model again "
+        "with those corrections, which the synthesizer applies (docs/MODELS.md, 'Note "
+        "contrast'). The weights are copied unchanged. Without --data, the fitted table is "
+        "kept and only --strength is set; a new fit starts every instrument at strength 1 "
+        "(or --strength).",
+    )
+    add_fitted_arguments(p, "contrast", "--contrast")
+    p.set_defaults(func=run_train_contrast)
 
+
+def run_fitted(args: argparse.Namespace, attribute: str, fit: Any) -> int:
+    """Fit ``model.<attribute>`` with ``fit(model, data, split=, items=, seed=, progress=)`` (a
+    table with ``with_strengths``, ``names`` and ``strengths``), or set the strengths of the
+    model's own, and export the model with it."""
+    from mel2mel.models.blend import values_by_instrument
+    from mel2mel.models.export import export_paths, load_acoustic, save_pretrained
+
+    what = attribute.replace("_", " ")
     if args.items is not None and args.items < 1:
         raise UserError("--items must be >= 1")
     if args.data is None and not args.strength:
-        raise UserError("give --data to fit the gains, or --strength to set their strengths")
+        raise UserError(f"give --data to fit the {what}, or --strength to set its strengths")
     plain, chosen = parse_strengths(args.strength)
     refuse_overwrite(export_paths(args.output), args.force)
     model = load_acoustic(args.model)
-    gains = model.detail_gains
+    table = getattr(model, attribute)
     if args.data is not None:
-        gains, detail = fit_detail_gains(
+        table = fit(
             model, args.data, split=args.split, items=args.items, seed=args.seed,
             progress=not args.no_progress,
         )  # fmt: skip
+    elif table is None:
+        raise UserError(f"{args.model} has no {what} to set strengths on: fit it first")
+    if args.strength:
+        n = len(model.instruments)
+        table = table.with_strengths(values_by_instrument(n, model.instrument_index, plain, chosen))
+        pairs = zip(table.names, table.strengths, strict=True)
+        print("strengths: " + ", ".join(f"{name} {v:g}" for name, v in pairs))
+    setattr(model, attribute, table)
+    print(f"wrote {save_pretrained(model, args.output)[1]}")
+    return 0
+
+
+def run_train_gains(args: argparse.Namespace) -> int:
+    from mel2mel.evaluation.detail_gains import fit_detail_gains
+
+    def fit(*a: Any, **kw: Any) -> Any:
+        gains, detail = fit_detail_gains(*a, **kw)
         for name, row, (truth, pred) in zip(gains.names, gains.gains, detail, strict=True):
             print(f"{name}: detail {truth:.2f} dB, predicted {pred:.2f} dB; "
                   f"gains {min(row):.2f}-{max(row):.2f}")  # fmt: skip
-    elif gains is None:
-        raise UserError(f"{args.model} has no detail gains to set strengths on: fit them first")
-    if args.strength:
-        n = len(model.instruments)
-        gains = gains.with_strengths(values_by_instrument(n, model.instrument_index, plain, chosen))
-        pairs = zip(gains.names, gains.strengths, strict=True)
-        print("strengths: " + ", ".join(f"{name} {v:g}" for name, v in pairs))
-    print(f"wrote {save_with_gains(model, gains, args.output)}")
-    return 0
+        return gains
+
+    return run_fitted(args, "detail_gains", fit)
+
+
+def run_train_contrast(args: argparse.Namespace) -> int:
+    from mel2mel.evaluation.note_contrast import contrast_summary, fit_note_contrast
+
+    def fit(*a: Any, **kw: Any) -> Any:
+        contrast, counts = fit_note_contrast(*a, **kw)
+        for line in contrast_summary(contrast, counts):
+            print(line)
+        return contrast
+
+    return run_fitted(args, "note_contrast", fit)
 
 
 def add_train_beats(sub: argparse._SubParsersAction) -> None:

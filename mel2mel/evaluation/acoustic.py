@@ -51,7 +51,12 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> Mel2Mel:
 
 
 def predict_piece(
-    model: Mel2Mel, roll: np.ndarray, rows: list[int], frames: list[int], sharpen: float = 0.0
+    model: Mel2Mel,
+    roll: np.ndarray,
+    rows: list[int],
+    frames: list[int],
+    sharpen: float = 0.0,
+    contrast: float = 0.0,
 ) -> list[np.ndarray]:
     """Predict one piece for several instruments at once.
 
@@ -68,6 +73,9 @@ def predict_piece(
     sharpen:
         Strength of the model's detail gains (:meth:`Mel2Mel.sharpen`); 0: the network's
         own prediction.
+    contrast:
+        Strength of the model's note contrast (:meth:`Mel2Mel.contrast`), applied after the
+        gains; 0: none.
 
     Returns
     -------
@@ -83,7 +91,9 @@ def predict_piece(
     batch = torch.from_numpy(x).to(dev).unsqueeze(0).expand(len(rows), -1, -1)
     with torch.inference_mode():
         index = torch.tensor(rows, device=dev)
-        pred = model.sharpen(model(batch, instrument=index), model.embed(index), sharpen)
+        emb = model.embed(index)
+        pred = model.sharpen(model(batch, instrument=index), emb, sharpen)
+        pred = model.contrast(pred, emb, batch, contrast)
         pred = pred.cpu().numpy()
     return [pred[i, :, :t] for i, t in enumerate(frames)]
 
@@ -126,10 +136,11 @@ def evaluate_acoustic(
     split: str = "test",
     pieces: str = "all",
     sharpen: float = 0.0,
+    contrast: float = 0.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on every full piece of ``split`` (with its detail gains at strength
-    ``sharpen``, :func:`predict_piece`).
+    ``sharpen`` and its note contrast at ``contrast``, :func:`predict_piece`).
 
     ``pieces`` selects the scores as written (``"plain"``), the performances and generated
     pieces of the builder (``"performed"``, see docs/DATA.md), the pieces of one kind
@@ -185,6 +196,7 @@ def evaluate_acoustic(
             [rows[int(d["instrument"])] for d in loaded],
             [d["mel"].shape[1] for d in loaded],
             sharpen,
+            contrast,
         )
         groups = frame_groups(loaded[0]["roll"], max(p.shape[1] for p in preds))  # one roll
         for d, pred in zip(loaded, preds, strict=True):
@@ -198,6 +210,7 @@ def evaluate_acoustic(
     report = _report(stats, group_stats, names, programs, split)
     report["pieces"] = pieces
     report["sharpen"] = sharpen if model.detail_gains is not None else 0.0
+    report["contrast"] = contrast if model.note_contrast is not None else 0.0
     report["groups"] = _group_report(group_stats)
     return report
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,18 +60,7 @@ def fit_detail_gains(
     2]``, per table row the mean absolute detail (dB) of the truth and of the prediction over
     the bins and the sounding frames (NaN for rows the dataset lacks).
     """
-    manifest = read_manifest(data)
-    rows = model_rows(model, manifest)
-    chosen: dict[str, list[tuple[str, int]]] = defaultdict(list)  # piece -> (item id, row)
-    rng = np.random.default_rng(seed)
-    for index, row in rows.items():
-        mine = sorted(it["id"] for it in manifest["items"]
-                      if it["split"] == split and it["instrument"] == index)  # fmt: skip
-        if not mine:
-            raise UserError(f"{data}: no {split} items of instrument {index} to fit gains on")
-        count = len(mine) if items is None else min(items, len(mine))
-        for item_id in rng.choice(mine, count, replace=False):
-            chosen[item_id.partition("/")[0]].append((str(item_id), row))
+    rows, chosen = items_by_piece(model, data, split, items, seed)
     n = model.config.n_instruments
     sums = np.zeros((n, 2, C.N_MELS))  # truth, prediction
     counts = np.zeros(n)
@@ -106,6 +94,28 @@ def detail_sums(truth: np.ndarray, pred: np.ndarray, width: int) -> tuple[np.nda
     return detail.numpy(), int(loud.sum())
 
 
+def items_by_piece(
+    model: Mel2Mel, data: str | os.PathLike, split: str, items: int | None, seed: int
+) -> tuple[dict[int, int], dict[str, list[tuple[str, int]]]]:
+    """The items a fit measures: ``items`` drawn per instrument from ``split`` (seeded by
+    ``seed``; None: all), grouped by piece so that a piece's instruments are predicted at once.
+
+    Returns ``({dataset instrument index: model table row}, {piece: [(item id, row)]})``."""
+    manifest = read_manifest(data)
+    rows = model_rows(model, manifest)
+    chosen: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    rng = np.random.default_rng(seed)
+    for index, row in rows.items():
+        mine = sorted(it["id"] for it in manifest["items"]
+                      if it["split"] == split and it["instrument"] == index)  # fmt: skip
+        if not mine:
+            raise UserError(f"{data}: no {split} items of instrument {index} to fit on")
+        count = len(mine) if items is None else min(items, len(mine))
+        for item_id in rng.choice(mine, count, replace=False):
+            chosen[item_id.partition("/")[0]].append((str(item_id), row))
+    return rows, chosen
+
+
 def model_rows(model: Mel2Mel, manifest: dict) -> dict[int, int]:
     """``{dataset instrument index: model table row}``, matched by name (as ``mel2mel evaluate
     acoustic`` matches them: a program can stand for several SoundFonts' instruments)."""
@@ -116,12 +126,3 @@ def model_rows(model: Mel2Mel, manifest: dict) -> dict[int, int]:
         except (UserError, ValueError) as err:
             raise UserError(f"the model lacks the dataset's instrument {inst['name']!r}") from err
     return out
-
-
-def save_with_gains(model: Mel2Mel, gains: DetailGains, out: str | os.PathLike) -> Path:
-    """Export ``model`` with ``gains`` to ``out`` (a directory or prefix); returns the JSON."""
-    from mel2mel.models.export import save_pretrained
-
-    model.detail_gains = gains
-    _, desc = save_pretrained(model, out)
-    return desc

@@ -40,6 +40,7 @@ from mel2mel.instruments import Instrument, normalize_name
 from mel2mel.models.acoustic_fast import fast_forward, supports_fast_path, symmetric_windows
 from mel2mel.models.beats import NoteBeats
 from mel2mel.models.config import AcousticConfig
+from mel2mel.models.contrast import NoteContrast
 from mel2mel.models.film import FiLM
 from mel2mel.models.harmonic import HarmonicDetail
 from mel2mel.models.modulation import NoteModulation
@@ -131,6 +132,7 @@ class Mel2Mel(nn.Module):
         #: Gains on the cross-bin detail fitted for these weights (:mod:`mel2mel.models.sharpen`),
         #: kept by exports; the synthesizer applies them. None: not fitted.
         self.detail_gains: DetailGains | None = None
+        self.note_contrast: NoteContrast | None = None
         #: The beats of each instrument's detuned layers, measured on its SoundFont
         #: (:mod:`mel2mel.models.beats`), kept by exports; the synthesizer draws them. None: not
         #: measured.
@@ -414,6 +416,16 @@ class Mel2Mel(nn.Module):
         if self.detail_gains is None:
             return mel
         return self.detail_gains.apply(mel, embedding, strength)
+
+    def contrast(
+        self, mel: torch.Tensor, embedding: torch.Tensor, roll: torch.Tensor, strength: float = 1.0
+    ) -> torch.Tensor:
+        """``mel`` Tensor[B x N_MELS x T] predicted from ``roll`` (Tensor[B x 176 x T]) for
+        ``embedding`` with each bin corrected by its role among the struck and held notes,
+        times ``strength`` (:meth:`NoteContrast.apply`); unchanged when the model has none."""
+        if self.note_contrast is None:
+            return mel
+        return self.note_contrast.apply(mel, embedding, roll, strength)
 
     @property
     def drawn_beats(self) -> NoteBeats | None:

@@ -8,8 +8,9 @@ dict) and ``"metadata"`` (provenance: loss, step, ...); each kind adds its own f
 * ``acoustic`` (:class:`~mel2mel.models.acoustic.Mel2Mel`): ``"architecture"``, ``"weights"``
   (file name, relative to the JSON), ``"instruments"`` (``[{"name", "program"}]``),
   ``"signal"`` (sample rate, hop, mel bins, log floor) and, once fitted, ``"detail_gains"``
-  (:class:`~mel2mel.models.sharpen.DetailGains`) and ``"note_beats"``
-  (:class:`~mel2mel.models.beats.NoteBeats`). A directory stands for
+  (:class:`~mel2mel.models.sharpen.DetailGains`), ``"note_beats"``
+  (:class:`~mel2mel.models.beats.NoteBeats`) and ``"note_contrast"``
+  (:class:`~mel2mel.models.contrast.NoteContrast`). A directory stands for
   ``<dir>/acoustic``, and a name of :data:`SHIPPED_MODELS` (``"paper"``) for a shipped model;
 * ``texture`` (:class:`~mel2mel.models.texture.TexturePostnet`): stored beside its acoustic
   model as ``<acoustic stem>_texture.*``, with ``"acoustic_digest"`` (the
@@ -47,6 +48,7 @@ from mel2mel.instruments import Instrument
 from mel2mel.models.acoustic import Mel2Mel
 from mel2mel.models.beats import NoteBeats
 from mel2mel.models.config import AcousticConfig
+from mel2mel.models.contrast import NoteContrast
 from mel2mel.models.sharpen import DetailGains
 from mel2mel.models.texture import InstrumentStrengths, TextureConfig, TexturePostnet
 from mel2mel.version import __version__
@@ -92,6 +94,16 @@ def model_fingerprint(model: Any) -> str:
         h.update(key.encode())
         h.update(np.ascontiguousarray(value.detach().float().cpu().numpy()).tobytes())
     return "sha256:" + h.hexdigest()[:16]
+
+
+def fitted_tables(model: Mel2Mel | None) -> list[dict[str, Any] | None]:
+    """What an acoustic model plays with beside its weights, each as its export's JSON stores
+    it (None where absent): detail gains, note beats, note contrast. A cache of anything the
+    model renders keys on these as well as on :func:`model_fingerprint`."""
+    if model is None:
+        return []
+    tables = (model.detail_gains, model.note_beats, model.note_contrast)
+    return [None if t is None else t.to_dict() for t in tables]
 
 
 def write_export(
@@ -195,6 +207,8 @@ def save_pretrained(
         doc["detail_gains"] = model.detail_gains.to_dict()
     if model.note_beats is not None:
         doc["note_beats"] = model.note_beats.to_dict()
+    if model.note_contrast is not None:
+        doc["note_contrast"] = model.note_contrast.to_dict()
     return write_export(model, weights, desc, doc, {"format": str(FORMAT_VERSION)})
 
 
@@ -222,6 +236,11 @@ def load_acoustic(path: PathLike, *, device: str | torch.device = "cpu") -> Mel2
         model.detail_gains = DetailGains.from_dict(doc["detail_gains"])
     if doc.get("note_beats"):
         model.note_beats = NoteBeats.from_dict(doc["note_beats"])
+    if doc.get("note_contrast"):
+        try:
+            model.note_contrast = NoteContrast.from_dict(doc["note_contrast"])
+        except ValueError as err:
+            raise UserError(f"{desc}: {err}") from err
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval()
 

@@ -412,6 +412,11 @@ def _beats(model: Mel2Mel) -> dict[str, Any] | None:
     return None if model.drawn_beats is None else model.drawn_beats.to_dict()
 
 
+def _contrast(model: Mel2Mel) -> dict[str, Any] | None:
+    """The model's note contrast as the page applies it (``static/inpage/contrast.js``)."""
+    return None if model.note_contrast is None else model.note_contrast.to_page_dict()
+
+
 def write_onnx(
     out_dir: str | Path, acoustic: Mel2Mel, texture: TexturePostnet | None, vocoder: FastVocoder,
     space_model: Mel2Mel | None = None, space_embeddings: list[list[float]] | None = None,
@@ -419,8 +424,9 @@ def write_onnx(
 ) -> dict[str, Any]:  # fmt: skip
     """Write ``acoustic.onnx``, ``acoustic_texture.onnx`` (with a post-net),
     ``fast_vocoder.onnx``, ``acoustic100.onnx`` (with ``space_model``) and ``manifest.json``
-    (files and sizes, instruments, texture strength, refinement settings, the note beats, the
-    100 embeddings, signal tables) to ``out_dir``, the manifest last; returns the manifest."""
+    (files and sizes, instruments, texture strength, refinement settings, the note beats and
+    note contrast, the 100 embeddings, signal tables) to ``out_dir``, the manifest last;
+    returns the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Any] = {}
@@ -437,7 +443,8 @@ def write_onnx(
     if space_model is not None:
         put("acoustic100.onnx", acoustic_onnx(space_model, half))
         space = {"file": "acoustic100.onnx", "embedding_dim": space_model.embedding_dim,
-                 "embeddings": space_embeddings or [], "beats": _beats(space_model)}  # fmt: skip
+                 "embeddings": space_embeddings or [], "beats": _beats(space_model),
+                 "contrast": _contrast(space_model)}  # fmt: skip
     cfg = vocoder.config
     manifest = {
         "format": FORMAT_VERSION,
@@ -467,6 +474,7 @@ def write_onnx(
             else {"width": vocoder.partials.width, "hold": vocoder.partials.hold},
         },
         "beats": _beats(acoustic),
+        "contrast": _contrast(acoustic),
         "space100": space,
         "signal": signal_tables(),
     }

@@ -95,6 +95,8 @@ def acoustic_stream(
             # LSTM, its two directions in parallel threads (mel2mel.models.acoustic_fast)
             out = synth.acoustic.infer(rolls, embedding=emb)
             out = synth.acoustic.sharpen(out, emb, synth.sharpen)  # frame by frame: exact
+            # the roles read the roll REACH frames back and ANTICIPATION ahead: in the context
+            out = synth.acoustic.contrast(out, emb, rolls, synth.contrast)
         for j, (s, w) in enumerate(zip(group, windows, strict=True)):
             end = min(hi, s + chunk)
             out_end = min(hi, end + xf)

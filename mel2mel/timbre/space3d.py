@@ -377,7 +377,7 @@ def write_samples(
         with torch.inference_mode():
             mel = model.infer(roll, instrument=inst["index"])
             emb = model.embed(inst["index"])
-            mel = model.sharpen(mel, emb)  # as the synthesizer plays it
+            mel = model.contrast(model.sharpen(mel, emb), emb, roll)  # as the synthesizer plays it
             if notes is not None:
                 mel = beats.apply(mel[0], notes, 0, emb[0])[None]
             ours = voc.vocode(mel).reshape(-1).cpu().numpy()

@@ -62,7 +62,8 @@ def predict_items(
     progress: bool = True,
 ) -> None:  # fmt: skip
     """Cache the acoustic model's exact prediction (float16[80 x frames]), with its detail
-    gains if it has them (as the synthesizer plays it), of every item that lacks one;
+    gains and note contrast if it has them (as the synthesizer plays it), of every item that
+    lacks one;
     ``rows[k]`` is the model's embedding row of dataset instrument ``k``."""
     todo = [it for it in items if not prediction_path(cache, it["id"]).is_file()]
     # disable=None: a bar on a terminal, none in a log file (a background run's log)
@@ -71,7 +72,9 @@ def predict_items(
         roll = torch.from_numpy(crop_array(roll, 0, it["frames"], 0.0, 127.0))[None]
         row = rows[it["instrument"]]
         mel = acoustic.infer(roll, instrument=row)
-        mel = acoustic.sharpen(mel, acoustic.embed(row))[0]  # with its gains, as synthesized
+        emb = acoustic.embed(row)
+        mel = acoustic.sharpen(mel, emb)  # with its gains and contrast, as synthesized
+        mel = acoustic.contrast(mel, emb, roll)[0]
         out = prediction_path(cache, it["id"])
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda tmp, m=mel: np.save(tmp, m.numpy().astype(np.float16)), ".npy")
@@ -94,9 +97,11 @@ def prepare_predictions(
     except UnknownInstrumentError as err:
         raise UserError(f"the dataset's instruments do not fit {source}: {err}") from err
     name = f"predicted-{digest}"
-    if acoustic.detail_gains is not None:  # the gains change the predictions, not the weights
-        gains = json.dumps(acoustic.detail_gains.to_dict(), sort_keys=True).encode()
-        name += f"-gains-{hashlib.sha256(gains).hexdigest()[:8]}"
+    # the gains and the contrast change the predictions, not the weights
+    for label, table in (("gains", acoustic.detail_gains), ("contrast", acoustic.note_contrast)):
+        if table is not None:
+            doc = json.dumps(table.to_dict(), sort_keys=True).encode()
+            name += f"-{label}-{hashlib.sha256(doc).hexdigest()[:8]}"
     cache = run_dir / name
     if info.is_main:
         items = [it for it in manifest["items"] if it["split"] in ("train", "valid")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 from mel2mel import constants as C
 from mel2mel.errors import UserError
 from mel2mel.fileio import cache_root
-from mel2mel.models.export import model_fingerprint
+from mel2mel.models.export import fitted_tables, model_fingerprint
 from mel2mel.version import __version__
 
 log = logging.getLogger("mel2mel.web")
@@ -134,6 +135,9 @@ class InpageModels:
         parts = [self.synth.acoustic, self.synth.texture, self.vocoder, space_model]
         for part in parts:
             h.update(b"-" if part is None else model_fingerprint(part).encode())
+        for model in (self.synth.acoustic, space_model):  # tables fitted beside the weights
+            for table in fitted_tables(model):
+                h.update(json.dumps(table, sort_keys=True).encode())
         if self.synth.texture is not None:  # its strengths and ceiling, baked into its graph
             h.update(self.synth.texture.render_key().encode())
         return h.hexdigest()[:16]

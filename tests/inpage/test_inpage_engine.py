@@ -7,6 +7,8 @@
   0.1 dB max (measured 0.0016 / 0.0094 dB: the float16 weights; the synth lead on the performed
   case 0.0020 / 0.076 dB, the same without its note beats), with and without texture (the
   page's noise fed to torch), and the synth lead's note beats with it (``beats.js``);
+* ``contrast.js`` gives the same roles as :func:`mel2mel.models.contrast.bin_roles` on the
+  performance with pedal, and the same corrections within 1e-4;
 * the page's vocoder (ONNX network + ``dsp.js``) on Python's mel of the whole example (27.5 s)
   against ``FastVocoder.vocode``: waveform SNR > 15 dB (measured 19 dB: the float16 weights'
   phase drift over 27 s; 69 dB with float32 weights, tested below on 4 s), log-mel of the audio
@@ -117,6 +119,7 @@ def test_mel_equals_python(engine_page, synth: Synthesizer, name: str, timbre: s
     with torch.no_grad():  # acoustic model, its gains, texture with the page's noise, the gain
         raw = synth.acoustic(torch.from_numpy(roll)[None], embedding=torch.tensor([emb]))
         raw = synth.acoustic.sharpen(raw, torch.tensor([emb]))
+        raw = synth.acoustic.contrast(raw, torch.tensor([emb]), torch.from_numpy(roll)[None])
         tex = synth.texture(raw, torch.tensor([emb]), noise, strength)[0]
         if synth.acoustic.note_beats is not None:  # the note beats (the synth lead's)
             near = NoteRoll(seq.notes, total).notes_near(0, total, synth.acoustic.note_beats.hold)
@@ -158,6 +161,38 @@ def test_beats_equal_python_with_hashed_phases(engine_page) -> None:
             mel[:, a:b], notes.notes_near(a, b, beats.hold), a, torch.tensor(emb), seed=7
         )
         assert np.abs(floats(part).reshape(C.N_MELS, b - a) - want.numpy()).max() < 1e-4
+
+
+CONTRAST = """async ([name, contrast, emb]) => {
+  const K = await import('/static/inpage/contrast.js');
+  const seq = M.readNotes(await (await fetch('/midi/' + name)).arrayBuffer());
+  const T = seq.numFrames() + 125, roll = new M.NoteRoll(seq.notes, T).window(0, T);
+  const mel = new Float32Array(80 * T).fill(-5);
+  return {T, roles: b64(Float32Array.from(K.binRoles(roll, T, contrast))),
+          mel: b64(K.applyContrast(mel, roll, T, emb, contrast, 0.5))};
+}"""
+
+
+def test_contrast_equals_python(engine_page) -> None:
+    """contrast.js against NoteContrast.apply: the same roles on a performance with pedal, the
+    same blended, strength-scaled values."""
+    from mel2mel.models.contrast import N_ROLES, NoteContrast, bin_roles
+
+    rng = np.random.default_rng(3)
+    table = rng.normal(0, 0.3, (2, N_ROLES))
+    contrast = NoteContrast(("a", "b"), ((0.0, 0.0), (2.0, 0.0)), tuple(map(tuple, table)),
+                            (1.0, 0.7))  # fmt: skip
+    emb = [0.5, 0.2]
+    got = engine_page.evaluate(CONTRAST, ["performed.mid", contrast.to_page_dict(), emb])
+    seq = read_notes(cases()["performed.mid"], warn=False)
+    total = got["T"]
+    roll = torch.from_numpy(piano_roll(seq.notes, total))[None]
+    roles = bin_roles(roll)[0].numpy()
+    assert np.array_equal(floats(got["roles"]).reshape(C.N_MELS, total), roles)
+    assert len(np.unique(roles)) > 50  # struck, held and untouched bins at many offsets
+    mel = torch.full((1, C.N_MELS, total), -5.0)
+    want = contrast.apply(mel, torch.tensor([emb]), roll, 0.5)[0].numpy()
+    assert np.abs(floats(got["mel"]).reshape(C.N_MELS, total) - want).max() < 1e-4  # float32
 
 
 VOCODE = """async ([mel, roll, total, blocks]) => {

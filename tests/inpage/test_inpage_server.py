@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mel2mel import constants as C
 from mel2mel.synthesizer import Synthesizer
 
 from .conftest import open_page
@@ -172,3 +173,26 @@ def test_cache_key_follows_the_texture_strengths(tmp_path: Path) -> None:
     chosen = inpage._key(None)
     texture.instrument_strengths = InstrumentStrengths(("a", "b"), anchors, (1.0, 0.6))
     assert len({plain, chosen, inpage._key(None)}) == 3
+
+
+def test_cache_key_follows_the_tables_fitted_beside_the_weights(tmp_path: Path) -> None:
+    # The detail gains are baked into the acoustic graph, the note contrast (like the beats)
+    # goes into the manifest; none of them is in the state dict.
+    from mel2mel.models import AcousticConfig, Mel2Mel
+    from mel2mel.models.contrast import N_ROLES, NoteContrast
+    from mel2mel.models.sharpen import DetailGains
+    from mel2mel.vocoders.griffinlim import GriffinLim
+    from mel2mel.web.inpage import InpageModels
+
+    acoustic = Mel2Mel(AcousticConfig.preset("debug", n_instruments=2))
+    inpage = InpageModels(Synthesizer(acoustic, GriffinLim()), None, None, root=tmp_path)
+    keys = [inpage._key(None)]
+    anchors = tuple(map(tuple, acoustic.embedding.weight.detach().tolist()))
+    acoustic.detail_gains = DetailGains(("a", "b"), anchors, ((1.5,) * C.N_MELS,) * 2)
+    keys.append(inpage._key(None))
+    acoustic.note_contrast = NoteContrast(("a", "b"), anchors, ((0.1,) * N_ROLES,) * 2)
+    keys.append(inpage._key(None))
+    acoustic.note_contrast = acoustic.note_contrast.with_strengths((1.0, 0.5))
+    keys.append(inpage._key(None))
+    assert len(set(keys)) == 4
+    assert inpage._key(None) == keys[-1]  # and it is stable

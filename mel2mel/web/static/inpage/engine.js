@@ -11,6 +11,7 @@
 
 import { NoteRoll, logGain, roundHalfEven, timeToFrame, FRAME_RATE } from "./midi.js";
 import { applyBeats, beatTables } from "./beats.js";
+import { applyContrast } from "./contrast.js";
 import { BINS, FRAMES_PER_ITERATION, HOP, N_MELS, istft, melTables, partialPhase, refine, runningPhase, textureNoise } from "./dsp.js";
 
 export const TAIL_FRAMES = 125, PREROLL_FRAMES = 32;
@@ -134,13 +135,20 @@ export class Engine {
     return beats ? applyBeats(mel, a, b, notes, embedding, beats, this.beatTables, { seed }) : mel;
   }
 
+  // A window's acoustic mel with the note contrast of the default model, or of the
+  // 100-instrument one (``space``), when it has one (NoteContrast.apply), else the mel itself.
+  withContrast(mel, roll, t, embedding, space = false) {
+    const contrast = space ? this.manifest.space100?.contrast : this.manifest.contrast;
+    return contrast ? applyContrast(mel, roll, t, embedding, contrast) : mel;
+  }
+
   defaultStrength() { return this.manifest.texture ? this.manifest.texture.default_strength : 0; }
 
   // The exact whole-piece log-mel of a read piece (midi.js readNotes), Float32Array [80 x T]
   // with T = piece frames + 1 s of tail: what Synthesizer.mel gives for up to 32 s.
   async mel(seq, embedding, { strength = this.defaultStrength(), seed = 0, tail = TAIL_FRAMES } = {}) {
     const total = seq.numFrames() + tail, notes = new NoteRoll(seq.notes, total), roll = notes.window(0, total);
-    let mel = await this.acoustic(roll, total, embedding);
+    let mel = this.withContrast(await this.acoustic(roll, total, embedding), roll, total, embedding);
     if (strength && this.sessions.texture) {
       const noise = textureNoise(seed, 0, total, this.manifest.texture.noise_channels, this.manifest.signal.noise_block);
       mel = await this.texture(mel, total, embedding, noise, strength);
@@ -216,7 +224,8 @@ export class Engine {
       const s = acReady, e = Math.min(hi, s + ACOUSTIC_CORES[Math.min(core++, ACOUSTIC_CORES.length - 1)]);
       const outEnd = Math.min(hi, e + CROSSFADE);
       const w0 = Math.max(0, s - ctx), w1 = Math.min(total, outEnd + ctx), w = w1 - w0;
-      const roll = notes.window(w0, w1), mel = await this.acoustic(roll, w, embedding, session || undefined);
+      const roll = notes.window(w0, w1);
+      const mel = this.withContrast(await this.acoustic(roll, w, embedding, session || undefined), roll, w, embedding, !!session);
       const prev = tail, n = outEnd - e, next = n > 0 ? new Float32Array(N_MELS * n) : null;
       for (let c = 0; c < N_MELS; c++) {
         for (let f = s; f < outEnd; f++) {
