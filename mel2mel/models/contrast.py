@@ -178,17 +178,18 @@ class NoteContrast:
     def apply(
         self, mel: torch.Tensor, embedding: torch.Tensor, roll: torch.Tensor, strength: float = 1.0
     ) -> torch.Tensor:
-        """``mel`` Tensor[B x N_MELS x T] predicted from ``roll`` (Tensor[B x 176 x T]) for
-        ``embedding`` (Tensor[B x E] or Tensor[B x E x T]), each bin corrected by its role's
-        value at the embedding times ``strength`` (0 returns ``mel``); floored at the
-        analysis floor."""
+        """``mel`` Tensor[B x N_MELS x T] predicted from ``roll`` (Tensor[B x 176 x T'], cut or
+        zero-padded to T) for ``embedding`` (Tensor[B x E] or Tensor[B x E x T]), each bin
+        corrected by its role's value at the embedding times ``strength`` (0 returns ``mel``);
+        floored at the analysis floor."""
         if strength == 0:
             return mel
         values = shepard_blend(embedding, *self._tables).to(mel.dtype)  # B x R x (1 or T)
         if not bool(values.any()):  # an instrument at strength 0: no roles to find
             return floor_log_mel(mel)
-        values = F.pad(values.expand(-1, -1, mel.shape[-1]), (0, 0, 0, 1))  # + "no role": 0
-        roles = bin_roles(roll[..., : mel.shape[-1]])
+        t = mel.shape[-1]
+        values = F.pad(values.expand(-1, -1, t), (0, 0, 0, 1))  # and "no role": 0
+        roles = bin_roles(F.pad(roll[..., :t], (0, t - min(t, roll.shape[-1]))))
         return floor_log_mel(mel + strength * values.gather(1, roles))
 
     def to_dict(self) -> dict[str, Any]:

@@ -118,6 +118,9 @@ def test_apply_adds_each_roles_value_and_blends_between_instruments():
     assert contrast().apply(mel, at_b, roll, strength=0.0) is mel
     per = contrast().with_strengths((1.0, 0.5))
     torch.testing.assert_close(per.apply(mel, at_b, roll), half)
+    short = contrast().apply(mel, at_b, roll[..., :80])  # a shorter roll: silence after it
+    torch.testing.assert_close(short[..., :80], out[..., :80])
+    torch.testing.assert_close(short[..., 80 + ANTICIPATION :], mel[..., 80 + ANTICIPATION :])
     floor = torch.full_like(mel, C.LOG_SILENCE)
     assert contrast().apply(floor, at_b, roll).min() == pytest.approx(C.LOG_SILENCE)
 
