@@ -13,6 +13,8 @@
 #                          (6,599 items; hard links, then 8 min on two cores), with --space100
 #   ROOT/data/space100d    space100c and its train split dealt a third time, 10 instruments per
 #                          piece (10,314 items; hard links, then 13 min on one core), with --space100
+#   ROOT/data/space100e    space100d and its train split dealt a fourth time, 12 instruments per
+#                          piece (14,341 items; hard links, then 16 min on one core), with --space100
 #   ROOT/evalmidi          reserved real MIDI: evaluation only, never train or tune on it
 # Each build resumes where an interrupted one stopped. Usage:
 #   bash scripts/research_data.sh [ROOT] [--space100]
@@ -49,7 +51,8 @@ if [ "$SPACE100" = 1 ]; then
     mel2mel data build -o "$ROOT/data/space100b" --instruments space100 --variants 2 \
         --textures 120 --strikes 30 --solos 0 --max-seconds 10 --instruments-per-piece 6 --workers 2 \
         --no-progress
-    for deal in "space100b space100c 8" "space100c space100d 10"; do  # the train split dealt again
+    # the train split dealt again and again, each deal beside the last (hard links)
+    for deal in "space100b space100c 8" "space100c space100d 10" "space100d space100e 12"; do
         read -r from to per_piece <<< "$deal"
         link_copy "$from" "$to"
         mel2mel data build -o "$ROOT/data/$to" --instruments space100 --variants 2 \
