@@ -8,6 +8,7 @@ coordinate or a learned timbre gets a blend of its neighbours' values.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -49,3 +50,19 @@ def values_by_instrument(
     for key, value in chosen.items():
         values[index_of(key)] = float(value)
     return tuple(values)
+
+
+def freeze_anchored(obj: Any, table: str, what: str) -> None:
+    """Normalize a frozen dataclass of per-instrument values in place: ``names`` to strings,
+    ``embeddings`` and its ``table`` field to tuples of float rows, and check that there is one
+    embedding and one row per name and that the embeddings have one size (``what`` names the
+    class in the error). Shared by the detail gains and the note contrast."""
+    object.__setattr__(obj, "names", tuple(str(n) for n in obj.names))
+    for field in ("embeddings", table):
+        rows = tuple(tuple(float(x) for x in r) for r in getattr(obj, field))
+        object.__setattr__(obj, field, rows)
+    n = len(obj.names)
+    if n == 0 or len(obj.embeddings) != n or len(getattr(obj, table)) != n:
+        raise ValueError(f"{what} needs as many embeddings and {table} rows as names")
+    if len({len(e) for e in obj.embeddings}) != 1:
+        raise ValueError(f"{what}: embeddings of different sizes")

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from mel2mel import constants as C
 from mel2mel.audio import floor_log_mel, mel_filterbank
-from mel2mel.models.blend import shepard_blend
+from mel2mel.models.blend import freeze_anchored, shepard_blend
 
 ANTICIPATION = 4  # frames before an onset at which its mel already rises (half the window)
 REACH = 24  # frames after an onset that count as its strike (0.19 s)
@@ -148,15 +148,8 @@ class NoteContrast:
     strengths: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        for field in ("embeddings", "table"):
-            rows = tuple(tuple(float(x) for x in r) for r in getattr(self, field))
-            object.__setattr__(self, field, rows)
+        freeze_anchored(self, "table", "NoteContrast")
         n = len(self.names)
-        if n == 0 or len(self.embeddings) != n or len(self.table) != n:
-            raise ValueError("NoteContrast needs as many embeddings and table rows as names")
-        if len({len(e) for e in self.embeddings}) != 1:
-            raise ValueError("NoteContrast: embeddings of different sizes")
         if {len(r) for r in self.table} != {N_ROLES}:
             raise ValueError(f"NoteContrast: every table row needs {N_ROLES} values")
         object.__setattr__(self, "strengths", tuple(float(x) for x in self.strengths))

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mel2mel.audio import floor_log_mel
-from mel2mel.models.blend import shepard_blend
+from mel2mel.models.blend import freeze_anchored, shepard_blend
 
 DETAIL_WIDTH = 5  # bins of the moving average the detail is measured against
 GAIN_RANGE = (1.0, 2.5)  # fitted gains are clipped to this range
@@ -82,14 +82,9 @@ class DetailGains:
     strengths: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        for field in ("embeddings", "gains"):
-            rows = tuple(tuple(float(x) for x in r) for r in getattr(self, field))
-            object.__setattr__(self, field, rows)
+        freeze_anchored(self, "gains", "DetailGains")
         n = len(self.names)
-        if n == 0 or len(self.embeddings) != n or len(self.gains) != n:
-            raise ValueError("DetailGains needs as many embeddings and gain rows as names")
-        if len({len(e) for e in self.embeddings}) != 1 or len({len(g) for g in self.gains}) != 1:
+        if len({len(g) for g in self.gains}) != 1:
             raise ValueError("DetailGains: rows of different sizes")
         if min(min(g) for g in self.gains) < 0:
             raise ValueError("DetailGains: gains must be >= 0")
