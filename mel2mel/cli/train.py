@@ -335,14 +335,17 @@ def run_train_beats(args: argparse.Namespace) -> int:
     model = load_acoustic(args.model)
     model.note_beats, fits = fit_note_beats(model, args.data, progress=not args.no_progress)
     for name, fit in zip(model.note_beats.names, fits, strict=True):
-        if fit.depth > 0:
+        agree = f"({fit.agreement:.0%} of {fit.moving} moving harmonics agree)"
+        if fit.depth > 0 and fit.tremolo:
+            print(f"{name}: tremolo, {fit.tremolo:.2f} Hz, depth {fit.depth:.2f} {agree}")
+        elif fit.depth > 0:
             cents = 1200 * math.log2(1 + fit.detune)
-            print(f"{name}: beats, detune {cents:.2f} cents, depth {fit.depth:.2f} "
-                  f"({fit.agreement:.0%} of {fit.moving} moving harmonics agree)")  # fmt: skip
+            print(f"{name}: beats, detune {cents:.2f} cents, depth {fit.depth:.2f} {agree}")
+        elif fit.tremolo:
+            print(f"{name}: a tremolo at {fit.tremolo:.2f} Hz, not in step with the notes: none")
     beating = sum(f.depth > 0 for f in fits)
-    print(
-        f"{beating} of {len(fits)} instruments beat; wrote {save_pretrained(model, args.output)[1]}"
-    )
+    written = save_pretrained(model, args.output)[1]
+    print(f"{beating} of {len(fits)} instruments beat or pulse; wrote {written}")
     return 0
 
 

@@ -9,12 +9,20 @@ harmonic), its decay removed by a straight line in dB, and the strongest modulat
 harmonic ``h`` of a key at ``f0`` beat at ``h * f0 * c``: where the harmonics that move by at
 least :data:`MIN_RANGE_DB` agree on one ``c`` (at least :data:`MIN_AGREEMENT` of them within
 15 % of the median), the instrument beats with that detune, and with the depth whose dips
-match the median range of those harmonics; otherwise (a tremolo at one rate for every key, a
-decay, an ensemble of many layers) its depth is 0. No gradient, no tuning.
+match the median range of those harmonics. Otherwise, where most harmonics of every key pulse
+by at least :data:`MIN_TREMOLO_DB` at one rate in :data:`TREMOLO_RANGE_HZ` (their envelope's
+decay removed by a cubic, the strongest rate's swing fitted by least squares; at least
+:data:`MIN_TREMOLO_AGREEMENT` of them within 15 % of the median), the instrument has a
+**tremolo** at that rate, with the depth of their median swing (corrected for the analysis
+window, :func:`window_response`), kept only if its phase is the same at every key
+(:data:`MIN_PHASE_LOCK`): an oscillator started by each note-on, which the synthesizer can
+draw in step, not a free-running chorus. Otherwise (a decay, an ensemble of many layers) its
+depth is 0. No gradient, no tuning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -44,6 +52,10 @@ BEAT_RANGE_HZ = (0.35, 8.0)  # a beat needs >= 2 periods in the analysed 5 s
 MIN_RANGE_DB = 6.0  # a harmonic whose level moves less is not counted as beating
 MIN_AGREEMENT = 0.5
 MIN_MOVING = 8  # harmonics that must move for a verdict
+MIN_TREMOLO_DB = 1.0  # a harmonic pulsing less (peak to peak) is not counted as a tremolo's
+TREMOLO_RANGE_HZ = (2.0, 6.0)  # below: a decay's curve; above: mostly smoothed away
+MIN_TREMOLO_AGREEMENT = 0.75  # a note-on's oscillator moves nearly every harmonic at its rate
+MIN_PHASE_LOCK = 0.7  # a tremolo's phases at every key: length of their mean unit vector
 PHASE_SECONDS = 6.0  # every key held this long when its phases are measured
 PHASE_WINDOW = (ATTACK_FRAMES / C.FRAME_RATE, 5.8)  # from where the beats reach their depth
 ENVELOPE_HOP = 160  # 10 ms
@@ -53,12 +65,14 @@ ENVELOPE_FFT = 4096
 @dataclass(frozen=True)
 class BeatFit:
     """What the probe found for one instrument: the detune and depth (0: no beats), the share
-    of the moving harmonics that agree on the detune, and how many moved."""
+    of the moving harmonics that agree on the detune (or on the tremolo), how many moved, and
+    the tremolo's rate in Hz (0: none)."""
 
     detune: float
     depth: float
     agreement: float
     moving: int
+    tremolo: float = 0.0
 
 
 def probe_midi(
@@ -122,10 +136,40 @@ def envelope_beat(envelope: np.ndarray) -> tuple[float, float]:
     return peak, spread
 
 
+def envelope_pulse(envelope: np.ndarray) -> tuple[float, float]:
+    """``(rate Hz, swing dB)`` of a harmonic's strongest pulse in :data:`TREMOLO_RANGE_HZ`,
+    after its decay (a cubic in dB) is removed: the swing is twice the amplitude of the
+    sinusoid at that rate fitted by least squares, over what the analysis window leaves of a
+    pulse that fast (:func:`window_response`); ``(0, 0)`` when the strongest lies on the
+    range's lower edge (the rest of a decay)."""
+    t = np.arange(len(envelope))
+    detrended = envelope - np.polyval(np.polyfit(t, envelope, 3), t)
+    rate = C.SAMPLE_RATE / ENVELOPE_HOP
+    spec = np.abs(np.fft.rfft(detrended * np.hanning(len(t)), 16 * len(t)))
+    freq = np.fft.rfftfreq(16 * len(t), 1.0 / rate)
+    band = (freq >= TREMOLO_RANGE_HZ[0]) & (freq <= TREMOLO_RANGE_HZ[1])
+    peak = float(freq[band][np.argmax(spec[band])])
+    if peak < TREMOLO_RANGE_HZ[0] * 1.05:
+        return 0.0, 0.0
+    w = 2 * math.pi * peak * t / rate
+    coef = np.linalg.lstsq(np.stack([np.cos(w), np.sin(w)], 1), detrended, rcond=None)[0]
+    return peak, 2 * float(np.hypot(*coef)) / window_response(peak)
+
+
+def window_response(hz: float) -> float:
+    """The share of a level modulation at ``hz`` that survives :func:`harmonic_levels`: the
+    spectrum's peak at a harmonic averages its amplitude over the analysis window (a Hann
+    window of :data:`ENVELOPE_FFT` samples, 0.26 s), 1 for slow beats, 0.44 at 4.2 Hz."""
+    window = np.hanning(ENVELOPE_FFT)
+    phase = np.exp(-2j * math.pi * hz * np.arange(ENVELOPE_FFT) / C.SAMPLE_RATE)
+    return float(abs(np.sum(window * phase)) / window.sum())
+
+
 def fit_beats(audio: np.ndarray) -> BeatFit:
     """The :class:`BeatFit` of one instrument from FluidSynth's render of :func:`probe_midi`
     (mono, from the first onset)."""
-    ratios, ranges = [], []
+    ratios, ranges, pulses = [], [], []
+    judged = 0
     step = PROBE_SECONDS + PROBE_GAP
     for k, key in enumerate(PROBE_KEYS):
         f0 = float(key_frequencies()[key - C.MIDI_MIN])
@@ -135,30 +179,53 @@ def fit_beats(audio: np.ndarray) -> BeatFit:
         for h, env in enumerate(envelopes, start=1):
             if env.max() < envelopes.max() - 40:  # a harmonic too weak to judge
                 continue
+            judged += 1
             peak, spread = envelope_beat(env)
             if spread >= MIN_RANGE_DB:
                 ratios.append(peak / (h * f0))
                 ranges.append(spread)
+            pulse, swing = envelope_pulse(env)
+            if swing >= MIN_TREMOLO_DB:
+                pulses.append((pulse, swing))
     if len(ratios) < MIN_MOVING:
-        return BeatFit(0.0, 0.0, 0.0, len(ratios))
+        return _tremolo(pulses, judged) or BeatFit(0.0, 0.0, 0.0, len(ratios))
     ratios_a, ranges_a = np.array(ratios), np.array(ranges)
     detune = float(np.median(ratios_a))
     agree = np.abs(ratios_a / detune - 1) < 0.15
     share = float(agree.mean())
     if share < MIN_AGREEMENT:
-        return BeatFit(detune, 0.0, share, len(ratios))
-    # two layers of relative level r swing the power by ((1 + r) / (1 - r))^2
-    q = np.sqrt(10 ** (float(np.median(ranges_a[agree])) / 10))
-    depth = min(MAX_DEPTH, (q - 1) / (q + 1))
-    return BeatFit(detune, float(depth), share, len(ratios))
+        return _tremolo(pulses, judged) or BeatFit(detune, 0.0, share, len(ratios))
+    return BeatFit(detune, _depth(np.median(ranges_a[agree])), share, len(ratios))
 
 
-def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
+def _depth(range_db: float) -> float:
+    """The depth of two layers whose power swings by ``range_db``: layers of relative level r
+    swing it by ((1 + r) / (1 - r))^2."""
+    q = np.sqrt(10 ** (float(range_db) / 10))
+    return float(min(MAX_DEPTH, (q - 1) / (q + 1)))
+
+
+def _tremolo(pulses: list[tuple[float, float]], judged: int) -> BeatFit | None:
+    """A tremolo from ``(rate Hz, swing dB)`` of the harmonics that pulse by at least
+    :data:`MIN_TREMOLO_DB` (:func:`envelope_pulse`), of ``judged`` harmonics strong enough to
+    judge: most of them must pulse, and most of those at one rate; else None."""
+    if len(pulses) < max(MIN_MOVING, MIN_AGREEMENT * judged):
+        return None
+    rates, ranges = np.array(pulses).T
+    rate = float(np.median(rates))
+    agree = np.abs(rates / rate - 1) < 0.15
+    share = float(agree.mean())
+    if share < MIN_TREMOLO_AGREEMENT:
+        return None
+    return BeatFit(0.0, _depth(np.median(ranges[agree])), share, len(pulses), rate)
+
+
+def fit_phases(audio: np.ndarray, detune: float, tremolo: float = 0.0) -> np.ndarray:
     """float64[N_KEYS x MAX_HARMONIC]: the phase of each key's harmonics' beats at ``detune``
-    (extrapolated to the onset) in FluidSynth's render of ``probe_midi(program, every key,
-    PHASE_SECONDS)``: each harmonic's power over its mean, fitted by least squares with a
-    constant, a straight line (a decay) and the cosine and sine of its beat; 0 where the
-    harmonic is past Nyquist."""
+    and ``tremolo`` Hz (extrapolated to the onset) in FluidSynth's render of
+    ``probe_midi(program, every key, PHASE_SECONDS)``: each harmonic's power over its mean,
+    fitted by least squares with a constant, a straight line (a decay) and the cosine and sine
+    of its beat; 0 where the harmonic is past Nyquist."""
     out = np.zeros((C.N_KEYS, MAX_HARMONIC))
     step = PHASE_SECONDS + PROBE_GAP
     for k in range(C.N_KEYS):
@@ -170,7 +237,7 @@ def fit_phases(audio: np.ndarray, detune: float) -> np.ndarray:
             p = power[h - 1]
             if p.mean() <= 0:
                 continue
-            w = 2 * math.pi * h * f0 * detune * t
+            w = 2 * math.pi * (h * f0 * detune + tremolo) * t
             basis = np.stack([np.ones_like(t), t - t.mean(), np.cos(w), np.sin(w)], axis=1)
             coef = np.linalg.lstsq(basis, p / p.mean(), rcond=None)[0]
             out[k, h - 1] = math.atan2(-coef[3], coef[2]) % (2 * math.pi)
@@ -209,7 +276,24 @@ def fit_note_beats(
             if fit.depth > 0:
                 every_key = probe_midi(program, range(C.MIDI_MIN, C.MIDI_MAX + 1), PHASE_SECONDS)
                 audio = render_midi(every_key, settings, work_dir=Path(work))
-                phases[-1] = tuple(map(tuple, fit_phases(audio, fit.detune)))
+                measured = fit_phases(audio, fit.detune, fit.tremolo)
+                if fit.tremolo and phase_lock(measured) < MIN_PHASE_LOCK:
+                    fits[-1] = dataclasses.replace(fit, depth=0.0)  # not in step with the notes
+                else:
+                    phases[-1] = tuple(map(tuple, measured))
     table = model.embedding.weight.detach().double().cpu().tolist()
     detune, depth = [f.detune for f in fits], [f.depth for f in fits]
-    return NoteBeats(names, table, detune, depth, tuple(phases)), fits
+    tremolo = [f.tremolo if f.depth else 0.0 for f in fits]
+    return NoteBeats(names, table, detune, depth, tuple(phases), tremolo=tremolo), fits
+
+
+def phase_lock(phases: np.ndarray) -> float:
+    """How alike the keys' phases are (float64[N_KEYS x MAX_HARMONIC], 0 where not measured):
+    the length of the mean unit vector of each harmonic's phases over the keys that have it,
+    averaged over harmonics 1-4 (1: every key in step)."""
+    locks = []
+    for h in range(4):
+        have = phases[:, h] != 0
+        if have.sum() >= 2:
+            locks.append(float(np.abs(np.exp(1j * phases[have, h]).mean())))
+    return float(np.mean(locks)) if locks else 0.0

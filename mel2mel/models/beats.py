@@ -25,9 +25,19 @@ correlate 0.98-1.0), so ``phase`` is measured per key and harmonic with the detu
 table built without them draws each note's phases from a hash of a seed). Each mel bin's power
 is multiplied by the mean of the envelopes of the harmonics its filter passes, weighed by the
 filter and by their power, ``(velocity^2 / h)^2``; bins no harmonic reaches are left as they
-are. ``detune`` and ``depth`` are measured per instrument on FluidSynth's own renders of held
-notes (:mod:`mel2mel.evaluation.note_beats`: no gradient, no tuning); an instrument whose held
-notes do not beat that way gets depth 0. Mixes, coordinates and learned timbres get their
+are.
+
+Some instruments pulse instead at one rate for every key: a **tremolo**, the SoundFont's
+low-frequency oscillator on the volume, started at each note-on. FluidSynth's Vibraphone
+(MuseScore General) swings every held note's level by 2.2-2.5 dB at 4.2-4.4 Hz, in the same
+phase at every key, start time and velocity (onset-aligned envelopes correlate 0.88-0.99), and the
+squared error draws a steady tone, so the classifier hears a guitar or a harp. Such an
+instrument has a ``tremolo`` rate in Hz: harmonic ``h`` then moves at ``h f0 detune +
+tremolo`` Hz (one of the two is 0 for a measured instrument; a mix between two gets some of
+each), with the same envelope, depth and measured phases. ``detune``, ``tremolo`` and
+``depth`` are measured per instrument on FluidSynth's own renders of held notes
+(:mod:`mel2mel.evaluation.note_beats`: no gradient, no tuning); an instrument whose held notes
+neither beat nor pulse that way gets depth 0. Mixes, coordinates and learned timbres get their
 neighbours' values by Shepard's blend. Each frame depends only on the notes and the frame index,
 so chunked and streamed renders equal whole ones. Stored in the acoustic export's JSON
 (``"note_beats"``).
@@ -145,6 +155,9 @@ class NoteBeats:
         Frames a note keeps beating after it ends (its release).
     attack:
         Frames over which a note's beats grow from nothing to their depth.
+    tremolo:
+        N rates (Hz, >= 0) at which every harmonic of every key moves besides ``h f0 detune``
+        (a tremolo; 0: none). Empty: 0 for every instrument.
     """
 
     names: tuple[str, ...]
@@ -154,6 +167,7 @@ class NoteBeats:
     phases: tuple[tuple[tuple[float, ...], ...], ...] = ()
     hold: int = PARTIAL_HOLD
     attack: int = ATTACK_FRAMES
+    tremolo: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
@@ -162,6 +176,7 @@ class NoteBeats:
         object.__setattr__(self, "detune", tuple(float(x) for x in self.detune))
         object.__setattr__(self, "depth", tuple(float(x) for x in self.depth))
         n = len(self.names)
+        object.__setattr__(self, "tremolo", tuple(float(x) for x in self.tremolo) or (0.0,) * n)
         phases = tuple(tuple(tuple(float(x) for x in r) for r in t) for t in self.phases)
         object.__setattr__(self, "phases", phases or ((),) * n)
         if any(t and (len(t) != C.N_KEYS or {len(r) for r in t} != {MAX_HARMONIC}) for t in phases):
@@ -172,21 +187,26 @@ class NoteBeats:
             raise ValueError("NoteBeats: one phase table (or an empty one) per name")
         if len({len(e) for e in rows}) != 1:
             raise ValueError("NoteBeats: embeddings of different sizes")
-        if min(self.detune) < 0 or not all(0 <= d <= MAX_DEPTH for d in self.depth):
-            raise ValueError(f"NoteBeats: detune must be >= 0 and depth in [0, {MAX_DEPTH}]")
+        if len(self.tremolo) != n:
+            raise ValueError("NoteBeats: one tremolo rate per name, or none")
+        if min(self.detune) < 0 or min(self.tremolo) < 0:
+            raise ValueError("NoteBeats: detune and tremolo must be >= 0")
+        if not all(0 <= d <= MAX_DEPTH for d in self.depth):
+            raise ValueError(f"NoteBeats: depth must be in [0, {MAX_DEPTH}]")
         if self.hold < 0 or self.attack < 1:
             raise ValueError("NoteBeats: hold must be >= 0 and attack >= 1")
 
     @functools.cached_property
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        values = torch.tensor([self.detune, self.depth], dtype=torch.float64).T  # N x 2
+        rows = [self.detune, self.depth, self.tremolo]
+        values = torch.tensor(rows, dtype=torch.float64).T  # N x 3
         return torch.tensor(self.embeddings, dtype=torch.float64), values
 
-    def at(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(detune, depth)`` at ``embedding`` Tensor[E] or Tensor[E x T], each Tensor[1] or
-        Tensor[T] float64."""
-        values = shepard_blend(embedding.double()[None], *self._tables)[0]  # 2 x (1 or T)
-        return values[0], values[1]
+    def at(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(detune, depth, tremolo)`` at ``embedding`` Tensor[E] or Tensor[E x T], each
+        Tensor[1] or Tensor[T] float64."""
+        values = shepard_blend(embedding.double()[None], *self._tables)[0]  # 3 x (1 or T)
+        return values[0], values[1], values[2]
 
     def note_phases(self, embedding: torch.Tensor, notes: BeatNotes, seed: int) -> np.ndarray:
         """float64[N x MAX_HARMONIC]: the measured phases of the instrument nearest
@@ -227,7 +247,7 @@ class NoteBeats:
         Floored at the analysis floor."""
         if strength == 0 or len(notes) == 0 or not self.beats_anywhere():
             return mel
-        detune, depth = self.at(embedding)
+        detune, depth, tremolo = self.at(embedding)
         if float(depth.max()) <= 0:
             return mel
         freq, weights, h = _harmonic_weights()
@@ -248,8 +268,9 @@ class NoteBeats:
             t = torch.arange(start + a, start + b, dtype=torch.float64)  # t
             since = t - torch.from_numpy(notes.on)[sel].double()[:, None, None]  # n x 1 x t
             live = ((since >= 0) & (t < torch.from_numpy(ends)[sel][:, None, None])).double()
-            c, r = (x if x.numel() == 1 else x[a:b] for x in (detune, depth))
-            angle = 2 * math.pi * f[sel][..., None] * c * since / C.FRAME_RATE
+            c, r, v = (x if x.numel() == 1 else x[a:b] for x in (detune, depth, tremolo))
+            hz = f[sel][..., None] * c + v * (f[sel][..., None] > 0)  # n x H x (1 or t)
+            angle = 2 * math.pi * hz * since / C.FRAME_RATE
             d = r * (since / self.attack).clamp(0.0, 1.0)  # n x 1 x t: grown from 0
             envelope = 1 + 2 * d * torch.cos(angle + phase[sel][..., None]) / (1 + d**2)
             total[:, a:b] = w[sel].sum(1).T @ live[:, 0]
@@ -260,13 +281,16 @@ class NoteBeats:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"hold", "attack", "instruments": [{"name", "embedding", "detune", "depth"[,
-        "phases"]}]}``, as the acoustic export's JSON stores them (phases to 3 decimals)."""
+        "tremolo"][, "phases"]}]}``, as the acoustic export's JSON stores them (phases to 2
+        decimals, 0 where unmeasured; "tremolo" only where it is not 0)."""
         rows = []
         for k, (n, e) in enumerate(zip(self.names, self.embeddings, strict=True)):
             row = {"name": n, "embedding": list(e), "detune": self.detune[k]}
             rows.append(row | {"depth": round(self.depth[k], 4)})
+            if self.tremolo[k]:
+                rows[-1]["tremolo"] = round(self.tremolo[k], 4)
             if self.phases[k]:
-                rows[-1]["phases"] = [[round(x, 3) for x in r] for r in self.phases[k]]
+                rows[-1]["phases"] = [[round(x, 2) or 0 for x in r] for r in self.phases[k]]
         return {"hold": self.hold, "attack": self.attack, "instruments": rows}
 
     @classmethod
@@ -280,4 +304,5 @@ class NoteBeats:
             tuple(r.get("phases", ()) for r in rows),
             int(doc.get("hold", PARTIAL_HOLD)),
             int(doc.get("attack", ATTACK_FRAMES)),
+            tuple(r.get("tremolo", 0.0) for r in rows),
         )

@@ -478,5 +478,5 @@ def write_onnx(
         "space100": space,
         "signal": signal_tables(),
     }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, separators=(",", ":")))
     return manifest

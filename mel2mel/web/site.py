@@ -127,10 +127,11 @@ def export_site(out_dir: str | os.PathLike, *, model: str | os.PathLike | None =
             "reason": space.reason},
         "inpage": {"available": True, "ready": True, "reason": None},
     }  # fmt: skip
-    atomic_write_text(data / "info.json", json.dumps(info))
-    atomic_write_text(data / "map.json", json.dumps(map_json(synth, map_resolution)))
+    compact = {"separators": (",", ":")}  # the site's bytes count (docs/WEB.md: 25 MB)
+    atomic_write_text(data / "info.json", json.dumps(info, **compact))
+    atomic_write_text(data / "map.json", json.dumps(map_json(synth, map_resolution), **compact))
     doc = space_json(space, data, soundfont_samples=soundfont_samples, progress=progress)
-    atomic_write_text(data / "space.json", json.dumps(doc))
+    atomic_write_text(data / "space.json", json.dumps(doc, **compact))
     atomic_write_text(out / "index.html", site_index())
     files = sorted(p for p in out.rglob("*") if p.is_file())
     return {str(p.relative_to(out)): p.stat().st_size for p in files}

@@ -145,7 +145,9 @@ BEATS = """async ([name, beats, emb, seed]) => {
 def test_beats_equal_python_with_hashed_phases(engine_page) -> None:
     """beats.js against NoteBeats.apply for a table without measured phases (the page hashes
     them as Python does), whole and in windows."""
-    beats = NoteBeats(("a", "b"), ((0.0, 0.0), (2.0, 0.0)), (0.0017, 0.004), (0.8, 0.3))
+    beats = NoteBeats(
+        ("a", "b"), ((0.0, 0.0), (2.0, 0.0)), (0.0017, 0.0), (0.8, 0.3), tremolo=(0.0, 4.2)
+    )  # "b" pulses (a tremolo): the blend has some of both
     emb = [0.5, 0.2]
     got = engine_page.evaluate(BEATS, ["performed.mid", beats.to_dict(), emb, 7])
     seq = read_notes(cases()["performed.mid"], warn=False)

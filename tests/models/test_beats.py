@@ -61,6 +61,19 @@ def test_a_lone_harmonic_beats_as_two_layers_do():
     torch.testing.assert_close(out[far], mel[far])
 
 
+def test_a_tremolo_moves_every_harmonic_at_one_rate():
+    table = tuple((0.7,) * MAX_HARMONIC for _ in range(C.N_KEYS))
+    beats = NoteBeats(("v",), ((0.0,),), (0.0,), (0.3,), (table,), tremolo=(4.2,))
+    mel = torch.full((C.N_MELS, 400), -4.0)
+    out = beats.apply(mel, one_note(key=A4 - 24), 0, torch.zeros(1))  # A2: 110 Hz
+    t = np.arange(400)
+    r = 0.3 * np.minimum(1.0, t / ATTACK_FRAMES)
+    m = 1 + 2 * r * np.cos(2 * np.pi * 4.2 * t / C.FRAME_RATE + 0.7) / (1 + r * r)
+    for hz in (110.0, 220.0, 440.0):  # harmonics 1, 2 and 4 alone in their bands
+        band = int(np.argmin(np.abs(mel_band_frequencies() - hz)))
+        np.testing.assert_allclose((out[band] - mel[band]).numpy(), 0.5 * np.log(m), atol=1e-4)
+
+
 def test_notes_from_a_roll_are_the_notes_of_the_roll():
     notes = [
         Note(60, 0.1, 0.5, 90, 0, 0),
@@ -130,6 +143,12 @@ def test_beats_round_trip_and_validate():
         NoteBeats(("a",), ((0.0,),), (0.001,), (1.0,))
     with pytest.raises(ValueError, match="phases"):
         NoteBeats(("a",), ((0.0,),), (0.001,), (0.5,), (((0.0,) * 3,) * C.N_KEYS,))
+    with pytest.raises(ValueError, match="tremolo"):
+        NoteBeats(("a",), ((0.0,),), (0.0,), (0.5,), tremolo=(-1.0,))
+    pulsing = NoteBeats(("a", "b"), ((0.0,), (1.0,)), (0.0, 0.001), (0.2, 0.5), tremolo=(4.2, 0))
+    doc = json.loads(json.dumps(pulsing.to_dict()))
+    assert [r.get("tremolo") for r in doc["instruments"]] == [4.2, None]
+    assert NoteBeats.from_dict(doc) == pulsing
 
 
 def layered_note(f0: float, seconds: float, detune: float, depth: float, phase0: float):
@@ -154,6 +173,29 @@ def probe_audio(keys, seconds, detune, depth):
     return np.concatenate(parts).astype(np.float32) * 0.1
 
 
+def tremolo_audio(keys, seconds: float, rate: float, swing_db: float) -> np.ndarray:
+    """Harmonics 1-8 of each key (amplitude 1 / h), their power swinging by ``swing_db`` at
+    ``rate`` Hz from each note-on, decaying 3 dB a second."""
+    gap = np.zeros(round(PROBE_GAP * C.SAMPLE_RATE))
+    t = np.arange(round(seconds * C.SAMPLE_RATE)) / C.SAMPLE_RATE
+    gain = 10 ** ((swing_db / 2 * np.sin(2 * np.pi * rate * t) - 3 * t) / 20)
+    parts = []
+    for key in keys:
+        f0 = 440.0 * 2 ** ((key - 69) / 12)
+        h = np.arange(1, 9)[:, None]
+        parts += [(np.sin(2 * np.pi * h * f0 * t) / h).sum(0) * gain, gap]
+    return np.concatenate(parts).astype(np.float32) * 0.1
+
+
+def test_the_probe_measures_a_tremolo_at_one_rate_for_every_key():
+    fit = fit_beats(tremolo_audio(PROBE_KEYS, PROBE_SECONDS, 4.5, 3.0))
+    assert fit.tremolo == pytest.approx(4.5, abs=0.1) and fit.detune == 0
+    # two layers at depth d swing the power by ((1 + d) / (1 - d))^2: 3 dB at d = 0.171
+    assert fit.depth == pytest.approx(0.171, abs=0.02), fit
+    slow = fit_beats(tremolo_audio(PROBE_KEYS, PROBE_SECONDS, 4.5, 0.5))  # under the threshold
+    assert slow.depth == 0
+
+
 def test_the_probe_measures_detune_and_depth_and_refuses_a_steady_tone():
     fit = fit_beats(probe_audio(PROBE_KEYS, PROBE_SECONDS, DETUNE, 0.6))
     assert fit.depth > 0 and abs(fit.detune / DETUNE - 1) < 0.05
@@ -173,11 +215,14 @@ def test_the_phases_are_measured_per_key_and_harmonic():
 
 
 @requires_fluidsynth
-def test_musescore_synth_lead_beats_and_its_grand_piano_does_not(tmp_path):
+def test_musescore_synth_lead_beats_its_vibraphone_pulses_and_its_piano_does_neither(tmp_path):
     settings = RenderSettings(str(SOUNDFONT))
     lead = fit_beats(render_midi(probe_midi(80), settings, work_dir=tmp_path))
+    vibraphone = fit_beats(render_midi(probe_midi(11), settings, work_dir=tmp_path))
     piano = fit_beats(render_midi(probe_midi(0), settings, work_dir=tmp_path))
     assert lead.depth > 0.5 and abs(1200 * math.log2(1 + lead.detune) - 2.0) < 0.3
+    assert lead.tremolo == 0
+    assert vibraphone.tremolo == pytest.approx(4.2, abs=0.15) and vibraphone.depth > 0.08
     assert piano.depth == 0
 
 

@@ -18,25 +18,25 @@ function hashedPhase(seed, key, on, h) {
   return fmix32(x) * (TWO_PI / 2 ** 32);
 }
 
-// The detune and depth at ``embedding`` (Shepard's blend, mel2mel.models.blend) and the phase
+// The detune, depth and tremolo (Hz) at ``embedding`` (Shepard's blend, mel2mel.models.blend) and the phase
 // table of the nearest instrument that has one (null: hashed phases).
 export function beatsAt(beats, embedding) {
   const rows = beats.instruments;
-  let sw = 0, detune = 0, depth = 0, best = null, bestD = Infinity;
+  let sw = 0, detune = 0, depth = 0, tremolo = 0, best = null, bestD = Infinity;
   for (const r of rows) {
     let d = 0;
     for (let i = 0; i < embedding.length; i++) d += (embedding[i] - r.embedding[i]) ** 2;
     const w = 1 / (d + 1e-12);
-    sw += w; detune += w * r.detune; depth += w * r.depth;
+    sw += w; detune += w * r.detune; depth += w * r.depth; tremolo += w * (r.tremolo ?? 0);
     if (r.phases && Math.sqrt(d) < bestD) { bestD = Math.sqrt(d); best = r.phases; }
   }
-  return { detune: detune / sw, depth: depth / sw, phases: best };
+  return { detune: detune / sw, depth: depth / sw, tremolo: tremolo / sw, phases: best };
 }
 
 // mel: Float32Array [80 x (b - a)] (channel-major), frames a .. b-1 of a piece; notes: the
 // piece's NoteRoll (midi.js). Returns a new array with the beats of the notes near [a, b).
 export function applyBeats(mel, a, b, notes, embedding, beats, tables, { strength = 1, seed = 0 } = {}) {
-  const { detune, depth, phases } = beatsAt(beats, embedding);
+  const { detune, depth, tremolo, phases } = beatsAt(beats, embedding);
   if (!strength || !(depth > 0)) return mel;
   const t = b - a, hold = beats.hold, attack = beats.attack;
   const total = new Float64Array(N_MELS * t), beating = new Float64Array(N_MELS * t);
@@ -49,7 +49,7 @@ export function applyBeats(mel, a, b, notes, embedding, beats, tables, { strengt
       const f = f0 * h, bin = roundHalfEven(f / BIN_HZ);
       if (!(bin < tables.bins - 1)) break;
       const power = ((vel * vel) / h) ** 2, phase = phases ? phases[key][h - 1] : hashedPhase(seed, key, on, h);
-      const rate = (TWO_PI * f * detune) / FRAME_RATE;
+      const rate = (TWO_PI * (f * detune + tremolo)) / FRAME_RATE;  // beats, or a tremolo
       for (const band of tables.byBin[bin]) {
         const w = band.w * power, o = band.c * t;
         for (let fr = from; fr < to; fr++) {
