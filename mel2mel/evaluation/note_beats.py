@@ -121,19 +121,26 @@ def harmonic_envelopes(audio: np.ndarray, f0: float) -> np.ndarray:
     return 10 * np.log10(harmonic_levels(audio, f0)[1] + 1e-24)
 
 
+def _strongest_rate(
+    envelope: np.ndarray, degree: int, band_hz: tuple[float, float]
+) -> tuple[np.ndarray, float]:
+    """``(detrended, rate Hz)``: ``envelope`` (one value every :data:`ENVELOPE_HOP` samples)
+    less its decay, a polynomial of ``degree``, and the rate of its spectrum's peak within
+    ``band_hz``."""
+    t = np.arange(len(envelope))
+    detrended = envelope - np.polyval(np.polyfit(t, envelope, degree), t)
+    spec = np.abs(np.fft.rfft(detrended * np.hanning(len(t)), 16 * len(t)))
+    freq = np.fft.rfftfreq(16 * len(t), ENVELOPE_HOP / C.SAMPLE_RATE)
+    band = (freq >= band_hz[0]) & (freq <= band_hz[1])
+    return detrended, float(freq[band][np.argmax(spec[band])])
+
+
 def envelope_beat(envelope: np.ndarray) -> tuple[float, float]:
     """``(frequency Hz, range dB)`` of a harmonic's strongest modulation in
     :data:`BEAT_RANGE_HZ`, after its decay (a straight line in dB) is removed; the range is
     between the 5th and 95th percentiles."""
-    t = np.arange(len(envelope))
-    detrended = envelope - np.polyval(np.polyfit(t, envelope, 1), t)
-    rate = C.SAMPLE_RATE / ENVELOPE_HOP
-    spec = np.abs(np.fft.rfft(detrended * np.hanning(len(t)), 16 * len(t)))
-    freq = np.fft.rfftfreq(16 * len(t), 1.0 / rate)
-    band = (freq >= BEAT_RANGE_HZ[0]) & (freq <= BEAT_RANGE_HZ[1])
-    peak = float(freq[band][np.argmax(spec[band])])
-    spread = float(np.percentile(detrended, 95) - np.percentile(detrended, 5))
-    return peak, spread
+    detrended, peak = _strongest_rate(envelope, 1, BEAT_RANGE_HZ)
+    return peak, float(np.percentile(detrended, 95) - np.percentile(detrended, 5))
 
 
 def envelope_pulse(envelope: np.ndarray) -> tuple[float, float]:
@@ -142,16 +149,10 @@ def envelope_pulse(envelope: np.ndarray) -> tuple[float, float]:
     sinusoid at that rate fitted by least squares, over what the analysis window leaves of a
     pulse that fast (:func:`window_response`); ``(0, 0)`` when the strongest lies on the
     range's lower edge (the rest of a decay)."""
-    t = np.arange(len(envelope))
-    detrended = envelope - np.polyval(np.polyfit(t, envelope, 3), t)
-    rate = C.SAMPLE_RATE / ENVELOPE_HOP
-    spec = np.abs(np.fft.rfft(detrended * np.hanning(len(t)), 16 * len(t)))
-    freq = np.fft.rfftfreq(16 * len(t), 1.0 / rate)
-    band = (freq >= TREMOLO_RANGE_HZ[0]) & (freq <= TREMOLO_RANGE_HZ[1])
-    peak = float(freq[band][np.argmax(spec[band])])
+    detrended, peak = _strongest_rate(envelope, 3, TREMOLO_RANGE_HZ)
     if peak < TREMOLO_RANGE_HZ[0] * 1.05:
         return 0.0, 0.0
-    w = 2 * math.pi * peak * t / rate
+    w = 2 * math.pi * peak * ENVELOPE_HOP / C.SAMPLE_RATE * np.arange(len(envelope))
     coef = np.linalg.lstsq(np.stack([np.cos(w), np.sin(w)], 1), detrended, rcond=None)[0]
     return peak, 2 * float(np.hypot(*coef)) / window_response(peak)
 
