@@ -18,8 +18,8 @@ function hashedPhase(seed, key, on, h) {
   return fmix32(x) * (TWO_PI / 2 ** 32);
 }
 
-// The detune, depth and tremolo (Hz) at ``embedding`` (Shepard's blend, mel2mel.models.blend) and the phase
-// table of the nearest instrument that has one (null: hashed phases).
+// The detune, depth and tremolo (Hz) at ``embedding`` (Shepard's blend, mel2mel.models.blend)
+// and the phase table of the nearest instrument that has one (null: hashed phases).
 export function beatsAt(beats, embedding) {
   const rows = beats.instruments;
   let sw = 0, detune = 0, depth = 0, tremolo = 0, best = null, bestD = Infinity;
