@@ -191,12 +191,17 @@ def fit_beats(audio: np.ndarray) -> BeatFit:
     if len(ratios) < MIN_MOVING:
         return _tremolo(pulses, judged) or BeatFit(0.0, 0.0, 0.0, len(ratios))
     ratios_a, ranges_a = np.array(ratios), np.array(ranges)
-    detune = float(np.median(ratios_a))
-    agree = np.abs(ratios_a / detune - 1) < 0.15
+    detune, agree = _consensus(ratios_a)
     share = float(agree.mean())
     if share < MIN_AGREEMENT:
         return _tremolo(pulses, judged) or BeatFit(detune, 0.0, share, len(ratios))
     return BeatFit(detune, _depth(np.median(ranges_a[agree])), share, len(ratios))
+
+
+def _consensus(values: np.ndarray) -> tuple[float, np.ndarray]:
+    """The median of ``values`` and which of them lie within 15 % of it."""
+    median = float(np.median(values))
+    return median, np.abs(values / median - 1) < 0.15
 
 
 def _depth(range_db: float) -> float:
@@ -213,8 +218,7 @@ def _tremolo(pulses: list[tuple[float, float]], judged: int) -> BeatFit | None:
     if len(pulses) < max(MIN_MOVING, MIN_AGREEMENT * judged):
         return None
     rates, ranges = np.array(pulses).T
-    rate = float(np.median(rates))
-    agree = np.abs(rates / rate - 1) < 0.15
+    rate, agree = _consensus(rates)
     share = float(agree.mean())
     if share < MIN_TREMOLO_AGREEMENT:
         return None

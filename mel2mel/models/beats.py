@@ -56,7 +56,7 @@ import torch
 
 from mel2mel import constants as C
 from mel2mel.audio import floor_log_mel, mel_filterbank
-from mel2mel.models.blend import shepard_blend
+from mel2mel.models.blend import freeze_anchored, shepard_blend
 from mel2mel.vocoders.partials import PARTIAL_HOLD, key_frequencies
 
 MAX_HARMONIC = 32  # harmonics above this one fall in wide bands where beats average out
@@ -170,25 +170,16 @@ class NoteBeats:
     tremolo: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        rows = tuple(tuple(float(x) for x in r) for r in self.embeddings)
-        object.__setattr__(self, "embeddings", rows)
-        object.__setattr__(self, "detune", tuple(float(x) for x in self.detune))
-        object.__setattr__(self, "depth", tuple(float(x) for x in self.depth))
         n = len(self.names)
-        object.__setattr__(self, "tremolo", tuple(float(x) for x in self.tremolo) or (0.0,) * n)
+        if not self.tremolo:
+            object.__setattr__(self, "tremolo", (0.0,) * n)
+        freeze_anchored(self, "NoteBeats", values=("detune", "depth", "tremolo"))
         phases = tuple(tuple(tuple(float(x) for x in r) for r in t) for t in self.phases)
         object.__setattr__(self, "phases", phases or ((),) * n)
         if any(t and (len(t) != C.N_KEYS or {len(r) for r in t} != {MAX_HARMONIC}) for t in phases):
             raise ValueError(f"NoteBeats: phases are {C.N_KEYS} rows of {MAX_HARMONIC}, or none")
-        if n == 0 or len(rows) != n or len(self.detune) != n or len(self.depth) != n:
-            raise ValueError("NoteBeats needs one embedding, detune and depth per name")
         if len(self.phases) != n:
             raise ValueError("NoteBeats: one phase table (or an empty one) per name")
-        if len({len(e) for e in rows}) != 1:
-            raise ValueError("NoteBeats: embeddings of different sizes")
-        if len(self.tremolo) != n:
-            raise ValueError("NoteBeats: one tremolo rate per name, or none")
         if min(self.detune) < 0 or min(self.tremolo) < 0:
             raise ValueError("NoteBeats: detune and tremolo must be >= 0")
         if not all(0 <= d <= MAX_DEPTH for d in self.depth):

@@ -52,17 +52,24 @@ def values_by_instrument(
     return tuple(values)
 
 
-def freeze_anchored(obj: Any, table: str, what: str) -> None:
+def freeze_anchored(
+    obj: Any, what: str, *, rows: tuple[str, ...] = (), values: tuple[str, ...] = ()
+) -> None:
     """Normalize a frozen dataclass of per-instrument values in place: ``names`` to strings,
-    ``embeddings`` and its ``table`` field to tuples of float rows, and check that there is one
-    embedding and one row per name and that the embeddings have one size (``what`` names the
-    class in the error). Shared by the detail gains and the note contrast."""
+    ``embeddings`` and each field of ``rows`` to tuples of float rows, each field of ``values``
+    (one number per instrument) to a tuple of floats; and check that there is one embedding and
+    one row or value per name and that the embeddings have one size (``what`` names the class
+    in the error). Shared by the detail gains, the note contrast and the note beats."""
     object.__setattr__(obj, "names", tuple(str(n) for n in obj.names))
-    for field in ("embeddings", table):
-        rows = tuple(tuple(float(x) for x in r) for r in getattr(obj, field))
-        object.__setattr__(obj, field, rows)
+    for field in ("embeddings", *rows):
+        object.__setattr__(
+            obj, field, tuple(tuple(float(x) for x in r) for r in getattr(obj, field))
+        )
+    for field in values:
+        object.__setattr__(obj, field, tuple(float(x) for x in getattr(obj, field)))
     n = len(obj.names)
-    if n == 0 or len(obj.embeddings) != n or len(getattr(obj, table)) != n:
-        raise ValueError(f"{what} needs as many embeddings and {table} rows as names")
+    for field in ("embeddings", *rows, *values):
+        if n == 0 or len(getattr(obj, field)) != n:
+            raise ValueError(f"{what} needs as many {field} as names")
     if len({len(e) for e in obj.embeddings}) != 1:
         raise ValueError(f"{what}: embeddings of different sizes")

@@ -148,7 +148,7 @@ class NoteContrast:
     strengths: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        freeze_anchored(self, "table", "NoteContrast")
+        freeze_anchored(self, "NoteContrast", rows=("table",))
         n = len(self.names)
         if {len(r) for r in self.table} != {N_ROLES}:
             raise ValueError(f"NoteContrast: every table row needs {N_ROLES} values")

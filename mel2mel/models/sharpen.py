@@ -82,7 +82,7 @@ class DetailGains:
     strengths: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        freeze_anchored(self, "gains", "DetailGains")
+        freeze_anchored(self, "DetailGains", rows=("gains",))
         n = len(self.names)
         if len({len(g) for g in self.gains}) != 1:
             raise ValueError("DetailGains: rows of different sizes")
